@@ -1,0 +1,1 @@
+"""The segmentation network, its self-describing bundle and slice-wise inference."""

@@ -1,0 +1,42 @@
+"""Build the segmentation network from its description in a bundle.
+
+Always ``encoder_weights=None``: smp's default fetches ImageNet weights from a hub at run time,
+which fails offline and is not reproducible. Pretrained encoder weights, if wanted for training,
+come from a local safetensors file (``encoder_weights_file``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bids_msseg._compat import import_smp
+
+#: Architectures the paper compared; UNet++ is the default, UNet the ablation.
+ARCHITECTURES = ("UnetPlusPlus", "Unet")
+
+
+def default_architecture(name: str = "UnetPlusPlus") -> dict[str, Any]:
+    """The paper's network: resnet18 encoder, one FLAIR channel in, one lesion logit out."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {ARCHITECTURES}")
+    return {"name": name, "encoder_name": "resnet18", "in_channels": 1, "classes": 1}
+
+
+def build_network(arch: dict[str, Any], encoder_weights_file: Path | None = None) -> torch.nn.Module:
+    """Instantiate the network described by ``arch`` (random init, or a local encoder file)."""
+    smp = import_smp()
+    kwargs = {k: v for k, v in arch.items() if k != "name"}
+    if arch["name"] not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch['name']!r}; choose one of {ARCHITECTURES}")
+    net = getattr(smp, arch["name"])(encoder_weights=None, **kwargs)
+    if encoder_weights_file is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(encoder_weights_file))
+        missing, unexpected = net.encoder.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{encoder_weights_file}: keys not in the encoder: {unexpected[:5]}")
+    return net
