@@ -1,0 +1,194 @@
+"""Finding the FLAIR images of a BIDS dataset with pybids.
+
+Every FLAIR (``anat/*_FLAIR.nii[.gz]``) is its own run: sessions, acquisitions and repeated runs
+are never merged, because each one is segmented on its own grid. The layout is indexed into a
+SQLite database under the work directory and reused when the dataset has not changed since (a
+fingerprint of file names, sizes and modification times decides; re-indexing a large dataset
+takes seconds, reopening it milliseconds).
+
+Errors carry the exit codes of the BIDS Apps spec: a directory that is not BIDS raises
+:class:`~bids_msseg.errors.ValidationError` (16), labels or filters that match nothing
+:class:`~bids_msseg.errors.NoMatchError` (18), a dataset without any FLAIR (or no dataset at all)
+:class:`~bids_msseg.errors.NoInputError` (66).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bids_msseg.errors import NoInputError, NoMatchError, ValidationError
+
+LOGGER = logging.getLogger(__name__)
+
+FLAIR_QUERY: dict[str, Any] = {"suffix": "FLAIR", "datatype": "anat", "extension": [".nii", ".nii.gz"]}
+#: Top-level folders pybids does not index; they are left out of the fingerprint too.
+_IGNORED_TOP = {"derivatives", "sourcedata", "code", "stimuli", "models"}
+_FINGERPRINT_NAME = "fingerprint.json"
+
+
+@dataclass(frozen=True)
+class FlairRun:
+    """One FLAIR image to segment."""
+
+    path: Path  # absolute path of the image
+    relpath: str  # path relative to the BIDS root, POSIX style (names the derivatives)
+    entities: Mapping[str, Any] = field(default_factory=dict)  # subject, session, acquisition, run...
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # the JSON sidecar(s), inheritance applied
+
+    @property
+    def subject(self) -> str:
+        return str(self.entities["subject"])
+
+    @property
+    def session(self) -> str | None:
+        ses = self.entities.get("session")
+        return None if ses is None else str(ses)
+
+    @property
+    def name(self) -> str:
+        """The file name without extension, e.g. ``sub-01_ses-1_acq-3D_FLAIR``: the run's label."""
+        base = Path(self.relpath).name
+        for ext in (".nii.gz", ".nii"):
+            if base.endswith(ext):
+                return base[: -len(ext)]
+        return base
+
+
+def _dataset_fingerprint(bids_dir: Path, validate: bool) -> str:
+    """Hash of every indexed file's relative path, size and mtime, plus the indexing options."""
+    import bids
+
+    digest = hashlib.sha256()
+    digest.update(f"pybids={bids.__version__};validate={validate}\n".encode())
+    for root, dirs, files in os.walk(bids_dir, followlinks=True):
+        rel_root = Path(root).relative_to(bids_dir)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (rel_root == Path(".") and d in _IGNORED_TOP))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            try:
+                st = os.stat(Path(root) / name)  # follows symlinks: a changed target counts
+            except OSError:
+                continue
+            digest.update(f"{rel_root / name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
+    """A ``BIDSLayout``, reusing the database in ``database_dir`` when the dataset is unchanged."""
+    from bids import BIDSLayout
+    from bids.exceptions import BIDSValidationError
+
+    kwargs: dict[str, Any] = {"validate": validate}
+    if database_dir is not None:
+        database_dir = Path(database_dir)
+        database_dir.mkdir(parents=True, exist_ok=True)
+        fingerprint = _dataset_fingerprint(bids_dir, validate)
+        stamp = database_dir / _FINGERPRINT_NAME
+        try:
+            previous = json.loads(stamp.read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            previous = None
+        reset = previous != fingerprint or not (database_dir / "layout_index.sqlite").exists()
+        LOGGER.debug("BIDS database %s: %s", database_dir, "re-indexing" if reset else "reused")
+        kwargs.update(database_path=str(database_dir), reset_database=reset)
+    try:
+        layout = BIDSLayout(str(bids_dir), **kwargs)
+    except BIDSValidationError as err:
+        raise ValidationError(f"{bids_dir} is not a valid BIDS dataset: {err}") from err
+    if database_dir is not None and kwargs["reset_database"]:
+        stamp.write_text(json.dumps({"fingerprint": fingerprint, "bids_dir": str(bids_dir)}) + "\n")
+    return layout
+
+
+def _as_query_values(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate filter-file values: ``null`` -> entity absent, ``"*"`` -> entity present."""
+    from bids.layout import Query
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return Query.NONE
+        if value == "*":
+            return Query.ANY
+        return value
+
+    return {k: [convert(v) for v in val] if isinstance(val, list) else convert(val) for k, val in filters.items()}
+
+
+def _check_labels(kind: str, wanted: Iterable[str] | None, available: Sequence[str]) -> None:
+    """Raise NoMatchError naming the labels that exist when any wanted label does not."""
+    if not wanted:
+        return
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        shown = ", ".join(sorted(available)[:50]) + (" ..." if len(available) > 50 else "")
+        raise NoMatchError(
+            f"{kind} label(s) {', '.join(missing)} not found in the dataset; available: {shown or '(none)'}"
+        )
+
+
+def collect_flair_runs(
+    bids_dir: Path,
+    participant_labels: Sequence[str] | None = None,
+    session_labels: Sequence[str] | None = None,
+    bids_filters: Mapping[str, Any] | None = None,
+    skip_validation: bool = False,
+    database_dir: Path | None = None,
+) -> list[FlairRun]:
+    """Every FLAIR of the dataset that the labels and filters select, sorted by path.
+
+    ``bids_filters`` are the pybids entity filters of the FLAIR query (the ``flair`` entry of a
+    filter file). ``database_dir`` (under the work directory) caches the index between calls.
+    """
+    bids_dir = Path(bids_dir).absolute()
+    if not bids_dir.is_dir():
+        raise NoInputError(f"{bids_dir}: the BIDS directory does not exist")
+    layout = _open_layout(bids_dir, validate=not skip_validation, database_dir=database_dir)
+
+    all_flairs = layout.get(return_type="object", **FLAIR_QUERY)
+    if not all_flairs:
+        raise NoInputError(
+            f"{bids_dir}: no FLAIR image in the dataset (looked for sub-*/[ses-*/]anat/*_FLAIR.nii[.gz])"
+        )
+    _check_labels("participant", participant_labels, layout.get_subjects())
+    _check_labels("session", session_labels, layout.get_sessions())
+
+    query = dict(FLAIR_QUERY)
+    if bids_filters:
+        query.update(_as_query_values(bids_filters))
+        query.update(FLAIR_QUERY)  # never another suffix (the parser refuses such filters too)
+    if participant_labels:
+        query["subject"] = list(participant_labels)
+    if session_labels:
+        query["session"] = list(session_labels)
+    files = layout.get(return_type="object", **query)
+    if not files:
+        parts = []
+        if participant_labels:
+            parts.append(f"participants {', '.join(participant_labels)}")
+        if session_labels:
+            parts.append(f"sessions {', '.join(session_labels)}")
+        if bids_filters:
+            parts.append(f"filters {json.dumps(dict(bids_filters))}")
+        raise NoMatchError(f"no FLAIR matches {' and '.join(parts)} ({len(all_flairs)} FLAIR(s) in the dataset)")
+
+    runs = []
+    for bf in sorted(files, key=lambda f: f.path):
+        path = Path(bf.path)
+        entities = {k: v for k, v in bf.get_entities().items() if k not in ("extension",)}
+        runs.append(FlairRun(
+            path=path,
+            relpath=path.relative_to(bids_dir).as_posix(),
+            entities=entities,
+            metadata=layout.get_metadata(bf.path),
+        ))
+    LOGGER.info("found %d FLAIR image(s) to segment in %s", len(runs), bids_dir)
+    return runs

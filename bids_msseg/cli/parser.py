@@ -1,0 +1,348 @@
+"""The command-line parser: built by a pure function, turned into one frozen :class:`Options`.
+
+``build_parser()`` has no side effects (it reads nothing, creates nothing) so that tests and
+documentation tools can call it freely. ``parse_args()`` parses, validates the values that need
+it (the BIDS filter file is read and checked here), resolves machine-dependent defaults (number
+of CPUs, work directory) and returns an immutable :class:`Options`. Nothing else in the package
+reads ``sys.argv`` or a global configuration.
+
+Exit codes follow ../shared/docs/conventions.md: a usage error exits 64 (argparse's own 2 is
+replaced) and an unknown analysis level exits 17, as the BIDS Apps execution spec asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bids_msseg import __version__
+from bids_msseg.errors import EXIT_UNKNOWN_LEVEL, EXIT_USAGE
+
+ANALYSIS_LEVELS = ("participant", "group")
+#: Keys accepted at the top level of a ``--bids-filter-file``.
+FILTER_KEYS = ("flair",)
+#: Entities a filter may not set: the app only ever segments FLAIR NIfTIs of the anat datatype.
+FIXED_ENTITIES = ("suffix", "datatype", "extension")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit with 64 (EX_USAGE) instead of 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _AnalysisLevel(argparse.Action):
+    """Store the analysis level; an unknown one exits 17 as the BIDS Apps spec requires."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if values not in ANALYSIS_LEVELS:
+            parser.print_usage(sys.stderr)
+            parser.exit(
+                EXIT_UNKNOWN_LEVEL,
+                f"{parser.prog}: error: unknown analysis level {values!r} "
+                f"(choose from {', '.join(ANALYSIS_LEVELS)})\n",
+            )
+        setattr(namespace, self.dest, values)
+
+
+class _ExtendLabels(argparse.Action):
+    """Collect labels over repeated flags, stripping a BIDS prefix (``sub-``/``ses-``)."""
+
+    def __init__(self, *args: Any, prefix: str, **kwargs: Any) -> None:
+        self.prefix = prefix
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        current = list(getattr(namespace, self.dest) or [])
+        for value in values:
+            label = value[len(self.prefix):] if value.startswith(self.prefix) else value
+            if not label or not label.isalnum():
+                parser.error(f"{option_string}: {value!r} is not a BIDS label (letters and digits only)")
+            if label not in current:
+                current.append(label)
+        setattr(namespace, self.dest, current)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} cannot be negative")
+    return number
+
+
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} must lie strictly between 0 and 1")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number >= 0.0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{value!r} cannot be negative")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _non_negative_float(value)
+    if number == 0.0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return number
+
+
+def _abs_path(value: str) -> Path:
+    return Path(value).expanduser().absolute()
+
+
+def _existing_dir(value: str) -> Path:
+    path = _abs_path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: no such directory")
+    return path
+
+
+def known_entities() -> tuple[str, ...]:
+    """Entity names pybids knows from its ``bids`` configuration (subject, session, acquisition...)."""
+    from bids.layout.models import Config
+
+    return tuple(Config.load("bids").entities)
+
+
+def validate_bids_filters(obj: Any, source: str = "filter") -> dict[str, dict[str, Any]]:
+    """Check the structure of a BIDS filter object; raise ``ValueError`` with a clear message.
+
+    The format is fMRIPrep's: ``{"flair": {"<entity>": value, ...}}`` where a value is a string,
+    an integer, a list of those, ``null`` (the entity must be absent) or ``"*"`` (it must be
+    present). Only the ``flair`` key is known to this app.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source}: the top level must be a JSON object such as {{\"flair\": {{...}}}}")
+    unknown = sorted(set(obj) - set(FILTER_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; the only known key is {list(FILTER_KEYS)}")
+    entities = set(known_entities())
+    out: dict[str, dict[str, Any]] = {}
+    for key, query in obj.items():
+        if not isinstance(query, dict):
+            raise ValueError(f"{source}: {key!r} must map entity names to values")
+        bad = sorted(set(query) - entities)
+        if bad:
+            raise ValueError(f"{source}: unknown BIDS entit{'y' if len(bad) == 1 else 'ies'} {bad} "
+                             f"under {key!r}; known: {sorted(entities)}")
+        fixed = sorted(set(query) & set(FIXED_ENTITIES))
+        if fixed:
+            raise ValueError(f"{source}: {fixed} are fixed: this app segments anat FLAIR NIfTI images")
+        for entity, value in query.items():
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and not value:
+                raise ValueError(f"{source}: {key}.{entity} is an empty list")
+            for item in values:
+                if item is not None and (isinstance(item, bool) or not isinstance(item, str | int)):
+                    raise ValueError(f"{source}: {key}.{entity} = {item!r}: values must be strings, "
+                                     "integers, null or \"*\"")
+        out[key] = dict(query)
+    return out
+
+
+def _bids_filter_file(value: str) -> dict[str, dict[str, Any]]:
+    """argparse type: read and validate a ``--bids-filter-file``."""
+    path = _abs_path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"{value}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{value}: not valid JSON ({err})") from None
+    try:
+        return validate_bids_filters(obj, source=str(value))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bids_msseg``. Pure: calling it reads and writes nothing."""
+    parser = _Parser(
+        prog="bids_msseg",
+        description="FLAIR-only multiple-sclerosis lesion segmentation (UNet++/resnet18) as a BIDS App.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_abs_path, help="the root of the BIDS dataset (input)")
+    parser.add_argument("output_dir", type=_abs_path,
+                        help="where derivatives are written (e.g. <bids_dir>/derivatives/bids_msseg)")
+    parser.add_argument("analysis_level", action=_AnalysisLevel, metavar="{participant,group}",
+                        help="participant: segment each FLAIR; group: summarize participant outputs")
+    parser.add_argument("--version", action="version", version=f"bids_msseg {__version__}")
+
+    sel = parser.add_argument_group("Selecting the input")
+    sel.add_argument("--participant-label", "--participant_label", dest="participant_label", nargs="+",
+                     action=_ExtendLabels, prefix="sub-", metavar="LABEL",
+                     help="participants to process (with or without 'sub-'); default: all")
+    sel.add_argument("--session-label", "--session_label", dest="session_label", nargs="+",
+                     action=_ExtendLabels, prefix="ses-", metavar="LABEL",
+                     help="sessions to process (with or without 'ses-'); default: all")
+    sel.add_argument("--bids-filter-file", "--bids_filter_file", dest="bids_filters", type=_bids_filter_file,
+                     metavar="FILE",
+                     help='JSON of pybids entity filters for the FLAIR query, e.g. {"flair": {"acquisition": '
+                          '"3D"}}; null = entity absent, "*" = entity present')
+    sel.add_argument("--skip-bids-validation", "--skip_bids_validation", dest="skip_bids_validation",
+                     action="store_true", help="do not validate the input dataset")
+
+    perf = parser.add_argument_group("Resources")
+    perf.add_argument("-w", "--work-dir", dest="work_dir", type=_abs_path, metavar="DIR",
+                      help="intermediate results and the indexed dataset (default: ./work); "
+                           "reusing it resumes a run")
+    perf.add_argument("--nprocs", "--n-cpus", dest="nprocs", type=_positive_int, metavar="N",
+                      help="processes run in parallel (default: the CPUs available)")
+    perf.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",
+                      help="threads per process for torch, ITK and BLAS (default: min(nprocs, 8))")
+    perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, metavar="GB",
+                      help="upper bound of memory the scheduler may plan for (default: 90%% of RAM)")
+    perf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                      help="where the network runs; auto = CUDA when available")
+    perf.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                      help="auto = bf16 on CPUs that have it natively, fp16 on CUDA; fp32 forces full "
+                           "precision (slower, bitwise reproducible across CPUs)")
+
+    model = parser.add_argument_group("Model and lesion definition")
+    model.add_argument("--model", type=_existing_dir, metavar="PATH",
+                       help="a model bundle directory (model.safetensors + model.json); "
+                            "default: the packaged model")
+    model.add_argument("--threshold", type=_probability, metavar="P",
+                       help="probability above which a voxel is lesion (default: the bundle's)")
+    model.add_argument("--min-lesion-size", dest="min_lesion_size", type=_non_negative_float, metavar="MM3",
+                       help="smallest lesion kept, in mm^3 (default: the bundle's)")
+    model.add_argument("--normalization", choices=("model", "quantile", "linear"), default="model",
+                       help="intensity normalization; 'model' uses the one the bundle was trained with "
+                            "(anything else is an ablation)")
+
+    pre = parser.add_argument_group("Preprocessing")
+    pre.add_argument("--n4", choices=("auto", "on", "off"), default="auto",
+                     help="N4 bias-field correction; auto decides from the image and its sidecar")
+    pre.add_argument("--skullstrip", choices=("auto", "on", "off"), default="auto",
+                     help="brain extraction; auto skips it for images that are already skull-stripped")
+
+    run = parser.add_argument_group("Running")
+    run.add_argument("--stop-on-first-crash", action="store_true",
+                     help="stop everything at the first failing step (default: other runs go on)")
+    run.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only", action="store_true",
+                     help="only write the methods boilerplate (logs/CITATION.md) and exit")
+    run.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, metavar="SEED",
+                     help="seed of every random generator used (N4/registration sampling, torch)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="recompute runs whose outputs are already complete (default: skip them)")
+    run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
+                     help="more messages: -v debug messages of bids_msseg, -vv nipype's too")
+
+    add_group_level_arguments(parser)
+    return parser
+
+
+def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The argument group for the ``group`` analysis level.
+
+    Flags for the group level belong here. Their values need no field in :class:`Options`:
+    any parsed argument that is not a field lands in ``Options.extra`` (read it with
+    ``options.extra["my_flag"]``).
+    """
+    group = parser.add_argument_group("Group level")
+    return group
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every setting of one invocation, immutable. Built by :func:`parse_args`."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    participant_label: tuple[str, ...] | None = None
+    session_label: tuple[str, ...] | None = None
+    bids_filters: Mapping[str, Mapping[str, Any]] | None = None
+    skip_bids_validation: bool = False
+    work_dir: Path = field(default_factory=lambda: Path("work").absolute())
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    model: Path | None = None
+    threshold: float | None = None
+    min_lesion_size: float | None = None
+    normalization: str = "model"
+    n4: str = "auto"
+    skullstrip: str = "auto"
+    stop_on_first_crash: bool = False
+    boilerplate_only: bool = False
+    random_seed: int | None = None
+    overwrite: bool = False
+    verbose: int = 0
+    #: Parsed arguments without a field of their own (e.g. group-level flags added later).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def flair_filters(self) -> dict[str, Any]:
+        """The pybids entity filters for the FLAIR query (empty when no filter file was given)."""
+        return dict((self.bids_filters or {}).get("flair", {}))
+
+    @property
+    def logs_dir(self) -> Path:
+        """``<output_dir>/logs``: crash reports and CITATION.md."""
+        return self.output_dir / "logs"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks and cgroups' cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into :class:`Options`.
+
+    Raises ``SystemExit`` (64 usage, 17 unknown analysis level, 0 for --help/--version) as
+    argparse does; :func:`bids_msseg.cli.run.main` turns it into a return code.
+    """
+    parser = build_parser()
+    ns = vars(parser.parse_args(None if argv is None else list(argv)))
+    nprocs = ns.pop("nprocs") or available_cpus()
+    omp = ns.pop("omp_nthreads") or min(nprocs, 8)
+    work_dir = ns.pop("work_dir") or Path("work").absolute()
+    names = {f.name for f in fields(Options)}
+    known = {k: v for k, v in ns.items() if k in names}
+    extra = {k: v for k, v in ns.items() if k not in names}
+    for key in ("participant_label", "session_label"):
+        if known.get(key) is not None:
+            known[key] = tuple(known[key])
+    return Options(nprocs=nprocs, omp_nthreads=omp, work_dir=work_dir, extra=extra, **known)

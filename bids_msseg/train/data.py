@@ -1,0 +1,142 @@
+"""Training data as shards of network-ready axial slices.
+
+A shard is one scan turned into what the network sees at inference: brain-masked, normalized (both
+quantile and linear, for the paper's ablation), cut into 224x224 slices by :mod:`bids_msseg.slicing`
+exactly as at inference, with its lesion label slices. Shards are ``.npz`` files (no pickles),
+written atomically so a reader never sees a partial one. Splits are by scan (by shard), never by
+slice, so no scan is on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bids_msseg.io import atomic_path
+from bids_msseg.normalize import brain_quantiles, linear_normalize, quantile_normalize
+from bids_msseg.slicing import cut_label_slices, cut_slices, plan_geometry
+
+LOGGER = logging.getLogger(__name__)
+
+
+def make_shard(
+    path: Path,
+    image: np.ndarray,
+    brain: np.ndarray,
+    lesion: np.ndarray,
+    zooms: tuple[float, float, float],
+    reference: np.ndarray,
+    size: int = 224,
+    meta: dict | None = None,
+) -> Path:
+    """Normalize, slice and save one RAS+ scan as a shard."""
+    geom = plan_geometry(brain, zooms, size)
+    quant = cut_slices(quantile_normalize(image, brain, reference), geom)[:, 0]
+    lin = cut_slices(linear_normalize(image, brain), geom)[:, 0]
+    label = cut_label_slices(lesion, geom)[:, 0]
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    info = dict(meta or {}, lesion_ml=round(float(lesion.sum()) * voxel_ml, 3), n_slices=int(label.shape[0]))
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, quantile=quant.numpy().astype(np.float16), linear=lin.numpy().astype(np.float16),
+                     label=label.numpy().astype(np.uint8), meta=np.array(json.dumps(info)))
+    return Path(path)
+
+
+def list_shards(directory: Path) -> list[Path]:
+    """Finished shards (atomic writes: hidden temporaries are never listed), in name order."""
+    return sorted(p for p in Path(directory).glob("*.npz") if not p.name.startswith("."))
+
+
+def split_by_scan(shards: list[Path], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Deterministic 80/20 split by scan: a shard's side depends on its name and the seed only."""
+    import hashlib
+
+    train, val = [], []
+    for p in shards:
+        h = int(hashlib.sha256(f"{seed}:{p.stem}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (val if h < val_fraction else train).append(p)
+    return train, val
+
+
+@dataclass
+class Shard:
+    """A loaded shard: images (n, H, W) float16 for one normalization, labels (n, H, W) uint8."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    meta: dict
+
+    @property
+    def lesion_slices(self) -> np.ndarray:
+        return np.flatnonzero(self.labels.reshape(self.labels.shape[0], -1).any(axis=1))
+
+
+def load_shard(path: Path, normalization: str = "quantile") -> Shard:
+    """Read a shard's slices for ``normalization`` (``quantile`` or ``linear``)."""
+    with np.load(path, allow_pickle=False) as z:
+        return Shard(Path(path).stem, z[normalization], z["label"], json.loads(str(z["meta"])))
+
+
+class SliceSampler:
+    """Draws training batches: a share of slices containing lesions, the rest any brain slice.
+
+    Shards are cached in memory (a few MB each); ``refresh`` picks up shards written since, so
+    training can start while the synthetic pool is still growing.
+    """
+
+    def __init__(self, shards: list[Path], normalization: str, lesion_fraction: float, seed: int):
+        self.normalization = normalization
+        self.lesion_fraction = lesion_fraction
+        self.rng = np.random.default_rng(seed)
+        self.cache: dict[Path, Shard] = {}
+        self.refresh(shards)
+
+    def refresh(self, shards: list[Path]) -> None:
+        for p in shards:
+            if p not in self.cache:
+                self.cache[p] = load_shard(p, self.normalization)
+        self.items = list(self.cache.values())
+        self.with_lesions = [s for s in self.items if s.lesion_slices.size]
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch (size, 1, H, W) of float32 images and labels, with random flips/rotations."""
+        images, labels = [], []
+        for _ in range(size):
+            if self.with_lesions and self.rng.random() < self.lesion_fraction:
+                shard = self.with_lesions[self.rng.integers(len(self.with_lesions))]
+                k = int(self.rng.choice(shard.lesion_slices))
+            else:
+                shard = self.items[self.rng.integers(len(self.items))]
+                k = int(self.rng.integers(shard.images.shape[0]))
+            img, lab = shard.images[k].astype(np.float32), shard.labels[k].astype(np.float32)
+            if self.rng.random() < 0.5:
+                img, lab = img[::-1], lab[::-1]  # left-right mirror (axis 0 is R-L)
+            turns = int(self.rng.integers(-1, 2)) if self.rng.random() < 0.2 else 0
+            img, lab = np.rot90(img, turns), np.rot90(lab, turns)
+            images.append(np.ascontiguousarray(img))
+            labels.append(np.ascontiguousarray(lab))
+        return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels))[:, None]
+
+
+def iter_validation(shards: list[Shard], batch: int = 8) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(shard index, images, labels) chunks over every slice of the validation scans."""
+    for i, shard in enumerate(shards):
+        for start in range(0, shard.images.shape[0], batch):
+            img = torch.from_numpy(shard.images[start : start + batch].astype(np.float32))[:, None]
+            lab = torch.from_numpy(shard.labels[start : start + batch].astype(np.float32))[:, None]
+            yield i, img, lab
+
+
+def reference_from_volumes(volumes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Quantile reference of a training set: the average of its scans' brain quantile curves."""
+    from bids_msseg.normalize import reference_from_quantiles
+
+    return reference_from_quantiles(np.stack([brain_quantiles(img, mask) for img, mask in volumes]))

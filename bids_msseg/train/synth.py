@@ -1,0 +1,272 @@
+"""Synthetic FLAIR volumes with real lesion shapes: the default model's training data.
+
+No public MS training set can be downloaded where the default model is built, so training volumes
+are synthesized from two kinds of real material:
+
+* anatomy available offline, as T1-weighted templates with a brain mask: nilearn's MNI152 2009
+  template (an average of 152 brains, smooth) and, when Debian's ``mricron-data`` is installed,
+  Colin27 (one brain scanned 27 times: sharp gyri and sulci);
+* real expert lesion masks (the 27 3D-MR-MS consensus masks in MNI space, Lesjak et al. 2017):
+  real lesion shapes, sizes and, above all, real locations (periventricular, juxtacortical,
+  infratentorial) relative to the anatomy.
+
+A FLAIR-like contrast is made from the T1 by a random non-monotone piecewise-linear map through
+the three tissue classes (CSF dark, white matter mid-grey, grey matter brighter), which keeps the
+template's partial volume and texture. Lesions are painted hyperintense with random contrast,
+texture and partial-volume edges. Then every factor that differs between scanners is randomized:
+an affine and elastic deformation, the acquisition grid (in-plane 0.5-1.3 mm, slice thickness
+1-5 mm simulated by averaging along z, with random slice orientation tilt), bias field, Rician
+noise, and DeepLesionBrain's image-quality augmentations (Gaussian blur, unsharp masking). The
+model must therefore learn what a lesion looks like relative to its surroundings, not one scanner.
+The raw clinical FLAIRs in ../shared are not used as anatomy: they contain real, unlabelled lesions
+that would be taught as background.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+LOGGER = logging.getLogger(__name__)
+
+COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
+COLIN27_BRAIN = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
+
+
+@dataclass
+class Anatomy:
+    """A T1 template resampled to the lesion-mask grid, with its brain mask and tissue centres."""
+
+    name: str
+    t1: np.ndarray  # float32, scaled so that the brain's 99th percentile is 1
+    brain: np.ndarray  # bool
+    centres: tuple[float, float, float]  # T1 intensity of CSF, GM, WM
+
+
+@dataclass
+class SynthVolume:
+    """One simulated acquisition in RAS+ orientation."""
+
+    image: np.ndarray  # float32, brain-masked raw intensities
+    brain: np.ndarray  # bool
+    lesion: np.ndarray  # bool
+    zooms: tuple[float, float, float]
+    params: dict
+
+
+def _resample_to(img: nib.Nifti1Image, ref: nib.Nifti1Image, order: int) -> np.ndarray:
+    """Resample ``img`` onto the grid of ``ref`` (world coordinates), zero outside."""
+    vox2vox = np.linalg.inv(img.affine) @ ref.affine
+    return ndimage.affine_transform(
+        np.asarray(img.dataobj, dtype=np.float32), vox2vox[:3, :3], vox2vox[:3, 3],
+        output_shape=ref.shape[:3], order=order, mode="constant", cval=0.0,
+    )
+
+
+def _tissue_centres(t1: np.ndarray, brain: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """CSF, GM and WM T1 intensities by 3-class k-means on brain voxels."""
+    from scipy.cluster.vq import kmeans2
+
+    values = t1[brain].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(values, size=min(200_000, values.size), replace=False)
+    init = np.percentile(sample, [10, 50, 90])[:, None]
+    centres, _ = kmeans2(sample[:, None], init, minit="matrix", seed=seed)
+    c = np.sort(centres[:, 0])
+    return float(c[0]), float(c[1]), float(c[2])
+
+
+def load_anatomies(reference: nib.Nifti1Image) -> list[Anatomy]:
+    """The offline T1 templates available here, on the grid of ``reference`` (a lesion mask)."""
+    from nilearn import datasets
+
+    sources = [("mni152_2009", datasets.load_mni152_template(resolution=1),
+                datasets.load_mni152_brain_mask(resolution=1))]
+    if COLIN27.exists() and COLIN27_BRAIN.exists():
+        sources.append(("colin27", nib.load(COLIN27), nib.load(COLIN27_BRAIN)))
+    else:
+        LOGGER.warning("Colin27 (Debian mricron-data) not found: training anatomy is MNI152 only")
+    anatomies = []
+    for name, t1_img, brain_img in sources:
+        t1 = _resample_to(t1_img, reference, order=1)
+        brain = ndimage.binary_fill_holes(_resample_to(brain_img, reference, order=1) > 0.5)
+        t1 = t1 / np.percentile(t1[brain], 99)
+        anatomies.append(Anatomy(name, t1.astype(np.float32), brain, _tissue_centres(t1, brain)))
+        LOGGER.info("anatomy %s: brain %.0f mL, tissue centres %s", name, brain.sum() / 1000,
+                    np.round(anatomies[-1].centres, 3))
+    return anatomies
+
+
+def load_lesion_masks(paths: list[Path]) -> tuple[list[np.ndarray], nib.Nifti1Image]:
+    """Real expert lesion masks (bool arrays) and the first mask's image as the common grid."""
+    if not paths:
+        raise ValueError("no lesion masks given")
+    ref = nib.load(paths[0])
+    masks = []
+    for p in paths:
+        img = nib.load(p)
+        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine):
+            masks.append(_resample_to(img, ref, order=0) > 0.5)
+        else:
+            masks.append(np.asarray(img.dataobj) > 0)
+    return masks, ref
+
+
+def _texture(shape: tuple[int, ...], rng: np.random.Generator, sigma: float, amplitude: float) -> np.ndarray:
+    """Smooth Gaussian noise with standard deviation ``amplitude`` (tissue heterogeneity)."""
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    return noise * (amplitude / max(float(noise.std()), 1e-6))
+
+
+def flair_contrast(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """FLAIR-like image from the T1 by a random piecewise-linear tissue map; returns (image, WM level)."""
+    c_csf, c_gm, c_wm = anat.centres
+    f_csf = rng.uniform(0.05, 0.3)
+    f_wm = rng.uniform(0.45, 0.6)
+    f_gm = f_wm * rng.uniform(1.08, 1.45)
+    xp = [0.0, c_csf, c_gm, c_wm, max(1.5, c_wm + 0.3)]
+    fp = [f_csf * rng.uniform(0.3, 1.0), f_csf, f_gm, f_wm, f_wm * rng.uniform(0.9, 1.1)]
+    image = np.interp(anat.t1, xp, fp).astype(np.float32)
+    # Tissue heterogeneity: smooth multiplicative texture the template (an average) lacks.
+    image *= 1.0 + _texture(anat.t1.shape, rng, rng.uniform(0.7, 2.0), rng.uniform(0.03, 0.10))
+    return image * anat.brain, f_wm
+
+
+def paint_lesions(
+    image: np.ndarray, lesion: np.ndarray, wm_level: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Paint hyperintense lesions with random contrast per lesion, texture and soft edges."""
+    if not lesion.any():
+        return image
+    labels, n = ndimage.label(lesion)
+    contrast = rng.uniform(1.3, 2.3)  # lesion intensity relative to white matter
+    per_lesion = np.concatenate([[0.0], rng.uniform(0.85, 1.15, n)]).astype(np.float32)
+    level = wm_level * contrast * per_lesion[labels]
+    level *= 1.0 + _texture(image.shape, rng, 1.0, rng.uniform(0.02, 0.1))
+    # Work in the lesions' bounding box (plus the soft edge) only: it is much smaller than the head.
+    box = tuple(slice(max(0, sl.start - 4), sl.stop + 4) for sl in ndimage.find_objects(lesion.astype(np.uint8))[0])
+    alpha = ndimage.gaussian_filter(lesion[box].astype(np.float32), rng.uniform(0.3, 0.9))
+    alpha = np.clip(alpha * rng.uniform(1.0, 1.6), 0.0, 1.0)
+    # Where the soft edge spills outside the lesion, use the nearest lesion's level.
+    idx = ndimage.distance_transform_edt(labels[box] == 0, return_distances=False, return_indices=True)
+    level = level[box][tuple(idx)]
+    out = image.copy()
+    out[box] = image[box] * (1 - alpha) + level * alpha
+    return out
+
+
+def _random_rotation(rng: np.random.Generator, max_deg: tuple[float, float, float]) -> np.ndarray:
+    ax, ay, az = (np.deg2rad(rng.uniform(-m, m)) for m in max_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, cells: int = 4) -> np.ndarray:
+    """A smooth random field in [-1, 1]: coarse noise upsampled with cubic splines."""
+    coarse = rng.uniform(-1, 1, size=(cells,) * len(shape))
+    zoom = [s / cells for s in shape]
+    return ndimage.zoom(coarse, zoom, order=1, mode="nearest")[tuple(slice(0, s) for s in shape)]
+
+
+def simulate_acquisition(
+    image: np.ndarray, brain: np.ndarray, lesion: np.ndarray, rng: np.random.Generator
+) -> SynthVolume:
+    """Resample the 1 mm MNI-grid volume onto a random scanner grid, through a random deformation.
+
+    The output grid is RAS+ (as the pipeline's processing orientation), voxel size ``(s, s, t)``
+    with in-plane ``s`` and slice thickness ``t``; each output slice averages ``t`` mm of the
+    source along its normal (thick-slice partial volume). The source is the LAS 1 mm grid of the
+    masks: voxel index ``i`` maps to x = 90 - i, so RAS flips axis 0.
+    """
+    s = float(rng.uniform(0.5, 1.3)) if rng.random() < 0.7 else 1.0
+    thick = rng.random() < 0.5
+    t = float(rng.uniform(2.5, 5.0)) if thick else float(rng.uniform(0.8, 1.5))
+    # Anti-alias the source for the in-plane resolution.
+    if s > 1.0:
+        image = ndimage.gaussian_filter(image, sigma=(0.5 * np.sqrt(s**2 - 1),) * 2 + (0,))
+    rot = _random_rotation(rng, (10.0, 6.0, 8.0))  # tilt about L-R (pitch) is the largest
+    scale = np.diag(rng.uniform(0.9, 1.1, 3))
+    lin = rot @ scale  # output mm -> source mm (about the brain centre)
+    centre_src = np.array(ndimage.center_of_mass(brain))
+    # Output grid extent: the brain's bounding box after transform, plus a margin.
+    extent = (np.array(brain.shape) * 1.0).max() * 0.55
+    n_xy = int(np.ceil(2 * extent * 0.85 / s))
+    n_z = int(np.ceil(2 * extent * 0.75 / t))
+    shift = rng.uniform(-5, 5, 3)
+    gx = (np.arange(n_xy) - n_xy / 2) * s
+    gz = (np.arange(n_z) - n_z / 2) * t
+    sub = max(1, int(round(t)))  # sub-samples across the slice thickness
+    offsets = (np.arange(sub) + 0.5) / sub * t - t / 2
+    elastic = [_smooth_field((n_xy, n_xy, n_z), rng, cells=5) * rng.uniform(0, 3.0) for _ in range(3)]
+
+    source = torch.from_numpy(np.stack([image, brain, lesion]).astype(np.float32))[None]
+    size = torch.tensor(brain.shape, dtype=torch.float64)
+    acc = torch.zeros((3, n_xy, n_xy, n_z), dtype=torch.float32)
+    X, Y = np.meshgrid(gx, gx, indexing="ij")
+    for off in offsets:
+        pts = np.stack([np.broadcast_to(X[..., None], (n_xy, n_xy, n_z)),
+                        np.broadcast_to(Y[..., None], (n_xy, n_xy, n_z)),
+                        np.broadcast_to(gz[None, None, :] + off, (n_xy, n_xy, n_z))], axis=0)
+        pts = pts + np.stack(elastic) + shift[:, None, None, None]
+        src = np.tensordot(lin, pts, axes=1)
+        src[0] *= -1.0  # RAS mm -> LAS voxel direction
+        coords = torch.from_numpy(src + centre_src[:, None, None, None])
+        # grid_sample wants (x=last axis, y, z=first axis) in [-1, 1] (align_corners=True).
+        grid = (2 * coords / (size[:, None, None, None] - 1) - 1).flip(0).permute(1, 2, 3, 0)
+        acc += F.grid_sample(source, grid[None].float(), mode="bilinear", padding_mode="zeros",
+                             align_corners=True)[0]
+    acc = (acc / len(offsets)).numpy()
+    acc = {"image": acc[0], "brain": acc[1], "lesion": acc[2]}
+    brain_out = acc["brain"] > 0.5
+    lesion_out = (acc["lesion"] >= 0.5) & brain_out
+    out = acc["image"]
+
+    # Bias field, noise, image-quality augmentation (DeepLesionBrain).
+    bias = np.exp(_smooth_field(out.shape, rng, cells=3) * rng.uniform(0.0, 0.35)).astype(np.float32)
+    out = out * bias
+    wm_ref = float(np.percentile(out[brain_out], 50)) if brain_out.any() else 1.0
+    sigma = rng.uniform(0.005, 0.06) * wm_ref
+    out = np.sqrt((out + rng.normal(0, sigma, out.shape)) ** 2 + rng.normal(0, sigma, out.shape) ** 2)
+    quality = rng.random()
+    if quality < 0.25:
+        out = ndimage.gaussian_filter(out, sigma=(rng.uniform(0.5, 1.75),) * 2 + (0,))
+    elif quality < 0.45:
+        blurred = ndimage.gaussian_filter(out, sigma=(rng.uniform(0.5, 1.5),) * 2 + (0,))
+        out = out + rng.uniform(0.3, 1.0) * (out - blurred)
+    # Imperfect brain extraction: the mask grows or shrinks by up to 2 voxels.
+    grow = int(rng.integers(-2, 3))
+    if grow > 0:
+        brain_out = ndimage.binary_dilation(brain_out, iterations=grow)
+    elif grow < 0:
+        brain_out = ndimage.binary_erosion(brain_out, iterations=-grow)
+    out = (np.clip(out, 0, None) * brain_out * rng.uniform(50, 2000)).astype(np.float32)
+    params = {"inplane_mm": round(s, 3), "slice_mm": round(t, 3), "quality": round(float(quality), 3),
+              "grow": grow}
+    return SynthVolume(out, brain_out, lesion_out & brain_out, (s, s, t), params)
+
+
+def synth_volume(
+    anatomies: list[Anatomy], masks: list[np.ndarray], rng: np.random.Generator
+) -> SynthVolume:
+    """Draw one training volume: anatomy, contrast, real lesions, acquisition."""
+    anat = anatomies[int(rng.integers(len(anatomies)))]
+    lesion = np.zeros(anat.t1.shape, bool)
+    if rng.random() > 0.08:  # a few volumes without lesions
+        for _ in range(1 + int(rng.random() < 0.3)):
+            m = masks[int(rng.integers(len(masks)))]
+            lesion |= m[::-1] if rng.random() < 0.5 else m  # left-right mirror
+    lesion &= anat.brain
+    image, wm_level = flair_contrast(anat, rng)
+    image = paint_lesions(image, lesion, wm_level, rng)
+    vol = simulate_acquisition(image, anat.brain, lesion, rng)
+    vol.params["anatomy"] = anat.name
+    return vol

@@ -1,0 +1,252 @@
+"""Methods boilerplate: a citable description of what a bids_msseg run did, with its references.
+
+Installed as ``bids_msseg.boilerplate`` (setup.py maps this folder there). The methods text is a
+jinja2 markdown template (``methods.md.j2``) that cites pandoc-style (``[@key]``) the entries of
+``references.bib``; both files are found next to this module through ``importlib.resources``, so
+nothing depends on the working directory or on the package being unzipped.
+
+:func:`render_boilerplate` returns the pandoc-style text (for pandoc/LaTeX users, with
+``CITATION.bib``); :func:`write_citation` writes ``logs/CITATION.md`` with numbered citations and
+a reference list, readable as is, and ``logs/CITATION.bib`` with the cited entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Mapping
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from bids_msseg.io import write_text_atomic
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "cited_keys",
+    "load_references",
+    "render_boilerplate",
+    "software_versions",
+    "write_citation",
+]
+
+TEMPLATE_NAME = "methods.md.j2"
+BIB_NAME = "references.bib"
+#: Distributions whose versions the methods text names, when installed.
+SOFTWARE = ("numpy", "scipy", "nibabel", "pybids", "nipype", "antspyx", "torch",
+            "segmentation-models-pytorch")
+
+#: What the template expects; ``render_boilerplate`` fills what the caller leaves out.
+#: ``n4`` and ``brain_extraction`` are True (every run), False (never) or "auto" (decided per run);
+#: ``connectivity`` is the lesion definition's 1, 2 or 3; ``*_citations`` are lists of bib keys.
+DEFAULT_CONTEXT: dict[str, Any] = {
+    "version": None,  # bids_msseg.__version__ when None
+    "model_id": "unknown",
+    "architecture": "UNet++",
+    "encoder": "resnet18",
+    "input_size": 224,
+    "normalization": "quantile",
+    "precision": None,
+    "threshold": 0.5,
+    "min_lesion_size_mm3": 5.0,
+    "connectivity": 3,
+    "n4": "auto",
+    "brain_extraction": "auto",
+    "brain_extraction_method": "",
+    "brain_extraction_citations": [],
+    "training_data": "",
+    "training_citations": [],
+    "n_runs": None,
+    "n_subjects": None,
+    "software": None,  # software_versions() when None
+}
+
+_CITATION = re.compile(r"\[(@[^\[\]]+)\]")
+_KEY = re.compile(r"@([A-Za-z0-9_:.\-]+)")
+_ENCODERS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
+
+
+def _resource(name: str) -> str:
+    """Text of a file shipped next to this module."""
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def software_versions() -> dict[str, str]:
+    """Installed versions of the libraries the methods text names (missing ones are left out)."""
+    versions = {}
+    for name in SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, then the caller's values, then derived values (version, software, neighbours)."""
+    unknown = set(context) - set(DEFAULT_CONTEXT)
+    if unknown:
+        LOGGER.debug("boilerplate context: unused keys %s", sorted(unknown))
+    full = {**DEFAULT_CONTEXT, **context}
+    if full["version"] is None:
+        from bids_msseg import __version__
+
+        full["version"] = __version__
+    if full["software"] is None:
+        full["software"] = software_versions()
+    connectivity = int(full["connectivity"])
+    full["neighbours"] = {1: 6, 2: 18, 3: 26}.get(connectivity, connectivity)
+    full["encoder_name"] = _ENCODERS.get(str(full["encoder"]), str(full["encoder"]))
+    return full
+
+
+def render_boilerplate(context: Mapping[str, Any]) -> str:
+    """The methods text in markdown with pandoc citations (``[@key]``), for the given run context.
+
+    ``context`` overrides :data:`DEFAULT_CONTEXT`. Undefined template variables raise (a typo in
+    the template fails the tests instead of printing an empty string).
+    """
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    text = env.from_string(_resource(TEMPLATE_NAME)).render(**_full_context(context))
+    text = re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    missing = [key for key in cited_keys(text) if key not in load_references()]
+    if missing:
+        raise KeyError(f"the methods template cites keys missing from {BIB_NAME}: {missing}")
+    return text
+
+
+def cited_keys(text: str) -> list[str]:
+    """Keys cited as ``[@a; @b]`` in ``text``, in order of first citation."""
+    keys: list[str] = []
+    for group in _CITATION.findall(text):
+        for key in _KEY.findall(group):
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+# ------------------------------------------------------------------------------------------- .bib
+
+
+def _matching_brace(text: str, start: int) -> int:
+    """Index of the brace closing the one at ``start``."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    raise ValueError(f"unbalanced braces in {BIB_NAME} near: {text[start:start + 60]!r}")
+
+
+def _fields(body: str) -> dict[str, str]:
+    """``name = {value}`` / ``"value"`` / ``number`` pairs of one entry's body."""
+    fields: dict[str, str] = {}
+    pos = 0
+    pattern = re.compile(r"\s*,?\s*([A-Za-z_-]+)\s*=\s*")
+    while (match := pattern.match(body, pos)) is not None:
+        pos = match.end()
+        if body[pos] == "{":
+            end = _matching_brace(body, pos)
+            value, pos = body[pos + 1:end], end + 1
+        elif body[pos] == '"':
+            end = body.index('"', pos + 1)
+            value, pos = body[pos + 1:end], end + 1
+        else:
+            value = re.match(r"[^,\s]*", body[pos:]).group(0)
+            pos += len(value)
+        fields[match.group(1).lower()] = " ".join(value.split())
+    return fields
+
+
+def load_references(text: str | None = None) -> dict[str, dict[str, str]]:
+    """Parse ``references.bib`` (or ``text``) into ``{key: {"type": ..., field: value}}``.
+
+    A small parser for the well-formed file shipped here (balanced braces, one entry per ``@``),
+    so the project needs no BibTeX library.
+    """
+    text = _resource(BIB_NAME) if text is None else text
+    entries: dict[str, dict[str, str]] = {}
+    for match in re.finditer(r"@(\w+)\s*\{\s*([^,\s]+)\s*,", text):
+        closing = _matching_brace(text, text.index("{", match.start()))
+        entries[match.group(2)] = {"type": match.group(1).lower(), "_raw": text[match.start():closing + 1],
+                                   **_fields(text[match.end():closing])}
+    return entries
+
+
+_ACCENTS = {"'": "\u0301", '"': "\u0308", "`": "\u0300", "^": "\u0302", "~": "\u0303", "v": "\u030c"}
+
+
+def _latex_to_text(value: str) -> str:
+    """Plain text of a BibTeX value: accents to Unicode, ``--`` to an en dash, braces removed."""
+    value = re.sub(r"\\url\{([^}]*)\}", r"\1", value)
+    value = re.sub(r"\\([\'\"`^~v])\s*\{?([A-Za-z])\}?",
+                   lambda m: unicodedata.normalize("NFC", m.group(2) + _ACCENTS[m.group(1)]), value)
+    return value.replace("--", "\u2013").replace("{", "").replace("}", "")
+
+
+def _authors(value: str, limit: int = 6) -> str:
+    """``Last, First and ...`` as ``Last F, Last F, ... et al.``."""
+    names = [n.strip() for n in re.split(r"\s+and\s+", value)]
+    others = names[-1].lower() == "others"
+    names = [n for n in names if n.lower() != "others"]
+    short = []
+    for name in names:
+        last, _, first = name.partition(",")
+        initials = "".join(part[0] for part in re.split(r"[\s.-]+", first.strip()) if part)
+        short.append(f"{last.strip()} {initials}".strip())
+    if others or len(short) > limit:
+        return ", ".join(short[: min(limit, len(short))]) + " et al."
+    return ", ".join(short)
+
+
+def format_reference(entry: Mapping[str, str]) -> str:
+    """One reference as a line of markdown: authors (year). title. venue. doi/url."""
+    get = {k: _latex_to_text(v) for k, v in entry.items() if k not in ("type", "_raw")}
+    venue = get.get("journal") or get.get("booktitle") or get.get("publisher", "")
+    if get.get("eprint"):
+        venue = f"arXiv:{get['eprint']}"
+    details = ""
+    if get.get("volume"):
+        details += f" {get['volume']}"
+        if get.get("number"):
+            details += f"({get['number']})"
+    if get.get("pages"):
+        details += f":{get['pages']}" if details else f", {get['pages']}"
+    parts = [f"{_authors(get.get('author', ''))} ({get.get('year', 'n.d.')}).", f"{get.get('title', '')}.",
+             f"*{venue}*{details}." if venue else ""]
+    if get.get("note"):
+        parts.append(f"{get['note']}.")
+    if get.get("doi"):
+        parts.append(f"doi:[{get['doi']}](https://doi.org/{get['doi']})")
+    elif get.get("url") or get.get("howpublished"):
+        parts.append(get.get("url") or get["howpublished"])
+    return " ".join(p for p in parts if p)
+
+
+def write_citation(logs_dir: Path, context: Mapping[str, Any]) -> Path:
+    """Write ``CITATION.md`` (numbered citations, references) and ``CITATION.bib`` in ``logs_dir``.
+
+    Returns the path of ``CITATION.md``. Both files are written atomically.
+    """
+    logs_dir = Path(logs_dir)
+    text = render_boilerplate(context)
+    references = load_references()
+    keys = cited_keys(text)
+    number = {key: i for i, key in enumerate(keys, start=1)}
+
+    def numbered(match: re.Match[str]) -> str:
+        return "[" + ", ".join(str(number[k]) for k in _KEY.findall(match.group(1))) + "]"
+
+    body = _CITATION.sub(numbered, text)
+    reference_list = "\n".join(f"{number[k]}. {format_reference(references[k])}" for k in keys)
+    version = _full_context(context)["version"]
+    markdown = f"# Methods (bids_msseg {version})\n\n{body}\n## References\n\n{reference_list}\n"
+    write_text_atomic(logs_dir / "CITATION.bib", "\n\n".join(references[k]["_raw"] for k in keys) + "\n")
+    target = write_text_atomic(logs_dir / "CITATION.md", markdown)
+    LOGGER.info("methods boilerplate written to %s", target)
+    return target

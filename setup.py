@@ -1,0 +1,61 @@
+"""bids_msseg: FLAIR-only MS lesion segmentation as a BIDS-App.
+
+Install with the constraints file so that pip keeps the CPU build of torch:
+``pip install -c constraints.txt .`` (see README.md).
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "bids_msseg" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="bids_msseg",
+    version=VERSION,
+    description="FLAIR-only multiple-sclerosis lesion segmentation (UNet++/resnet18) as a BIDS-App",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=[
+        "bids_msseg",
+        "bids_msseg.cli",
+        "bids_msseg.model",
+        "bids_msseg.preproc",
+        "bids_msseg.train",
+        "bids_msseg.workflows",
+        "bids_msseg.interfaces",
+        "bids_msseg.reports",
+        "bids_msseg.boilerplate",
+    ],
+    package_dir={"bids_msseg.boilerplate": "boilerplate"},
+    package_data={
+        "bids_msseg": ["data/default_model/*", "data/templates/*"],
+        "bids_msseg.boilerplate": ["*.j2", "*.bib", "*.md"],
+        "bids_msseg.reports": ["templates/*"],
+    },
+    install_requires=[
+        "torch>=2.3",
+        "segmentation-models-pytorch==0.6.0",
+        "safetensors>=0.4",
+        "nibabel>=5.0",
+        "numpy>=1.26,<2.4",
+        "scipy>=1.11,<1.16",
+        "pandas>=2.0",
+        "pybids>=0.16",
+        "nipype>=1.8",
+        "antspyx>=0.5",
+        "scikit-image>=0.22",
+        "matplotlib>=3.7",
+        "jinja2>=3.1",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "train": ["nilearn>=0.10"],
+        "test": ["pytest>=8", "ruff>=0.5", "nilearn>=0.10", "bids-validator-deno"],
+    },
+    entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
+)

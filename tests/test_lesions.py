@@ -1,0 +1,54 @@
+"""The one lesion definition: labelling, minimum size and the lesion table."""
+
+import numpy as np
+import pytest
+
+from bids_msseg.lesions import LesionDefinition, binarize, label_lesions, lesion_table
+
+
+def _two_lesions():
+    m = np.zeros((20, 20, 20), bool)
+    m[2:6, 2:6, 2:6] = True  # 64 voxels
+    m[10, 10, 10] = True  # 1 voxel
+    m[11, 11, 11] = True  # touches the previous one by a corner only
+    return m
+
+
+def test_connectivity_changes_the_count():
+    m = _two_lesions()
+    _, n26 = label_lesions(m, 1.0, LesionDefinition(connectivity=3, min_size_mm3=0))
+    _, n6 = label_lesions(m, 1.0, LesionDefinition(connectivity=1, min_size_mm3=0))
+    assert (n26, n6) == (2, 3)
+
+
+def test_minimum_size_in_mm3_uses_voxel_volume():
+    m = _two_lesions()
+    labels, n = label_lesions(m, 1.0, LesionDefinition(connectivity=3, min_size_mm3=3))
+    assert n == 1 and labels.max() == 1 and labels.astype(bool).sum() == 64
+    _, n = label_lesions(m, 2.0, LesionDefinition(connectivity=3, min_size_mm3=3))
+    assert n == 2  # 2 voxels of 2 mm3 = 4 mm3 >= 3
+
+
+def test_labels_are_numbered_largest_first():
+    m = _two_lesions()
+    labels, n = label_lesions(m, 1.0, LesionDefinition(connectivity=1, min_size_mm3=0))
+    sizes = [int((labels == i).sum()) for i in range(1, n + 1)]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_binarize_and_table():
+    prob = _two_lesions().astype(np.float32) * 0.9
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-10, -20, -30]
+    mask, labels, n = binarize(prob, 0.5, 2.0, LesionDefinition(3, 5.0))
+    assert n == 1 and mask.sum() == 64
+    table = lesion_table(labels, n, affine, prob)
+    row = table.iloc[0]
+    assert row["voxels"] == 64 and row["volume_mm3"] == pytest.approx(128.0)
+    assert row["centroid_x_mm"] == pytest.approx(3.5 * 2 - 10)
+    assert row["max_probability"] == pytest.approx(0.9, abs=1e-4)
+
+
+def test_invalid_definition():
+    with pytest.raises(ValueError):
+        LesionDefinition(connectivity=4)

@@ -1,0 +1,102 @@
+"""Training: a few steps on tiny shards, resume, reproducibility, and the bundle round trip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bids_msseg.model.bundle import BundleError, ModelCard, load_bundle, save_bundle
+from bids_msseg.model.network import build_network, default_architecture
+from bids_msseg.train.data import list_shards, load_shard, make_shard, split_by_scan
+from bids_msseg.train.loop import TrainConfig, train, weighted_bce
+
+
+def _scan(seed, shape=(40, 40, 12)):
+    rng = np.random.default_rng(seed)
+    brain = np.zeros(shape, bool)
+    brain[5:35, 5:35, 2:10] = True
+    image = rng.normal(100, 5, shape).astype(np.float32) * brain
+    lesion = np.zeros(shape, bool)
+    c = rng.integers(10, 30, 2)
+    lesion[c[0] : c[0] + 4, c[1] : c[1] + 4, 4:7] = True
+    image[lesion] += 80
+    return image, brain, lesion
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    ref = np.linspace(0, 1, 1001)
+    for i in range(6):
+        img, brain, lesion = _scan(i)
+        make_shard(d / f"vol_{i:05d}.npz", img, brain, lesion, (1.0, 1.0, 1.0), ref, size=64, meta={"i": i})
+    return d
+
+
+def test_shard_content(shards):
+    s = load_shard(list_shards(shards)[0])
+    assert s.images.shape == s.labels.shape and s.images.shape[1:] == (64, 64)
+    assert s.lesion_slices.size == 3 and s.meta["i"] == 0
+    assert np.isfinite(s.images.astype(np.float32)).all()
+
+
+def test_split_is_by_scan_and_deterministic(shards):
+    paths = list_shards(shards)
+    tr, va = split_by_scan(paths, 0.34, seed=3)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == len(paths)
+    assert (tr, va) == split_by_scan(paths, 0.34, seed=3)
+
+
+def test_weighted_bce_weights_the_lesion_class():
+    logits = torch.zeros(1, 1, 2, 2)
+    lesion = torch.ones(1, 1, 2, 2)
+    assert weighted_bce(logits, lesion, 0.8).item() == pytest.approx(0.8 * np.log(2), rel=1e-5)
+    assert weighted_bce(logits, 1 - lesion, 0.8).item() == pytest.approx(0.2 * np.log(2), rel=1e-5)
+
+
+def _cfg(epochs):
+    return TrainConfig(epochs=epochs, steps_per_epoch=2, batch_size=2, precision="fp32", seed=7,
+                       architecture="Unet")
+
+
+def test_train_resume_equals_uninterrupted(shards, tmp_path):
+    torch.set_num_threads(1)
+    paths = list_shards(shards)
+    tr, va = paths[:4], paths[4:]
+    full = train(tmp_path / "full", tr, va, _cfg(2), val_thresholds=(0.5,))
+    train(tmp_path / "split", tr, va, _cfg(1), val_thresholds=(0.5,))
+    resumed = train(tmp_path / "split", tr, va, _cfg(2), val_thresholds=(0.5,))
+    assert resumed["epoch"] == 2 and full["epoch"] == 2
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in full["history"]], rel=1e-5)
+    rows = (tmp_path / "split" / "metrics.tsv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch") and len(rows) == 3
+    assert (tmp_path / "full" / "best.safetensors").exists()
+    assert not list((tmp_path / "full").glob("*.pt"))
+
+
+def test_bundle_round_trip_and_checksum(tmp_path):
+    arch = default_architecture("Unet")
+    net = build_network(arch)
+    card = ModelCard(architecture=arch, reference_quantiles=list(np.linspace(0, 1, 11)))
+    save_bundle(tmp_path / "b", net, card)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.card.model_id.startswith("msseg-unet@")
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), bundle.network(x), atol=0.05)
+    meta = json.loads((tmp_path / "b" / "model.json").read_text())
+    meta["weights_sha256"] = "0" * 64
+    (tmp_path / "b" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="does not match"):
+        load_bundle(tmp_path / "b")
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    arch = default_architecture("Unet")
+    save_bundle(tmp_path / "b", build_network(arch), ModelCard(architecture=arch))
+    (tmp_path / "b" / "model.safetensors").unlink()
+    torch.save({"x": torch.zeros(1)}, tmp_path / "b" / "model.pt")
+    with pytest.raises(BundleError, match="pickled weights are refused"):
+        load_bundle(tmp_path / "b")
