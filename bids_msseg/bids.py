@@ -18,6 +18,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ LOGGER = logging.getLogger(__name__)
 FLAIR_QUERY: dict[str, Any] = {"suffix": "FLAIR", "datatype": "anat", "extension": [".nii", ".nii.gz"]}
 #: Top-level folders pybids does not index; they are left out of the fingerprint too.
 _IGNORED_TOP = {"derivatives", "sourcedata", "code", "stimuli", "models"}
-_FINGERPRINT_NAME = "fingerprint.json"
+_DATABASE_FILE = "layout_index.sqlite"  # the file pybids writes in its database_path
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,11 @@ class FlairRun:
 
 
 def _dataset_fingerprint(bids_dir: Path, validate: bool) -> str:
-    """Hash of every indexed file's relative path, size and mtime, plus the indexing options."""
+    """Hash of the root, every indexed file's relative path, size and mtime, and the indexing options."""
     import bids
 
     digest = hashlib.sha256()
-    digest.update(f"pybids={bids.__version__};validate={validate}\n".encode())
+    digest.update(f"{bids_dir}\npybids={bids.__version__};validate={validate}\n".encode())
     for root, dirs, files in os.walk(bids_dir, followlinks=True):
         rel_root = Path(root).relative_to(bids_dir)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
@@ -83,30 +85,43 @@ def _dataset_fingerprint(bids_dir: Path, validate: bool) -> str:
 
 
 def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
-    """A ``BIDSLayout``, reusing the database in ``database_dir`` when the dataset is unchanged."""
+    """A ``BIDSLayout``, reusing the database in ``database_dir`` when the dataset is unchanged.
+
+    Each state of the dataset (its fingerprint) gets its own database folder
+    ``database_dir/<fingerprint>``. A new index is built in a temporary folder and renamed into
+    place, so participant jobs started together on one work directory (a common cluster pattern)
+    never read a half-written database: the first rename wins, the others reuse it.
+    """
     from bids import BIDSLayout
     from bids.exceptions import BIDSValidationError
 
-    kwargs: dict[str, Any] = {"validate": validate}
-    if database_dir is not None:
+    try:
+        if database_dir is None:
+            return BIDSLayout(str(bids_dir), validate=validate)
         database_dir = Path(database_dir)
         database_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint = _dataset_fingerprint(bids_dir, validate)
-        stamp = database_dir / _FINGERPRINT_NAME
+        target = database_dir / _dataset_fingerprint(bids_dir, validate)[:24]
+        if (target / _DATABASE_FILE).is_file():
+            LOGGER.debug("BIDS database %s: reused", target)
+            return BIDSLayout(str(bids_dir), validate=validate, database_path=str(target))
+        LOGGER.debug("BIDS database %s: re-indexing", target)
+        tmp = Path(tempfile.mkdtemp(prefix=".indexing-", dir=database_dir))
         try:
-            previous = json.loads(stamp.read_text()).get("fingerprint")
-        except (OSError, ValueError):
-            previous = None
-        reset = previous != fingerprint or not (database_dir / "layout_index.sqlite").exists()
-        LOGGER.debug("BIDS database %s: %s", database_dir, "re-indexing" if reset else "reused")
-        kwargs.update(database_path=str(database_dir), reset_database=reset)
-    try:
-        layout = BIDSLayout(str(bids_dir), **kwargs)
+            BIDSLayout(str(bids_dir), validate=validate, database_path=str(tmp), reset_database=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another job indexed the same state first: use theirs
+                LOGGER.debug("BIDS database %s was created concurrently", target)
+            else:
+                for old in database_dir.iterdir():  # earlier states of the dataset
+                    if old != target and old.is_dir() and not old.name.startswith("."):
+                        shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return BIDSLayout(str(bids_dir), validate=validate, database_path=str(target))
     except BIDSValidationError as err:
         raise ValidationError(f"{bids_dir} is not a valid BIDS dataset: {err}") from err
-    if database_dir is not None and kwargs["reset_database"]:
-        stamp.write_text(json.dumps({"fingerprint": fingerprint, "bids_dir": str(bids_dir)}) + "\n")
-    return layout
 
 
 def _as_query_values(filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,7 +135,8 @@ def _as_query_values(filters: Mapping[str, Any]) -> dict[str, Any]:
             return Query.ANY
         return value
 
-    return {k: [convert(v) for v in val] if isinstance(val, list) else convert(val) for k, val in filters.items()}
+    return {k: [convert(v) for v in val] if isinstance(val, list) else convert(val)
+            for k, val in filters.items()}
 
 
 def _check_labels(kind: str, wanted: Iterable[str] | None, available: Sequence[str]) -> None:
@@ -178,7 +194,9 @@ def collect_flair_runs(
             parts.append(f"sessions {', '.join(session_labels)}")
         if bids_filters:
             parts.append(f"filters {json.dumps(dict(bids_filters))}")
-        raise NoMatchError(f"no FLAIR matches {' and '.join(parts)} ({len(all_flairs)} FLAIR(s) in the dataset)")
+        raise NoMatchError(
+            f"no FLAIR matches {' and '.join(parts)} ({len(all_flairs)} FLAIR(s) in the dataset)"
+        )
 
     runs = []
     for bf in sorted(files, key=lambda f: f.path):

@@ -143,7 +143,7 @@ def parse_source(source_relpath: str | Path) -> tuple[PurePosixPath, dict[str, s
     rel = PurePosixPath(text)
     if rel.is_absolute():
         raise OutputError(f"source path {text!r} must be relative to the BIDS root, not absolute")
-    if any(part in ("..", ".") for part in rel.parts):
+    if any(part in ("..", ".") for part in text.split("/")):
         raise OutputError(f"source path {text!r} must not contain '..' or '.' components")
 
     name = rel.name

@@ -66,15 +66,20 @@ def build_pool(out: Path, n: int, seed: int, masks_dir: Path) -> None:
 
 
 def run_training(pool: Path, run: Path, args: argparse.Namespace) -> None:
+    import torch
+
     from bids_msseg.train.loop import TrainConfig, train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     while len(list_shards(pool)) < args.wait_for:
         LOGGER.info("waiting for %d shards (have %d)", args.wait_for, len(list_shards(pool)))
         time.sleep(30)
     first = list_shards(pool)[: args.wait_for]
     val = split_by_scan(first, 0.2, args.seed)[1]
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
-                      normalization=args.normalization, architecture=args.arch, seed=args.seed)
+                      normalization=args.normalization, architecture=args.arch, seed=args.seed,
+                      crop=args.crop, max_val_scans=args.max_val_scans)
     train(run, None, val, cfg, shard_source=pool)
 
 
@@ -134,6 +139,9 @@ def main() -> None:
     t.add_argument("--normalization", default="quantile", choices=["quantile", "linear"])
     t.add_argument("--arch", default="UnetPlusPlus", choices=["UnetPlusPlus", "Unet"])
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--crop", type=int, default=None, help="train on random crops (budget); default whole slices")
+    t.add_argument("--max-val-scans", type=int, default=12)
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e = sub.add_parser("export")
     e.add_argument("--pool", type=Path, required=True)
     e.add_argument("--run", type=Path, required=True)

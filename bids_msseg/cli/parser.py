@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="recompute runs whose outputs are already complete (default: skip them)")
     run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
-                     help="more messages: -v debug messages of bids_msseg, -vv nipype's too")
+                     help="more messages: -v debug messages and nipype's warnings and tracebacks, "
+                          "-vv nipype's progress, -vvv nipype's debug messages")
 
     add_group_level_arguments(parser)
     return parser

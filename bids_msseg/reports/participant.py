@@ -27,7 +27,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from bids_msseg.io import write_text_atomic
@@ -41,7 +40,7 @@ COLUMNS = 6
 #: Width of a mosaic figure in inches at DPI dots per inch.
 FIGURE_WIDTH = 12.0
 DPI = 90
-LESION_RGBA = (1.0, 0.15, 0.05, 0.65)
+LESION_RGBA = (1.0, 0.2, 0.05, 0.8)
 BRAIN_CONTOUR = "#35d0ff"
 #: Summary keys shown with a readable label; other keys are shown as they are.
 SUMMARY_LABELS = {
@@ -151,16 +150,9 @@ def _mosaic_figure(
 
 
 def _lesion_overlay(lesions: np.ndarray) -> np.ndarray:
-    """RGBA image of a 2D lesion mosaic: one colour for a binary mask, a colour per lesion for labels."""
-    lesions = np.asarray(lesions)
+    """RGBA image of a 2D lesion mosaic: lesion voxels (any value > 0) in one bright colour."""
     rgba = np.zeros(lesions.shape + (4,), dtype=np.float32)
-    inside = lesions > 0
-    if lesions.max(initial=0) > 1:
-        colours = colormaps["tab20"](np.arange(20))
-        colours[:, 3] = LESION_RGBA[3]
-        rgba[inside] = colours[(lesions[inside].astype(np.int64) - 1) % 20]
-    else:
-        rgba[inside] = LESION_RGBA
+    rgba[np.asarray(lesions) > 0] = LESION_RGBA
     return rgba
 
 
@@ -209,7 +201,7 @@ def render_participant_report(
 ) -> Path:
     """Write the self-contained QC report of one run to ``out_path`` (atomically); return it.
 
-    ``lesion_mask`` (binary, or lesions numbered 1..N to colour each lesion) and ``brain_mask``
+    ``lesion_mask`` (binary, or the numbered lesions: any value > 0 is shown) and ``brain_mask``
     are on ``flair_img``'s grid; ``table`` is the per-lesion table; ``summary`` is the run's
     summary row (``lesion_count``, ``total_lesion_volume_ml``, ``brain_volume_ml``, ``model_id``,
     ...; ``preproc_*`` columns are left to the decisions section); ``decisions`` are the

@@ -106,8 +106,12 @@ class SliceSampler:
         self.items = list(self.cache.values())
         self.with_lesions = [s for s in self.items if s.lesion_slices.size]
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch (size, 1, H, W) of float32 images and labels, with random flips/rotations."""
+    def batch(self, size: int, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch (size, 1, H, W) of float32 images and labels, with random flips/rotations.
+
+        ``crop`` takes a random ``crop`` x ``crop`` window of each slice (kept at full resolution,
+        so lesions keep their size in pixels): a cheaper step for a fully convolutional network.
+        """
         images, labels = [], []
         for _ in range(size):
             if self.with_lesions and self.rng.random() < self.lesion_fraction:
@@ -117,6 +121,9 @@ class SliceSampler:
                 shard = self.items[self.rng.integers(len(self.items))]
                 k = int(self.rng.integers(shard.images.shape[0]))
             img, lab = shard.images[k].astype(np.float32), shard.labels[k].astype(np.float32)
+            if crop is not None and crop < img.shape[0]:
+                x, y = self.rng.integers(0, img.shape[0] - crop + 1), self.rng.integers(0, img.shape[1] - crop + 1)
+                img, lab = img[x : x + crop, y : y + crop], lab[x : x + crop, y : y + crop]
             if self.rng.random() < 0.5:
                 img, lab = img[::-1], lab[::-1]  # left-right mirror (axis 0 is R-L)
             turns = int(self.rng.integers(-1, 2)) if self.rng.random() < 0.2 else 0

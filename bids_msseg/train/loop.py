@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     max_val_scans: int = 12
+    crop: int | None = None  # train on random crops of this size (None: whole slices, the paper's)
     extra: dict = field(default_factory=dict)
 
 
@@ -164,7 +165,7 @@ def train(
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None)
         for _ in bar:
-            img, lab = sampler.batch(cfg.batch_size)
+            img, lab = sampler.batch(cfg.batch_size, cfg.crop)
             img = img.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device, cfg.precision):
                 logits = net(img)
@@ -174,6 +175,9 @@ def train(
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            if len(losses) % 25 == 0:
+                LOGGER.info("epoch %d step %d/%d: loss %.4f (%.1f s/step)", epoch, len(losses),
+                            cfg.steps_per_epoch, np.mean(losses[-25:]), (time.time() - start) / len(losses))
         scores = validate(net, val_shards, cfg, device, val_thresholds)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "n_train_scans": len(sampler.items),
                "seconds": round(time.time() - start, 1), **scores}

@@ -1,0 +1,318 @@
+"""The ``bids_msseg`` entry point: from the command line to derivatives and an exit code.
+
+Order of work, each step failing with the exit code of the BIDS Apps spec:
+
+1. parse the options (64 usage, 17 unknown analysis level);
+2. set the offline environment (``configure_environment``) before nipype or torch is imported;
+3. check the output directory (73);
+4. ``group``: hand over to :func:`bids_msseg.group.run_group`; ``--boilerplate-only``: write
+   ``logs/CITATION.md`` and stop;
+5. check the work directory (64 inside the dataset, 73 not creatable);
+6. find the FLAIRs (16 not BIDS, 18 labels/filters match nothing, 66 no FLAIR);
+7. check the model bundle (64 when it is missing or corrupt);
+8. write ``dataset_description.json`` and ``logs/CITATION.md``;
+9. skip runs whose outputs are complete (unless ``--overwrite``), run the workflow, report.
+
+``main`` returns 0 when every run succeeded, 1 when some failed (each with a crash file in
+``<output_dir>/logs``), or the ``exit_code`` of a :class:`~bids_msseg.errors.MsSegError`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bids_msseg import __version__
+from bids_msseg.cli.parser import Options, parse_args
+from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, OutputError, UsageError
+
+LOGGER = logging.getLogger("bids_msseg.cli")
+_HANDLER_FLAG = "_bids_msseg_cli_handler"
+
+
+def configure_logging(verbose: int) -> None:
+    """Messages of bids_msseg on stderr: INFO by default, DEBUG with ``-v``; nipype's from ``-vv``.
+
+    Idempotent: calling it again (tests call ``main`` repeatedly) replaces the handler.
+    """
+    logger = logging.getLogger("bids_msseg")
+    for handler in list(logger.handlers):
+        if getattr(handler, _HANDLER_FLAG, False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
+    setattr(handler, _HANDLER_FLAG, True)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+
+
+def _configure_nipype_logging(verbose: int) -> None:
+    """nipype's own loggers (in this process; workers are set up by the workflow runner)."""
+    from bids_msseg.workflows.participant import nipype_log_level
+
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+        logging.getLogger(name).setLevel(nipype_log_level(verbose))
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    return path == parent or path.is_relative_to(parent)
+
+
+def check_output_dir(bids_dir: Path, output_dir: Path) -> None:
+    """Refuse an output directory that would write into the raw dataset; create it; check writes.
+
+    Allowed: anywhere outside ``bids_dir``, or strictly below ``bids_dir/derivatives/``.
+    Raises :class:`OutputError` (73) otherwise, or when the directory cannot be created or written.
+    """
+    bids = Path(bids_dir).resolve()
+    out = Path(output_dir).resolve()
+    if out == bids:
+        raise OutputError(f"the output directory is the BIDS directory ({bids}); use e.g. "
+                          f"{bids / 'derivatives' / 'bids_msseg'}")
+    derivatives = bids / "derivatives"
+    if _is_within(out, bids) and not (out != derivatives and _is_within(out, derivatives)):
+        raise OutputError(f"the output directory {out} lies inside the BIDS dataset; put it under "
+                          f"{derivatives}/ (e.g. {derivatives / 'bids_msseg'}) or outside the dataset")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the output directory {output_dir}: {err.strerror or err}") from err
+    probe = out / f".bids_msseg_write_test_{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(
+            f"cannot write into the output directory {output_dir}: {err.strerror or err}"
+        ) from err
+
+
+def check_work_dir(bids_dir: Path, work_dir: Path) -> None:
+    """Create the work directory; refuse one inside the raw dataset (pybids would index it)."""
+    bids = Path(bids_dir).resolve()
+    work = Path(work_dir).resolve()
+    if _is_within(work, bids) and not work.is_relative_to(bids / "derivatives"):
+        raise UsageError(f"the work directory {work} lies inside the BIDS dataset; choose another one (-w)")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the work directory {work_dir}: {err.strerror or err}") from err
+
+
+def resolve_bundle(model: Path | None):
+    """The bundle directory and its card, checked (card readable, weights' sha256 as recorded).
+
+    The weights are not loaded here (each worker loads them once); a bad or missing bundle is a
+    usage error (64) reported before any work starts.
+    """
+    from bids_msseg.model.bundle import DEFAULT_BUNDLE, WEIGHTS_NAME, BundleError, read_card, sha256_file
+
+    path = Path(model) if model is not None else DEFAULT_BUNDLE
+    if model is None and not (path / "model.json").is_file():
+        raise UsageError(f"the packaged model is missing ({path}); pass a model bundle with --model")
+    try:
+        card = read_card(path)
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            raise BundleError(f"{path}: no {WEIGHTS_NAME}")
+        if sha256_file(weights) != card.weights_sha256:
+            raise BundleError(f"{weights}: sha256 does not match the card (corrupt or replaced weights)")
+    except BundleError as err:
+        raise UsageError(f"--model: {err}") from err
+    return path, card
+
+
+def container_info() -> dict[str, str] | None:
+    """``GeneratedBy.Container`` when running in Docker or Apptainer/Singularity."""
+    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("APPTAINER_NAME"):
+        return {"Type": "apptainer"}
+    if os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("SINGULARITY_NAME"):
+        return {"Type": "singularity"}
+    if Path("/.dockerenv").exists():
+        return {"Type": "docker"}
+    return None
+
+
+def outputs_complete(run, output_dir: Path, settings) -> bool:
+    """True when every derivative of ``run`` exists and was made with the same model and settings."""
+    from bids_msseg.derivatives import derivative_paths
+
+    paths = derivative_paths(output_dir, run.relpath)
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    try:
+        meta = json.loads(paths["mask_json"].read_text())
+    except (OSError, ValueError):
+        return False
+    neighbours = {1: 6, 2: 18, 3: 26}[settings.connectivity]
+    recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("MinimumLesionSize_mm3"),
+                meta.get("Connectivity"), meta.get("NormalizationMethod"))
+    wanted = (settings.model_id, settings.threshold, settings.min_lesion_size_mm3, neighbours,
+              settings.normalization)
+    if recorded != wanted:
+        LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
+        return False
+    return True
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but no CUDA device is available")
+
+
+def _summary_line(output_dir: Path, run) -> str:
+    """``12 lesions, 3.41 mL`` from a run's summary TSV (empty when unreadable)."""
+    from bids_msseg.derivatives import derivative_paths
+
+    try:
+        lines = derivative_paths(output_dir, run.relpath)["summary"].read_text().splitlines()
+        row = dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=False))
+        return f"{row['lesion_count']} lesions, {float(row['total_lesion_volume_ml']):.2f} mL"
+    except (OSError, IndexError, KeyError, ValueError):
+        return ""
+
+
+def _run_group(options: Options) -> int:
+    """The group level lives in ``bids_msseg.group`` (built separately); absent, it is a no-op."""
+    if importlib.util.find_spec("bids_msseg.group") is None:
+        LOGGER.warning("the group level is not implemented in this version; nothing to do")
+        return EXIT_OK
+    from bids_msseg.group import run_group
+
+    result = run_group(options)
+    return EXIT_OK if result is None else int(result)
+
+
+def _boilerplate_only(options: Options) -> int:
+    """Write logs/CITATION.md for the chosen model and options, and nothing else."""
+    from bids_msseg.boilerplate import write_citation
+    from bids_msseg.workflows.participant import SegmentationSettings
+
+    try:
+        _, card = resolve_bundle(options.model)
+        context = SegmentationSettings.resolve(options, card).citation_context(options, card)
+    except UsageError as err:
+        LOGGER.warning("%s; the boilerplate names no model", err)
+        context = {}
+    path = write_citation(options.logs_dir, context)
+    LOGGER.info("methods boilerplate written to %s", path)
+    return EXIT_OK
+
+
+def _participant(options: Options) -> int:
+    """Steps 5-9 of the module docstring."""
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.boilerplate import write_citation
+    from bids_msseg.derivatives import write_dataset_description
+    from bids_msseg.workflows.participant import (
+        RunTracker,
+        SegmentationSettings,
+        init_participant_wf,
+        run_participant_wf,
+    )
+
+    if options.boilerplate_only:
+        return _boilerplate_only(options)
+
+    check_work_dir(options.bids_dir, options.work_dir)
+    _configure_nipype_logging(options.verbose)
+    runs = collect_flair_runs(
+        options.bids_dir,
+        participant_labels=options.participant_label,
+        session_labels=options.session_label,
+        bids_filters=options.flair_filters,
+        skip_validation=options.skip_bids_validation,
+        database_dir=options.work_dir / "bids_db",
+    )
+    bundle_path, card = resolve_bundle(options.model)
+    _check_device(options.device)
+    settings = SegmentationSettings.resolve(options, card)
+    context: dict[str, Any] = settings.citation_context(options, card)
+    write_dataset_description(options.output_dir, options.bids_dir, version=__version__,
+                              container=container_info())
+    context.update(n_runs=len(runs), n_subjects=len({r.subject for r in runs}))
+    write_citation(options.logs_dir, context)
+
+    todo = [r for r in runs if options.overwrite or not outputs_complete(r, options.output_dir, settings)]
+    skipped = [r for r in runs if r not in todo]
+    for run in skipped:
+        LOGGER.info("%s: outputs complete, skipped (--overwrite recomputes)", run.name)
+    if not todo:
+        LOGGER.info("all %d run(s) already have complete outputs in %s", len(runs), options.output_dir)
+        return EXIT_OK
+
+    LOGGER.info("segmenting %d FLAIR run(s) with model %s (threshold %.2f, min lesion %.1f mm3), "
+                "%d process(es) x %d thread(s)", len(todo), settings.model_id, settings.threshold,
+                settings.min_lesion_size_mm3, options.nprocs, options.omp_nthreads)
+
+    def progress(status, done: int, total: int) -> None:
+        seconds = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
+        if status.state == "ok":
+            detail = _summary_line(options.output_dir, status.run)
+            LOGGER.info("[%d/%d] %s: done%s%s", done, total, status.run.name, seconds,
+                        f" ({detail})" if detail else "")
+        else:
+            LOGGER.error("[%d/%d] %s: FAILED at step %r%s", done, total, status.run.name,
+                         status.failed_node, seconds)
+
+    cache_dir = options.work_dir / f"bids_msseg_{__version__.replace('.', '_')}"
+    workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir)
+    tracker = RunTracker(todo, on_finish=progress)
+    start = time.perf_counter()
+    run_participant_wf(workflow, options=options, tracker=tracker)
+    elapsed = time.perf_counter() - start
+
+    statuses = list(tracker.status.values())
+    failed = [s for s in statuses if s.state != "ok"]
+    LOGGER.info("summary: %d ok, %d failed, %d skipped (complete) in %.0f s; outputs in %s",
+                len(statuses) - len(failed), len(failed), len(skipped), elapsed, options.output_dir)
+    for status in statuses:
+        if status.state == "ok":
+            LOGGER.info("  ok      %s", status.run.relpath)
+        else:
+            where = f"crash file {status.crash_file}" if status.crash_file else "no crash file"
+            what = f"failed at {status.failed_node}" if status.failed_node else "not run"
+            LOGGER.error("  FAILED  %s (%s; %s)%s", status.run.relpath, what, where,
+                         f"\n          {status.reason}" if status.reason else "")
+    return EXIT_RUNS_FAILED if failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run bids_msseg with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        options = parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0), usage (64), analysis level (17)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 64)
+
+    from bids_msseg._compat import configure_environment
+
+    try:
+        configure_environment(options.work_dir)
+    except OSError:  # an unusable work dir is reported below with its exit code
+        configure_environment(None)
+    configure_logging(options.verbose)
+    try:
+        check_output_dir(options.bids_dir, options.output_dir)
+        if options.analysis_level == "group":
+            return _run_group(options)
+        return _participant(options)
+    except MsSegError as err:
+        LOGGER.error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        LOGGER.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

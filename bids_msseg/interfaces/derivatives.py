@@ -1,0 +1,129 @@
+"""Writing a run's BIDS derivatives and its QC report, as nipype interfaces.
+
+Both interfaces write outside the node's directory (into the output dataset) and are marked
+``always_run``: nipype's cache cannot tell whether someone deleted or replaced those files, and
+writing them again from cached inputs costs seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_msseg.interfaces.common import load_array, load_original, read_json
+
+LOGGER = logging.getLogger(__name__)
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """Read a lesion TSV written by LesionStats (``n/a`` = missing)."""
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+
+
+class _WriteDerivativesInputSpec(BaseInterfaceInputSpec):
+    out_dir = traits.Str(mandatory=True, desc="root of the derivative dataset")
+    source_relpath = traits.Str(mandatory=True, desc="the source FLAIR relative to the BIDS root")
+    in_file = File(exists=True, mandatory=True, desc="the source FLAIR (defines grid and header)")
+    probability = File(exists=True, mandatory=True, desc="probability on the input's grid")
+    labels = File(exists=True, mandatory=True, desc="numbered lesions on the input's grid")
+    n_lesions = traits.Int(mandatory=True, desc="number of lesions")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the input's grid")
+    table = File(exists=True, mandatory=True, desc="lesion table TSV")
+    threshold = traits.Float(mandatory=True)
+    min_lesion_size_mm3 = traits.Float(mandatory=True)
+    connectivity = traits.Enum(1, 2, 3, mandatory=True)
+    model_id = traits.Str(mandatory=True)
+    decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
+    extra_meta = traits.Dict(desc="added to every sidecar (normalization, precision, ...)")
+    device = traits.Str(desc="the device the network ran on (recorded as InferenceDevice)")
+
+
+class _WriteDerivativesOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="every file written")
+    mask = File(exists=True, desc="the binary lesion mask")
+    summary = File(exists=True, desc="the per-run summary TSV")
+
+
+class WriteDerivatives(SimpleInterface):
+    """Call :func:`bids_msseg.derivatives.write_run_derivatives` with the run's results."""
+
+    input_spec = _WriteDerivativesInputSpec
+    output_spec = _WriteDerivativesOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from bids_msseg.derivatives import write_run_derivatives
+        from bids_msseg.lesions import LesionDefinition
+
+        extra = dict(self.inputs.extra_meta) if self.inputs.extra_meta else {}
+        if self.inputs.device:
+            extra["InferenceDevice"] = self.inputs.device
+        paths = write_run_derivatives(
+            self.inputs.out_dir,
+            self.inputs.source_relpath,
+            load_original(self.inputs.in_file),
+            load_array(self.inputs.probability, np.float32),
+            load_array(self.inputs.labels, np.int32),
+            int(self.inputs.n_lesions),
+            load_array(self.inputs.brain_mask).astype(bool),
+            read_table(self.inputs.table),
+            threshold=float(self.inputs.threshold),
+            definition=LesionDefinition(connectivity=int(self.inputs.connectivity),
+                                        min_size_mm3=float(self.inputs.min_lesion_size_mm3)),
+            model_id=self.inputs.model_id,
+            decisions=read_json(self.inputs.decisions)["decisions"],
+            extra_meta=extra or None,
+        )
+        self._results["out_files"] = sorted(str(p) for p in paths.values() if p.exists())
+        self._results["mask"] = str(paths["mask"])
+        self._results["summary"] = str(paths["summary"])
+        return runtime
+
+
+class _ReportInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the source FLAIR")
+    mask = File(exists=True, mandatory=True, desc="lesion mask (or numbered lesions) on its grid")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on its grid")
+    table = File(exists=True, mandatory=True, desc="lesion table TSV")
+    summary = File(exists=True, mandatory=True, desc="the run's summary TSV (one row)")
+    decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
+    out_report = traits.Str(mandatory=True, desc="where the HTML report goes")
+
+
+class _ReportOutputSpec(TraitedSpec):
+    out_report = File(exists=True, desc="the HTML report")
+
+
+class ParticipantReport(SimpleInterface):
+    """Call :func:`bids_msseg.reports.participant.render_participant_report` for one run."""
+
+    input_spec = _ReportInputSpec
+    output_spec = _ReportOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from bids_msseg.reports.participant import render_participant_report
+
+        flair = load_original(self.inputs.in_file)
+        summary = read_table(self.inputs.summary).iloc[0].to_dict()
+        summary = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
+        out = render_participant_report(
+            self.inputs.out_report,
+            flair,
+            load_array(self.inputs.mask),
+            load_array(self.inputs.brain_mask).astype(bool),
+            read_table(self.inputs.table),
+            summary,
+            read_json(self.inputs.decisions)["decisions"],
+        )
+        self._results["out_report"] = str(out)
+        return runtime

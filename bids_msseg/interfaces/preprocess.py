@@ -1,0 +1,75 @@
+"""Preprocessing of one FLAIR (orientation, N4, brain extraction) as a nipype interface."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_msseg.interfaces.common import save_nifti, seed_everything, set_threads, write_json
+
+LOGGER = logging.getLogger(__name__)
+
+_FORCE = {"auto": None, "on": True, "off": False}
+
+
+class _PreprocessInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the raw FLAIR (any orientation)")
+    metadata = traits.Dict(desc="the FLAIR's JSON sidecar metadata (helps the N4/skull decisions)")
+    n4 = traits.Enum("auto", "on", "off", usedefault=True, desc="N4 bias-field correction")
+    skullstrip = traits.Enum("auto", "on", "off", usedefault=True, desc="brain extraction")
+    random_seed = traits.Either(None, traits.Int, usedefault=True, desc="seed of ANTs' sampling")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="threads (not part of the hash)")
+
+
+class _PreprocessOutputSpec(TraitedSpec):
+    corrected = File(exists=True, desc="bias-corrected FLAIR, float32, RAS+ (the processing grid)")
+    brain_mask = File(exists=True, desc="brain mask on the processing grid, uint8")
+    decisions = File(exists=True, desc="JSON: decisions with their reasons, timings, voxel sizes")
+
+
+class Preprocess(SimpleInterface):
+    """Run :func:`bids_msseg.preproc.preprocess_flair` and save its arrays on the RAS+ grid.
+
+    The corrected image and mask keep the RAS+ affine of the reoriented FLAIR, so they are
+    correct images in world space; :class:`~bids_msseg.interfaces.lesions.LesionStats` maps the
+    results back onto the input's grid.
+    """
+
+    input_spec = _PreprocessInputSpec
+    output_spec = _PreprocessOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_msseg.preproc import preprocess_flair
+
+        set_threads(self.inputs.omp_nthreads)
+        seed_everything(self.inputs.random_seed)
+        result = preprocess_flair(
+            self.inputs.in_file,
+            sidecar=dict(self.inputs.metadata) or None,
+            force_n4=_FORCE[self.inputs.n4],
+            force_skullstrip=_FORCE[self.inputs.skullstrip],
+        )
+        cwd = Path(runtime.cwd)
+        affine = result.ras.affine
+        corrected = save_nifti(result.corrected, affine, cwd / "corrected.nii", np.float32)
+        brain_mask = save_nifti(result.brain_mask, affine, cwd / "brain_mask.nii", np.uint8)
+        self._results.update(corrected=str(corrected), brain_mask=str(brain_mask))
+        decisions = result.decisions.to_json()
+        if isinstance(decisions, str):  # PreprocDecisions.to_json() returns the JSON text
+            decisions = json.loads(decisions)
+        self._results["decisions"] = str(write_json(cwd / "preprocessing.json", {
+            "decisions": decisions,
+            "timings": dict(getattr(result, "timings", {}) or {}),
+            "zooms": [float(z) for z in result.zooms],
+        }))
+        return runtime

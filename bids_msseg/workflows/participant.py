@@ -1,0 +1,444 @@
+"""The participant-level workflow: one independent sub-workflow per FLAIR run.
+
+::
+
+    bids_msseg_participant_wf
+    ├── single_flair_sub_01_ses_1_FLAIR_wf
+    │     inputnode -> preprocess -> segment -> lesion_stats -> write_derivatives -> report
+    ├── single_flair_sub_01_ses_2_FLAIR_wf
+    └── ...
+
+Sub-workflows share no node, so under MultiProc a failing FLAIR only removes its own downstream
+nodes and every other run goes on (``stop_on_first_crash`` is off unless asked for). Nodes pass
+file paths; each step's intermediates are NIfTI/JSON/TSV in its node directory under the work
+directory, which makes a second invocation resume from the last completed step (changing the
+threshold, for instance, re-runs only ``lesion_stats`` onwards).
+
+:func:`run_participant_wf` executes the workflow with a MultiProc scheduler whose worker
+processes start from a clean interpreter (``forkserver``: no inherited torch/OpenMP state),
+with the thread limits of ``--omp-nthreads`` and quiet nipype logging, and reports progress
+through :class:`RunTracker` (one line per finished run).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
+from nipype.pipeline.plugins import MultiProcPlugin
+
+from bids_msseg.bids import FlairRun
+from bids_msseg.interfaces import LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
+from bids_msseg.interfaces.common import THREAD_VARIABLES
+
+if TYPE_CHECKING:
+    from bids_msseg.cli.parser import Options
+    from bids_msseg.model.bundle import ModelCard
+
+LOGGER = logging.getLogger(__name__)
+
+#: The node whose completion marks a run as done.
+FINAL_NODE = "report"
+#: Memory the scheduler plans per node, GB (a 1 mm head FLAIR; small images need far less).
+NODE_MEM_GB = {"preprocess": 3.0, "segment": 3.0, "lesion_stats": 1.0, "write_derivatives": 1.0,
+               "report": 1.0}
+_ARCH_NAMES = {"UnetPlusPlus": "UNet++", "Unet": "U-Net"}
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """What defines the outputs besides the image: the options resolved against the model card."""
+
+    model_id: str
+    threshold: float
+    min_lesion_size_mm3: float
+    connectivity: int
+    normalization: str  # the method actually used: the card's unless overridden
+
+    @classmethod
+    def resolve(cls, options: Options, card: ModelCard) -> SegmentationSettings:
+        """Command-line values where given, else the bundle's."""
+        return cls(
+            model_id=card.model_id,
+            threshold=float(options.threshold if options.threshold is not None else card.threshold),
+            min_lesion_size_mm3=float(options.min_lesion_size if options.min_lesion_size is not None
+                                      else card.min_lesion_size_mm3),
+            connectivity=int(card.connectivity),
+            normalization=card.normalization if options.normalization == "model" else options.normalization,
+        )
+
+    def citation_context(self, options: Options, card: ModelCard) -> dict[str, Any]:
+        """The context of the methods boilerplate (``bids_msseg.boilerplate.write_citation``)."""
+        force = {"auto": "auto", "on": True, "off": False}
+        arch = card.architecture or {}
+        return {
+            "model_id": self.model_id,
+            "architecture": _ARCH_NAMES.get(arch.get("name", ""), arch.get("name", "UNet++")),
+            "encoder": arch.get("encoder_name", "resnet18"),
+            "input_size": card.input_size,
+            "normalization": self.normalization,
+            "precision": options.precision,
+            "threshold": self.threshold,
+            "min_lesion_size_mm3": self.min_lesion_size_mm3,
+            "connectivity": self.connectivity,
+            "n4": force[options.n4],
+            "brain_extraction": force[options.skullstrip],
+        }
+
+
+def flair_wf_name(run: FlairRun) -> str:
+    """The sub-workflow name of a run, e.g. ``single_flair_sub_01_ses_1_FLAIR_wf``."""
+    return f"single_flair_{re.sub(r'[^0-9A-Za-z]', '_', run.name)}_wf"
+
+
+def init_participant_wf(
+    runs: Sequence[FlairRun],
+    *,
+    options: Options,
+    bundle_path: Path,
+    work_dir: Path,
+    name: str = "bids_msseg_participant_wf",
+) -> pe.Workflow:
+    """The participant-level workflow: one :func:`init_single_flair_wf` per FLAIR run.
+
+    Parameters
+    ----------
+    runs
+        The FLAIRs to segment (:func:`bids_msseg.bids.collect_flair_runs`).
+    options
+        The parsed command line.
+    bundle_path
+        The model bundle directory; its card gives the default threshold and lesion definition.
+    work_dir
+        Base directory of the nipype cache.
+    name
+        Name of the workflow (and of its folder in ``work_dir``).
+
+    The workflow's ``execution`` config writes text crash files into ``<output_dir>/logs``.
+    """
+    from bids_msseg.model.bundle import read_card
+
+    card = read_card(bundle_path)
+    settings = SegmentationSettings.resolve(options, card)
+    workflow = pe.Workflow(name=name, base_dir=str(work_dir))
+    workflow.config["execution"] = {
+        "crashdump_dir": str(options.logs_dir),
+        "crashfile_format": "txt",
+        "stop_on_first_crash": str(options.stop_on_first_crash).lower(),
+        "poll_sleep_duration": 0.05,
+        "remove_unnecessary_outputs": "false",
+        "get_linked_libs": "false",
+        "check_version": "false",
+    }
+    names: set[str] = set()
+    for run in runs:
+        wf_name = flair_wf_name(run)
+        if wf_name in names:  # cannot happen with valid BIDS names; keep nipype's names unique anyway
+            wf_name = f"{wf_name[:-3]}_{len(names)}_wf"
+        names.add(wf_name)
+        workflow.add_nodes([init_single_flair_wf(run, options=options, bundle_path=bundle_path,
+                                                 settings=settings, name=wf_name)])
+    return workflow
+
+
+def init_single_flair_wf(
+    run: FlairRun,
+    *,
+    options: Options,
+    bundle_path: Path,
+    settings: SegmentationSettings,
+    name: str | None = None,
+) -> pe.Workflow:
+    """Segment one FLAIR and write its derivatives and report.
+
+    Parameters
+    ----------
+    run
+        The FLAIR (path, path relative to the BIDS root, sidecar metadata).
+    options
+        The parsed command line (devices, threads, preprocessing switches, output directory).
+    bundle_path
+        The model bundle directory.
+    settings
+        Model id, threshold and lesion definition resolved against the bundle.
+    name
+        Workflow name (default :func:`flair_wf_name`).
+
+    Inputs
+    ------
+    in_file
+        The FLAIR image (set from ``run``).
+    metadata
+        Its sidecar metadata (set from ``run``).
+
+    Outputs
+    -------
+    mask, summary, report
+        The lesion mask, the per-run summary TSV and the HTML report in the output dataset.
+    """
+    from bids_msseg.derivatives import derivative_paths
+
+    workflow = pe.Workflow(name=name or flair_wf_name(run))
+    threads = max(1, min(options.omp_nthreads, options.nprocs))
+
+    def mem(node_name: str) -> float:
+        planned = NODE_MEM_GB[node_name]
+        return min(planned, options.mem_gb) if options.mem_gb else planned
+
+    inputnode = pe.Node(IdentityInterface(fields=["in_file", "metadata"]), name="inputnode")
+    inputnode.inputs.in_file = str(run.path)
+    inputnode.inputs.metadata = dict(run.metadata)
+    outputnode = pe.Node(IdentityInterface(fields=["mask", "summary", "report"]), name="outputnode")
+
+    preprocess = pe.Node(
+        Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
+                   omp_nthreads=threads),
+        name="preprocess", n_procs=threads, mem_gb=mem("preprocess"))
+    segment = pe.Node(
+        Segment(bundle_path=str(bundle_path), model_id=settings.model_id,
+                normalization=options.normalization, precision=options.precision, device=options.device,
+                omp_nthreads=threads, random_seed=options.random_seed),
+        name="segment", n_procs=threads, mem_gb=mem("segment"))
+    lesion_stats = pe.Node(
+        LesionStats(threshold=settings.threshold, min_lesion_size_mm3=settings.min_lesion_size_mm3,
+                    connectivity=settings.connectivity),
+        name="lesion_stats", mem_gb=mem("lesion_stats"))
+    extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision}
+    if options.random_seed is not None:
+        extra_meta["RandomSeed"] = options.random_seed
+    write = pe.Node(
+        WriteDerivatives(out_dir=str(options.output_dir), source_relpath=run.relpath,
+                         threshold=settings.threshold, min_lesion_size_mm3=settings.min_lesion_size_mm3,
+                         connectivity=settings.connectivity, model_id=settings.model_id,
+                         extra_meta=extra_meta),
+        name="write_derivatives", mem_gb=mem("write_derivatives"))
+    report = pe.Node(
+        ParticipantReport(out_report=str(derivative_paths(options.output_dir, run.relpath)["report"])),
+        name=FINAL_NODE, mem_gb=mem("report"))
+
+    workflow.connect([
+        (inputnode, preprocess, [("in_file", "in_file"), ("metadata", "metadata")]),
+        (preprocess, segment, [("corrected", "in_file"), ("brain_mask", "brain_mask")]),
+        (inputnode, lesion_stats, [("in_file", "in_file")]),
+        (preprocess, lesion_stats, [("brain_mask", "brain_mask")]),
+        (segment, lesion_stats, [("probability", "probability")]),
+        (inputnode, write, [("in_file", "in_file")]),
+        (preprocess, write, [("decisions", "decisions")]),
+        (segment, write, [("device", "device")]),
+        (lesion_stats, write, [("probability", "probability"), ("labels", "labels"),
+                               ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"),
+                               ("table", "table")]),
+        (inputnode, report, [("in_file", "in_file")]),
+        (preprocess, report, [("decisions", "decisions")]),
+        (lesion_stats, report, [("brain_mask", "brain_mask"), ("table", "table")]),
+        (write, report, [("mask", "mask"), ("summary", "summary")]),
+        (write, outputnode, [("mask", "mask"), ("summary", "summary")]),
+        (report, outputnode, [("out_report", "report")]),
+    ])
+    return workflow
+
+
+# ------------------------------------------------------------------------------------ execution
+
+
+@dataclass
+class RunStatus:
+    """Progress and outcome of one run during execution."""
+
+    run: FlairRun
+    state: str = "pending"  # pending, running, ok, failed
+    started: float | None = None
+    finished: float | None = None
+    failed_node: str | None = None
+    crash_file: Path | None = None
+    reason: str | None = None  # the exception's last line, from the crash file
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+@dataclass
+class RunTracker:
+    """nipype status callback: follows each run's nodes and logs a line when a run ends.
+
+    A run is ``ok`` when its final node (the report) has completed, ``failed`` as soon as any of
+    its nodes raises (nipype then skips that run's remaining nodes and goes on with the others).
+    """
+
+    runs: Sequence[FlairRun]
+    on_finish: Callable[[RunStatus, int, int], None] | None = None
+    status: dict[str, RunStatus] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status = {}
+        for run in self.runs:
+            self.status.setdefault(flair_wf_name(run), RunStatus(run))
+        self._done = 0
+
+    def _lookup(self, node: Any) -> tuple[RunStatus | None, str]:
+        parts = str(getattr(node, "fullname", node)).split(".")
+        for part in parts:
+            if part in self.status:
+                return self.status[part], parts[-1]
+        return None, parts[-1]
+
+    def __call__(self, node: Any, event: str) -> None:
+        status, node_name = self._lookup(node)
+        if status is None or status.state in ("ok", "failed"):
+            return
+        now = time.perf_counter()
+        if event == "start":
+            if status.started is None:
+                status.started = now
+            status.state = "running"
+        elif event == "exception":
+            status.state, status.failed_node, status.finished = "failed", node_name, now
+            self._finish(status)
+        elif event == "end" and node_name == FINAL_NODE:
+            status.state, status.finished = "ok", now
+            self._finish(status)
+
+    def _finish(self, status: RunStatus) -> None:
+        self._done += 1
+        if self.on_finish is not None:
+            self.on_finish(status, self._done, len(self.status))
+
+    def attach_crash_files(self, crash_dir: Path, since: float) -> None:
+        """Find the crash file of each failed run among those written to ``crash_dir`` after ``since``."""
+        if not crash_dir.is_dir():
+            return
+        for path in sorted(crash_dir.glob("crash-*.txt")):
+            try:
+                if path.stat().st_mtime < since:
+                    continue
+                first = path.read_text(errors="replace").splitlines()[0]
+            except (OSError, IndexError):
+                continue
+            if not first.startswith("Node: "):
+                continue
+            status, _ = self._lookup(first[len("Node: "):].strip())
+            if status is not None and status.crash_file is None:
+                status.crash_file = path
+                status.reason = crash_reason(path)
+                if status.state != "ok":
+                    status.state = "failed"
+
+
+def nipype_log_level(verbose: int) -> int:
+    """nipype's loggers: silent by default, warnings and errors (tracebacks) from ``-v``, INFO from
+    ``-vv``, DEBUG from ``-vvv``. By default failures are reported by bids_msseg's own summary:
+    each failed run with its exception and crash file, instead of nipype's full tracebacks.
+    """
+    return {0: logging.CRITICAL, 1: logging.WARNING, 2: logging.INFO}.get(verbose, logging.DEBUG)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?")
+
+
+def crash_reason(crash_file: Path) -> str | None:
+    """The innermost exception of a nipype crash file (``ValueError: ...``), for the summary."""
+    try:
+        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines()]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line) and "NodeExecutionError" not in line:
+            return line
+    return None
+
+
+class _Worker:
+    """Set-up of each worker process: working directory, thread limits, quiet logging."""
+
+    @staticmethod
+    def init(cwd: str, omp_nthreads: int, log_level: int, nipype_level: int) -> None:
+        os.chdir(cwd)
+        os.environ["NIPYPE_NO_ET"] = "1"
+        for var in THREAD_VARIABLES:
+            os.environ[var] = str(omp_nthreads)
+        logger = logging.getLogger("bids_msseg")
+        logger.setLevel(log_level)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+                                                   "%H:%M:%S"))
+            logger.addHandler(handler)
+        for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+            logging.getLogger(name).setLevel(nipype_level)
+
+
+class _WorkerInitMultiProcPlugin(MultiProcPlugin):
+    """nipype's MultiProc with ``forkserver`` workers prepared by :meth:`_Worker.init`, scheduling
+    runs depth-first: among the ready jobs, those of the earliest run in ``run_order`` go first.
+
+    nipype submits ready jobs in topological order, which for independent runs means every run's
+    preprocessing, then every run's segmentation, ...: all runs would finish together at the end.
+    Depth-first, each run completes (outputs written, progress line shown) as early as possible.
+    """
+
+    def __init__(self, plugin_args: dict[str, Any], worker_args: tuple[int, int, int],
+                 run_order: Sequence[str] = ()) -> None:
+        super().__init__(plugin_args=plugin_args)
+        self._run_order = {name: i for i, name in enumerate(run_order)}
+        # The pool created by nipype has started no process yet; replace it by one whose workers
+        # get our initializer. forkserver children start from a fresh interpreter, so no torch or
+        # OpenMP thread pool is inherited from this process (fork + libgomp can deadlock).
+        self.pool.shutdown(wait=False)
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.processors,
+            initializer=_Worker.init,
+            initargs=(self._cwd, *worker_args),
+            mp_context=mp.get_context("forkserver"),
+        )
+
+    def _run_rank(self, jobid: int) -> int:
+        for part in str(self.procs[jobid].fullname).split("."):
+            if part in self._run_order:
+                return self._run_order[part]
+        return len(self._run_order)
+
+    def _sort_jobs(self, jobids, scheduler="tsort"):
+        return sorted(jobids, key=lambda jobid: (self._run_rank(jobid), jobid))
+
+
+def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunTracker) -> bool:
+    """Execute ``workflow`` with MultiProc; return True when every node succeeded.
+
+    Failures of single runs do not raise: the tracker records them (and, after the call, their
+    crash files). Only ``--stop-on-first-crash`` stops the other runs.
+    """
+    plugin_args: dict[str, Any] = {
+        "n_procs": options.nprocs,
+        "status_callback": tracker,
+        "raise_insufficient": False,
+    }
+    if options.mem_gb:
+        plugin_args["memory_gb"] = options.mem_gb
+    log_level = logging.DEBUG if options.verbose >= 1 else logging.WARNING
+    worker_args = (max(1, options.omp_nthreads), log_level, nipype_log_level(options.verbose))
+    plugin = _WorkerInitMultiProcPlugin(plugin_args, worker_args, run_order=list(tracker.status))
+    started = time.time() - 1.0
+    options.logs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        workflow.run(plugin=plugin)
+        ok = True
+    except RuntimeError as err:  # nipype re-raises the first node failure at the end
+        LOGGER.debug("workflow finished with errors: %s", str(err).splitlines()[-1] if str(err) else err)
+        ok = False
+    finally:
+        plugin.pool.shutdown(wait=True, cancel_futures=True)
+    tracker.attach_crash_files(options.logs_dir, started)
+    return ok and all(s.state == "ok" for s in tracker.status.values())

@@ -1,0 +1,148 @@
+"""Finding FLAIRs with pybids: sessions, acquisitions, runs, labels, filters, the cached index."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import make_bids_dataset
+
+from bids_msseg.bids import collect_flair_runs
+from bids_msseg.errors import NoInputError, NoMatchError, ValidationError
+
+RICH_RUNS = (
+    ("sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", {"seed": 1}),
+    ("sub-01/ses-2/anat/sub-01_ses-2_acq-3D_run-1_FLAIR.nii.gz", {"seed": 2}),
+    ("sub-01/ses-2/anat/sub-01_ses-2_acq-3D_run-2_FLAIR.nii.gz", {"seed": 3}),
+    ("sub-01/ses-2/anat/sub-01_ses-2_acq-2D_FLAIR.nii", {"seed": 4}),
+    ("sub-02/anat/sub-02_FLAIR.nii.gz", {"seed": 5}),
+)
+
+
+@pytest.fixture
+def rich_bids(tmp_path: Path) -> Path:
+    """Sessions, acquisitions, repeated runs, an uncompressed .nii, a T1w and a stray file."""
+    root = make_bids_dataset(tmp_path / "bids", RICH_RUNS)
+    (root / "sub-02" / "anat" / "notes.txt").write_text("not BIDS")
+    # A dataset-level sidecar inherited by every FLAIR without a closer one.
+    (root / "FLAIR.json").write_text('{"RepetitionTime": 9.0}')
+    return root
+
+
+def _names(runs) -> list[str]:
+    return [r.name for r in runs]
+
+
+def test_every_flair_is_its_own_run(rich_bids: Path) -> None:
+    runs = collect_flair_runs(rich_bids)
+    assert _names(runs) == [
+        "sub-01_ses-1_FLAIR",
+        "sub-01_ses-2_acq-2D_FLAIR",
+        "sub-01_ses-2_acq-3D_run-1_FLAIR",
+        "sub-01_ses-2_acq-3D_run-2_FLAIR",
+        "sub-02_FLAIR",
+    ]
+    by_name = {r.name: r for r in runs}
+    run2 = by_name["sub-01_ses-2_acq-3D_run-2_FLAIR"]
+    assert run2.relpath == "sub-01/ses-2/anat/sub-01_ses-2_acq-3D_run-2_FLAIR.nii.gz"
+    assert run2.path == rich_bids / run2.relpath and run2.path.is_absolute()
+    assert (run2.subject, run2.session) == ("01", "2")
+    assert run2.entities["acquisition"] == "3D" and int(run2.entities["run"]) == 2
+    assert by_name["sub-02_FLAIR"].session is None
+    assert by_name["sub-01_ses-2_acq-2D_FLAIR"].relpath.endswith(".nii")
+    # Sidecar metadata, with BIDS inheritance from the dataset-level FLAIR.json.
+    assert run2.metadata["SeriesDescription"] == "sub-01_ses-2_acq-3D_run-2_FLAIR"
+    assert run2.metadata["RepetitionTime"] == 9.0
+
+
+def test_participant_and_session_labels(rich_bids: Path) -> None:
+    assert _names(collect_flair_runs(rich_bids, participant_labels=["02"])) == ["sub-02_FLAIR"]
+    assert len(collect_flair_runs(rich_bids, participant_labels=["01", "02"])) == 5
+    assert _names(collect_flair_runs(rich_bids, session_labels=["1"])) == ["sub-01_ses-1_FLAIR"]
+
+
+def test_unknown_labels_name_the_available_ones(rich_bids: Path) -> None:
+    with pytest.raises(NoMatchError, match="03.*available: 01, 02") as err:
+        collect_flair_runs(rich_bids, participant_labels=["01", "03"])
+    assert err.value.exit_code == 18
+    with pytest.raises(NoMatchError, match="session.*9.*available: 1, 2"):
+        collect_flair_runs(rich_bids, session_labels=["9"])
+
+
+def test_labels_that_exist_but_select_no_flair(rich_bids: Path) -> None:
+    # sub-02 has no session: asking for sub-02 and session 1 matches nothing.
+    with pytest.raises(NoMatchError, match="no FLAIR matches"):
+        collect_flair_runs(rich_bids, participant_labels=["02"], session_labels=["1"])
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({"acquisition": "3D"}, ["sub-01_ses-2_acq-3D_run-1_FLAIR", "sub-01_ses-2_acq-3D_run-2_FLAIR"]),
+    ({"acquisition": "3D", "run": 2}, ["sub-01_ses-2_acq-3D_run-2_FLAIR"]),
+    ({"acquisition": ["2D", "3D"], "run": [1]}, ["sub-01_ses-2_acq-3D_run-1_FLAIR"]),
+    ({"acquisition": None, "session": "*"}, ["sub-01_ses-1_FLAIR"]),
+    ({"session": None}, ["sub-02_FLAIR"]),
+])
+def test_entity_filters(rich_bids: Path, filters: dict, expected: list[str]) -> None:
+    assert _names(collect_flair_runs(rich_bids, bids_filters=filters)) == expected
+
+
+def test_filters_matching_nothing(rich_bids: Path) -> None:
+    with pytest.raises(NoMatchError, match="filters"):
+        collect_flair_runs(rich_bids, bids_filters={"acquisition": "7T"})
+
+
+def test_no_flair_at_all(tmp_path: Path) -> None:
+    root = make_bids_dataset(tmp_path / "bids", runs=())  # only a T1w
+    with pytest.raises(NoInputError, match="no FLAIR") as err:
+        collect_flair_runs(root)
+    assert err.value.exit_code == 66
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(NoInputError, match="does not exist"):
+        collect_flair_runs(tmp_path / "nowhere")
+
+
+def test_not_bids_unless_validation_is_skipped(tmp_path: Path) -> None:
+    root = make_bids_dataset(tmp_path / "bids", description=False)
+    with pytest.raises(ValidationError, match="dataset_description") as err:
+        collect_flair_runs(root)
+    assert err.value.exit_code == 16
+    assert len(collect_flair_runs(root, skip_validation=True)) == 3
+
+
+def test_database_is_reused_until_the_dataset_changes(rich_bids: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "work" / "bids_db"
+    caplog.set_level(logging.DEBUG, logger="bids_msseg.bids")
+    assert len(collect_flair_runs(rich_bids, database_dir=db)) == 5
+    assert len(list(db.glob("*/layout_index.sqlite"))) == 1
+    assert "re-indexing" in caplog.text
+
+    caplog.clear()
+    assert len(collect_flair_runs(rich_bids, database_dir=db, participant_labels=["02"])) == 1
+    assert "reused" in caplog.text and "re-indexing" not in caplog.text
+
+    caplog.clear()
+    make_bids_dataset(rich_bids, [("sub-03/anat/sub-03_FLAIR.nii.gz", {"seed": 7})], extra_files=())
+    runs = collect_flair_runs(rich_bids, database_dir=db)
+    assert "re-indexing" in caplog.text
+    assert "sub-03_FLAIR" in _names(runs)
+    assert len(list(db.glob("*/layout_index.sqlite"))) == 1  # the stale index was removed
+
+    caplog.clear()  # another indexing option (validation) must not reuse the validated index
+    collect_flair_runs(rich_bids, database_dir=db, skip_validation=True)
+    assert "re-indexing" in caplog.text
+
+
+def test_derivatives_are_neither_indexed_nor_fingerprinted(rich_bids: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "work" / "bids_db"
+    assert len(collect_flair_runs(rich_bids, database_dir=db)) == 5
+    # Outputs written under <bids>/derivatives/ (allowed) change neither the runs nor the index.
+    make_bids_dataset(rich_bids / "derivatives" / "bids_msseg",
+                      [("sub-01/anat/sub-01_FLAIR.nii.gz", {"seed": 8})], extra_files=())
+    caplog.set_level(logging.DEBUG, logger="bids_msseg.bids")
+    assert len(collect_flair_runs(rich_bids, database_dir=db)) == 5
+    assert "reused" in caplog.text

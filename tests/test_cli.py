@@ -1,0 +1,234 @@
+"""The parser and the exit codes of ``main`` (BIDS Apps spec: 16, 17, 18, 64, 66, 73)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_bids_dataset
+
+from bids_msseg import __version__
+from bids_msseg.cli import run as cli_run
+from bids_msseg.cli.parser import Options, build_parser, parse_args
+from bids_msseg.cli.run import check_output_dir, main
+from bids_msseg.errors import OutputError
+
+
+def _filter_file(tmp_path: Path, content: object | str) -> str:
+    path = tmp_path / "filters.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------- parser
+
+
+def test_build_parser_is_pure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = build_parser()
+    assert parser.prog == "bids_msseg"
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even ./work
+    titles = {g.title for g in parser._action_groups}
+    assert {"Selecting the input", "Resources", "Model and lesion definition", "Preprocessing",
+            "Running", "Group level"} <= titles
+
+
+def test_defaults(tmp_path: Path) -> None:
+    opts = parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant"])
+    assert isinstance(opts, Options)
+    assert opts.bids_dir == tmp_path / "bids" and opts.output_dir == tmp_path / "out"
+    assert opts.participant_label is None and opts.session_label is None and opts.bids_filters is None
+    assert opts.nprocs >= 1 and 1 <= opts.omp_nthreads <= min(opts.nprocs, 8)
+    assert opts.work_dir.is_absolute() and opts.work_dir.name == "work"
+    assert (opts.device, opts.precision, opts.n4, opts.skullstrip, opts.normalization) == (
+        "auto", "auto", "auto", "auto", "model")
+    assert opts.threshold is None and opts.min_lesion_size is None and opts.model is None
+    assert not (opts.overwrite or opts.stop_on_first_crash or opts.boilerplate_only)
+    assert opts.logs_dir == tmp_path / "out" / "logs"
+    with pytest.raises(AttributeError):
+        opts.nprocs = 3  # type: ignore[misc]  # frozen
+
+
+def test_labels_strip_prefixes_and_accumulate(tmp_path: Path) -> None:
+    opts = parse_args([str(tmp_path), str(tmp_path / "o"), "participant",
+                       "--participant-label", "sub-01", "02", "--participant_label", "03", "01",
+                       "--session-label", "ses-1", "2"])
+    assert opts.participant_label == ("01", "02", "03")
+    assert opts.session_label == ("1", "2")
+
+
+def test_all_flags(tmp_path: Path, tiny_bundle: Path) -> None:
+    opts = parse_args([
+        str(tmp_path), str(tmp_path / "o"), "participant", "-w", str(tmp_path / "w"), "--nprocs", "3",
+        "--omp-nthreads", "2", "--device", "cpu", "--precision", "fp32", "--model", str(tiny_bundle),
+        "--threshold", "0.4", "--min-lesion-size", "3", "--n4", "off", "--skullstrip", "on",
+        "--normalization", "linear", "--stop-on-first-crash", "--random-seed", "7", "--overwrite",
+        "--skip-bids-validation", "-vv", "--bids-filter-file",
+        _filter_file(tmp_path, {"flair": {"acquisition": "3D", "run": [1, 2], "ceagent": None}}),
+    ])
+    assert (opts.nprocs, opts.omp_nthreads, opts.device, opts.precision) == (3, 2, "cpu", "fp32")
+    assert (opts.threshold, opts.min_lesion_size, opts.n4, opts.skullstrip) == (0.4, 3.0, "off", "on")
+    assert opts.model == tiny_bundle and opts.work_dir == tmp_path / "w"
+    assert opts.normalization == "linear" and opts.random_seed == 7 and opts.verbose == 2
+    assert opts.stop_on_first_crash and opts.overwrite and opts.skip_bids_validation
+    assert opts.flair_filters == {"acquisition": "3D", "run": [1, 2], "ceagent": None}
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- usage errors: 64
+
+
+@pytest.mark.parametrize("extra", [
+    [],  # fine on its own: used as the control below
+    ["--nprocs", "0"],
+    ["--omp-nthreads", "x"],
+    ["--threshold", "1.5"],
+    ["--min-lesion-size", "-1"],
+    ["--device", "tpu"],
+    ["--n4", "maybe"],
+    ["--participant-label", "sub-0_1"],
+    ["--model", "/no/such/bundle"],
+    ["--unknown-flag"],
+])
+def test_usage_errors_exit_64(tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(tmp_path / "bids"), str(tmp_path / "out"), "participant", "--boilerplate-only",
+            "-w", str(tmp_path / "work"), *extra]
+    if not extra:
+        assert main(argv) == 0
+        return
+    assert main(argv) == 64
+    assert "error" in capsys.readouterr().err
+
+
+def test_missing_positionals_exit_64() -> None:
+    assert main([]) == 64
+    assert main(["bids_only"]) == 64
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not valid JSON"),
+    ({"t1w": {"acquisition": "x"}}, "unknown key"),
+    ({"flair": {"acquisiton": "3D"}}, "unknown BIDS entity"),
+    ({"flair": {"suffix": "T2w"}}, "fixed"),
+    ({"flair": {"acquisition": {"a": 1}}}, "values must be"),
+    (["flair"], "JSON object"),
+])
+def test_bad_filter_files_exit_64(tmp_path: Path, content: object, message: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(tmp_path), str(tmp_path / "out"), "participant",
+            "--bids-filter-file", _filter_file(tmp_path, content)]
+    assert main(argv) == 64
+    assert message in capsys.readouterr().err
+
+
+def test_missing_filter_file_exit_64(tmp_path: Path) -> None:
+    assert main([str(tmp_path), str(tmp_path / "o"), "participant", "--bids-filter-file",
+                 str(tmp_path / "nope.json")]) == 64
+
+
+# --------------------------------------------------------------------- analysis level: 17
+
+
+@pytest.mark.parametrize("level", ["participants", "grup", "Participant", "session"])
+def test_unknown_analysis_level_exit_17(tmp_path: Path, level: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path), str(tmp_path / "out"), level]) == 17
+    assert "unknown analysis level" in capsys.readouterr().err
+
+
+def test_group_level_without_implementation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = cli_run.importlib.util.find_spec
+    monkeypatch.setattr(cli_run.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bids_msseg.group" else real_find_spec(name, *a))
+    bids = make_bids_dataset(tmp_path / "bids")
+    assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "w")]) == 0
+
+
+# -------------------------------------------------------------- dataset errors: 16, 18, 66
+
+
+def _argv(bids: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"), *extra]
+
+
+def test_not_bids_exit_16(tmp_path: Path) -> None:
+    bids = make_bids_dataset(tmp_path / "bids", description=False)
+    assert main(_argv(bids, tmp_path)) == 16
+
+
+def test_unknown_participant_exit_18(synthetic_bids: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_argv(synthetic_bids, tmp_path, "--participant-label", "07")) == 18
+    assert "available: 01, 02" in capsys.readouterr().err
+
+
+def test_filters_matching_nothing_exit_18(synthetic_bids: Path, tmp_path: Path) -> None:
+    argv = _argv(synthetic_bids, tmp_path, "--bids-filter-file",
+                 _filter_file(tmp_path, {"flair": {"acquisition": "none"}}))
+    assert main(argv) == 18
+
+
+def test_no_flair_exit_66(tmp_path: Path) -> None:
+    bids = make_bids_dataset(tmp_path / "bids", runs=())
+    assert main(_argv(bids, tmp_path)) == 66
+
+
+def test_missing_bids_dir_exit_66(tmp_path: Path) -> None:
+    assert main(_argv(tmp_path / "missing", tmp_path)) == 66
+
+
+def test_missing_model_exit_64(synthetic_bids: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_bundle"
+    empty.mkdir()
+    assert main(_argv(synthetic_bids, tmp_path, "--model", str(empty))) == 64
+
+
+# -------------------------------------------------------------------------- output errors: 73
+
+
+def test_output_equal_to_input_exit_73(synthetic_bids: Path, tmp_path: Path) -> None:
+    assert main([str(synthetic_bids), str(synthetic_bids), "participant", "-w", str(tmp_path / "w")]) == 73
+
+
+@pytest.mark.parametrize("inside", ["out", "sub-01/out", "derivatives"])
+def test_output_inside_input_exit_73(synthetic_bids: Path, tmp_path: Path, inside: str) -> None:
+    out = synthetic_bids / inside
+    assert main([str(synthetic_bids), str(out), "participant", "-w", str(tmp_path / "w")]) == 73
+    assert not (synthetic_bids / "out").exists()
+
+
+def test_output_not_creatable_exit_73(synthetic_bids: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main([str(synthetic_bids), str(blocker / "out"), "participant", "-w", str(tmp_path / "w")]) == 73
+
+
+def test_output_under_derivatives_is_allowed(synthetic_bids: Path, tmp_path: Path) -> None:
+    check_output_dir(synthetic_bids, synthetic_bids / "derivatives" / "bids_msseg")
+    assert (synthetic_bids / "derivatives" / "bids_msseg").is_dir()
+    with pytest.raises(OutputError):
+        check_output_dir(synthetic_bids, synthetic_bids / "derivatives")
+
+
+def test_output_of_another_pipeline_exit_73(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(json.dumps(
+        {"Name": "fmriprep outputs", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    assert main(_argv(synthetic_bids, tmp_path, "--model", str(tiny_bundle))) == 73
+
+
+# ----------------------------------------------------------------------------- boilerplate
+
+
+def test_boilerplate_only(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    assert main(_argv(synthetic_bids, tmp_path, "--model", str(tiny_bundle), "--boilerplate-only")) == 0
+    citation = tmp_path / "out" / "logs" / "CITATION.md"
+    assert citation.is_file() and "tiny-random@" in citation.read_text()
+    assert not list((tmp_path / "out").glob("sub-*"))

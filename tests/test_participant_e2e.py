@@ -1,0 +1,221 @@
+"""End to end through ``main``: synthetic data with a tiny random model, then real FLAIRs.
+
+Every output must lie on its input's grid: same shape and same affine (``space-orig``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import DEFAULT_RUNS, make_bids_dataset
+
+from bids_msseg.cli.run import main
+from bids_msseg.derivatives import derivative_paths
+
+NIFTI_KEYS = ("mask", "probseg", "dseg", "brain")
+
+
+def _check_run_outputs(out_dir: Path, bids_dir: Path, relpath: str) -> dict[str, Path]:
+    """Every derivative exists; images have the source's shape and affine; table and count agree."""
+    paths = derivative_paths(out_dir, relpath)
+    missing = [k for k, p in paths.items() if not p.is_file()]
+    assert not missing, f"{relpath}: missing outputs {missing}"
+    source = nib.load(str(bids_dir / relpath))
+    for key in NIFTI_KEYS:
+        img = nib.load(str(paths[key]))
+        assert img.shape == source.shape[:3], f"{key}: {img.shape} != {source.shape}"
+        np.testing.assert_allclose(img.affine, source.affine, atol=1e-5, err_msg=key)
+        assert nib.aff2axcodes(img.affine) == nib.aff2axcodes(source.affine)
+    mask = np.asanyarray(nib.load(str(paths["mask"])).dataobj)
+    dseg = np.asanyarray(nib.load(str(paths["dseg"])).dataobj)
+    assert set(np.unique(mask)) <= {0, 1}
+    np.testing.assert_array_equal(mask > 0, dseg > 0)
+    prob = np.asanyarray(nib.load(str(paths["probseg"])).dataobj)
+    assert prob.dtype == np.float32 and prob.min() >= 0.0 and prob.max() <= 1.0
+    n_rows = len(paths["dseg_tsv"].read_text().strip().splitlines()) - 1
+    assert n_rows == int(dseg.max())
+    return paths
+
+
+def _argv(bids: Path, out: Path, work: Path, *extra: str) -> list[str]:
+    return [str(bids), str(out), "participant", "-w", str(work), "--nprocs", "2", "--omp-nthreads", "1",
+            *extra]
+
+
+def test_synthetic_dataset_end_to_end(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+    assert main(_argv(synthetic_bids, out, work, "--model", str(tiny_bundle))) == 0
+
+    for relpath, _ in DEFAULT_RUNS:
+        paths = _check_run_outputs(out, synthetic_bids, relpath)
+        meta = json.loads(paths["mask_json"].read_text())
+        assert meta["ModelID"].startswith("tiny-random@") and meta["Threshold"] == 0.5
+        assert meta["InferenceDevice"] == "cpu"
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert (out / "logs" / "CITATION.md").is_file()
+    assert not list((out / "logs").glob("crash-*"))
+    assert "3 ok, 0 failed" in caplog.text
+
+    # Complete outputs are skipped...
+    caplog.clear()
+    assert main(_argv(synthetic_bids, out, work, "--model", str(tiny_bundle))) == 0
+    assert "already have complete outputs" in caplog.text
+    # ...unless a setting that defines them changes: then only the steps after it re-run.
+    caplog.clear()
+    assert main(_argv(synthetic_bids, out, work, "--model", str(tiny_bundle), "--threshold", "0.7",
+                      "--participant-label", "02")) == 0
+    paths = _check_run_outputs(out, synthetic_bids, "sub-02/anat/sub-02_FLAIR.nii.gz")
+    assert json.loads(paths["mask_json"].read_text())["Threshold"] == 0.7
+    assert "1 ok, 0 failed" in caplog.text
+
+
+def test_a_failing_flair_does_not_stop_the_others(tmp_path: Path, tiny_bundle: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    runs = [DEFAULT_RUNS[0], DEFAULT_RUNS[2]]
+    bids = make_bids_dataset(tmp_path / "bids", runs)
+    broken = bids / "sub-03" / "anat" / "sub-03_FLAIR.nii.gz"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\x1f\x8b this is not a NIfTI")
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+
+    assert main(_argv(bids, out, tmp_path / "work", "--model", str(tiny_bundle))) == 1
+    for relpath, _ in runs:
+        _check_run_outputs(out, bids, relpath)
+    crash_files = list((out / "logs").glob("crash-*.txt"))
+    assert len(crash_files) == 1
+    assert "single_flair_sub_03_FLAIR_wf" in crash_files[0].read_text()
+    assert "2 ok, 1 failed" in caplog.text
+    assert str(crash_files[0]) in caplog.text  # the summary names the crash file
+    assert not derivative_paths(out, "sub-03/anat/sub-03_FLAIR.nii.gz")["summary"].exists()
+
+
+# ------------------------------------------------------------------- workflow structure (fast)
+
+
+def _options(tmp_path: Path, *extra: str):
+    from bids_msseg.cli.parser import parse_args
+
+    return parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant",
+                       "-w", str(tmp_path / "work"), *extra])
+
+
+def test_one_independent_sub_workflow_per_run(synthetic_bids: Path, tmp_path: Path,
+                                              tiny_bundle: Path) -> None:
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.workflows.participant import FINAL_NODE, init_participant_wf
+
+    runs = collect_flair_runs(synthetic_bids)
+    wf = init_participant_wf(runs, options=_options(tmp_path, "--omp-nthreads", "2", "--nprocs", "2"),
+                             bundle_path=tiny_bundle, work_dir=tmp_path / "work")
+    subs = wf._graph.nodes()
+    assert sorted(s.name for s in subs) == ["single_flair_sub_01_ses_1_FLAIR_wf",
+                                            "single_flair_sub_01_ses_2_FLAIR_wf",
+                                            "single_flair_sub_02_FLAIR_wf"]
+    assert wf._graph.number_of_edges() == 0  # runs share nothing: a failure stays in its run
+    sub = wf.get_node("single_flair_sub_02_FLAIR_wf")
+    steps = {"preprocess", "segment", "lesion_stats", "write_derivatives", FINAL_NODE}
+    assert steps <= set(sub.list_node_names())
+    segment = sub.get_node("segment")
+    assert segment.n_procs == 2 and segment.inputs.model_id.startswith("tiny-random@")
+    assert wf.config["execution"]["crashfile_format"] == "txt"
+    assert wf.config["execution"]["crashdump_dir"] == str(tmp_path / "out" / "logs")
+
+
+def test_device_and_threads_are_not_hashed(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.workflows.participant import init_participant_wf
+
+    runs = collect_flair_runs(synthetic_bids, participant_labels=["02"])
+
+    def segment_hash(*extra: str) -> str:
+        wf = init_participant_wf(runs, options=_options(tmp_path, *extra), bundle_path=tiny_bundle,
+                                 work_dir=tmp_path / "work")
+        node = wf.get_node("single_flair_sub_02_FLAIR_wf").get_node("segment")
+        node.inputs.in_file = str(runs[0].path)  # stand-ins for the upstream outputs
+        node.inputs.brain_mask = str(runs[0].path)
+        return node.inputs.get_hashval()[1]
+
+    base = segment_hash("--device", "cpu", "--omp-nthreads", "1")
+    assert segment_hash("--device", "cuda", "--omp-nthreads", "2") == base
+    assert segment_hash("--device", "cpu", "--precision", "fp32") != base
+
+
+def test_tracker_and_crash_reason(synthetic_bids: Path, tmp_path: Path) -> None:
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.workflows.participant import RunTracker
+
+    runs = collect_flair_runs(synthetic_bids)
+    finished = []
+    tracker = RunTracker(runs, on_finish=lambda status, done, total: finished.append(
+        (status.run.name, status.state, done, total)))
+    top = "bids_msseg_participant_wf"
+    tracker(f"{top}.single_flair_sub_02_FLAIR_wf.preprocess", "start")
+    tracker(f"{top}.single_flair_sub_02_FLAIR_wf.preprocess", "end")
+    tracker(f"{top}.single_flair_sub_02_FLAIR_wf.report", "end")
+    tracker(f"{top}.single_flair_sub_01_ses_1_FLAIR_wf.segment", "start")
+    tracker(f"{top}.single_flair_sub_01_ses_1_FLAIR_wf.segment", "exception")
+    assert finished == [("sub-02_FLAIR", "ok", 1, 3), ("sub-01_ses-1_FLAIR", "failed", 2, 3)]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "crash-x-root-segment-1.txt").write_text(
+        f"Node: {top}.single_flair_sub_01_ses_1_FLAIR_wf.segment\nWorking directory: /w\n\n"
+        "Traceback (most recent call last):\nnipype.pipeline.engine.nodes.NodeExecutionError: wrapped\n"
+        "\tTraceback:\n\t  File x\n\tbids_msseg.errors.InputError: the image is 4D with 3 volumes\n")
+    tracker.attach_crash_files(logs, since=0.0)
+    status = tracker.status["single_flair_sub_01_ses_1_FLAIR_wf"]
+    assert status.crash_file == logs / "crash-x-root-segment-1.txt"
+    assert status.reason == "bids_msseg.errors.InputError: the image is 4D with 3 volumes"
+    assert tracker.status["single_flair_sub_01_ses_2_FLAIR_wf"].state == "pending"
+
+
+# --------------------------------------------------------------------------------- real data
+
+REAL_RUNS = {
+    "sub-p26/anat/sub-p26_FLAIR.nii.gz": "3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz",
+    "sub-lj01/ses-1/anat/sub-lj01_ses-1_FLAIR.nii.gz":
+        "raw-flair/ljubljana-longitudinal_patient01_study1_FLAIR.nii.gz",
+    "sub-lj01/ses-2/anat/sub-lj01_ses-2_FLAIR.nii.gz":
+        "raw-flair/ljubljana-longitudinal_patient01_study2_FLAIR.nii.gz",
+    "sub-synthsr/anat/sub-synthsr_FLAIR.nii.gz": "raw-flair/py_synthsr_FLAIR.nii.gz",
+}
+
+
+@pytest.fixture
+def real_bids(shared_data: Path, tmp_path: Path) -> Path:
+    """A BIDS dataset in tmp whose FLAIRs are symlinks into ../shared/data (nothing is copied)."""
+    root = tmp_path / "bids_real"
+    root.mkdir()
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "bids_msseg real-data check", "BIDSVersion": "1.10.0"}))
+    for relpath, source in REAL_RUNS.items():
+        target = shared_data / source
+        if not target.is_file():
+            pytest.skip(f"real data not available: {target} is missing")
+        link = root / relpath
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+    return root
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_flairs_end_to_end(real_bids: Path, tmp_path: Path) -> None:
+    from bids_msseg.model.bundle import DEFAULT_BUNDLE
+
+    if not (DEFAULT_BUNDLE / "model.json").is_file():
+        pytest.skip(f"the packaged default model is not present ({DEFAULT_BUNDLE})")
+    out = tmp_path / "out"
+    argv = [str(real_bids), str(out), "participant", "-w", str(tmp_path / "work")]
+    assert main(argv) == 0
+    for relpath in REAL_RUNS:
+        _check_run_outputs(out, real_bids, relpath)
