@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -84,40 +83,16 @@ def run_training(pool: Path, run: Path, args: argparse.Namespace) -> None:
 
 
 def export(pool: Path, run: Path, bundle: Path, name: str) -> None:
-    import torch
-    from safetensors.torch import load_file
+    """Export the run's best checkpoint with the pool's reference (see ``bids_msseg.train.export``)."""
+    from bids_msseg.train.export import export_bundle
 
-    from bids_msseg.model.bundle import ModelCard, save_bundle
-    from bids_msseg.model.network import build_network, default_architecture
-
-    state = json.loads((run / "best.json").read_text())
-    cfg = state["config"]
-    arch = default_architecture(cfg["architecture"])
-    net = build_network(arch)
-    tensors = load_file(str(run / "best.safetensors"))
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ref = json.loads((pool / "reference.json").read_text())
-    card = ModelCard(
-        architecture=arch,
-        normalization=cfg["normalization"],
-        reference_quantiles=[round(x, 6) for x in ref["reference"]] if cfg["normalization"] == "quantile" else [],
-        threshold=state.get("best_threshold", 0.5),
-        model_id=name,
-        training={
-            "data": "synthetic FLAIR from MNI152 2009 / Colin27 anatomy with the 27 real 3D-MR-MS expert "
-                    "lesion masks (patients 01-30 except 07, 19, 26), randomized contrast, lesions, "
-                    "deformation, acquisition grid, bias, noise, blur (see docs/model_card.md)",
-            "n_scans_seen": state["history"][-1]["n_train_scans"],
-            "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-            "steps_per_epoch": cfg["steps_per_epoch"], "batch_size": cfg["batch_size"],
-            "recipe": {k: cfg[k] for k in ("lr", "weight_decay", "betas", "lesion_weight", "seed")},
-            "threshold_chosen_on": "synthetic validation scans (max mean Dice), never patient 26",
-            "machine": os.uname().nodename and f"{os.cpu_count()} CPU cores, {torch.__version__}",
-        },
-        metrics={"synthetic_val_dice": round(state["best_dice"], 4)},
-    )
-    save_bundle(bundle, net, card)
-    LOGGER.info("bundle written to %s (%s)", bundle, card.model_id)
+    export_bundle(run, bundle, np.asarray(ref["reference"]), name, {
+        "data": "synthetic FLAIR from MNI152 2009 / Colin27 anatomy with the 27 real 3D-MR-MS expert "
+                "lesion masks (patients 01-30 except 07, 19, 26), randomized contrast, lesions, "
+                "deformation, acquisition grid, bias, noise, blur (see docs/model_card.md)",
+        "threshold_chosen_on": "synthetic validation scans (max mean Dice), never patient 26",
+    }, metric_name="synthetic_val_dice")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ reorientation round trip.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,14 @@ def bids_factory() -> Callable[..., Path]:
 def synthetic_bids(tmp_path: Path) -> Path:
     """The default synthetic dataset: sub-01 (ses-1, ses-2) and sub-02 (no session)."""
     return make_bids_dataset(tmp_path / "bids")
+
+
+def run_validator(dataset: Path) -> list[dict]:
+    """Issues reported by the official BIDS validator (bids-validator-deno) on ``dataset``."""
+    done = subprocess.run(["bids-validator-deno", str(dataset), "--format", "json"], capture_output=True,
+                          text=True, timeout=300)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"bids-validator-deno gave no JSON (rc {done.returncode}): {done.stderr[-2000:]}")
+    return report["issues"]["issues"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_validator
 
 from bids_msseg import derivatives
 from bids_msseg.derivatives import derivative_paths, write_dataset_description, write_run_derivatives
@@ -334,16 +334,6 @@ def make_raw_dataset(root: Path, sources: list[str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         nib.save(oblique_img(qform_differs=bool(i % 2)), path)
         path.with_name(path.name.split(".")[0] + ".json").write_text(json.dumps({"RepetitionTime": 9.0}))
-
-
-def run_validator(dataset: Path) -> list[dict]:
-    done = subprocess.run(["bids-validator-deno", str(dataset), "--format", "json"], capture_output=True,
-                          text=True, timeout=300)
-    try:
-        report = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"bids-validator-deno gave no JSON (rc {done.returncode}): {done.stderr[-2000:]}")
-    return report["issues"]["issues"]
 
 
 @pytest.mark.skipif(shutil.which("bids-validator-deno") is None,

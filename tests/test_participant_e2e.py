@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEFAULT_RUNS, make_bids_dataset
+from conftest import DEFAULT_RUNS, make_bids_dataset, run_validator
 
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
@@ -219,3 +220,7 @@ def test_real_flairs_end_to_end(real_bids: Path, tmp_path: Path) -> None:
     assert main(argv) == 0
     for relpath in REAL_RUNS:
         _check_run_outputs(out, real_bids, relpath)
+    if shutil.which("bids-validator-deno") is None:
+        pytest.skip("outputs checked, but bids-validator-deno is not on PATH to validate them")
+    errors = [(i["code"], i.get("location")) for i in run_validator(out) if i["severity"] == "error"]
+    assert not errors, f"bids-validator-deno reports errors: {errors}"

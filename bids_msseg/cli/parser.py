@@ -29,6 +29,9 @@ ANALYSIS_LEVELS = ("participant", "group")
 FILTER_KEYS = ("flair",)
 #: Entities a filter may not set: the app only ever segments FLAIR NIfTIs of the anat datatype.
 FIXED_ENTITIES = ("suffix", "datatype", "extension")
+#: Networks the group level can train (``bids_msseg.model.network.ARCHITECTURES``, not imported:
+#: building the parser must stay free of torch).
+ARCHITECTURES = ("UnetPlusPlus", "Unet")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,6 +119,13 @@ def _positive_float(value: str) -> float:
     if number == 0.0:
         raise argparse.ArgumentTypeError(f"{value!r} must be positive")
     return number
+
+
+def _model_name(value: str) -> str:
+    """argparse type: a model name usable as a folder name (letters, digits, ``-``, ``_``, ``.``)."""
+    if not value or value.startswith(".") or not all(c.isalnum() or c in "-_." for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r}: use letters, digits, '-', '_' and '.' only")
+    return value
 
 
 def _abs_path(value: str) -> Path:
@@ -275,7 +285,47 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
     any parsed argument that is not a field lands in ``Options.extra`` (read it with
     ``options.extra["my_flag"]``).
     """
-    group = parser.add_argument_group("Group level")
+    group = parser.add_argument_group(
+        "Group level",
+        "'group --train' trains a model on the FLAIRs that have expert lesion masks and exports it as a "
+        "bundle to <output_dir>/models/<train-name>/ (use it with --model). Work goes to -w; rerunning "
+        "with the same -w resumes. Also used: --participant-label, --session-label, --bids-filter-file "
+        "(main dataset), --n4, --skullstrip, --random-seed, --device, --precision, --omp-nthreads.",
+    )
+    group.add_argument("--train", action="store_true",
+                       help="train a model on this dataset's expert lesion masks")
+    group.add_argument("--train-name", dest="train_name", type=_model_name, default="msseg-custom",
+                       metavar="NAME", help="name of the trained model (its bundle folder and model id)")
+    group.add_argument("--masks-dir", dest="masks_dir", type=_existing_dir, metavar="DIR",
+                       help="derivatives folder holding the expert masks of bids_dir as "
+                            "sub-*/[ses-*/]anat/<FLAIR entities>_label-lesion_mask.nii.gz (default: search "
+                            "bids_dir/derivatives/*/, leaving out bids_msseg's own outputs)")
+    group.add_argument("--extra-train-dataset", dest="extra_train_dataset", type=_existing_dir,
+                       action="append", metavar="DIR",
+                       help="another BIDS dataset merged into the training set (repeatable); its masks are "
+                            "searched in its own derivatives/*/")
+    group.add_argument("--epochs", type=_positive_int, default=50, metavar="N", help="training epochs")
+    group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, metavar="N",
+                       help="optimizer steps per epoch (default: one pass over the training slices / batch size)")
+    group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=16, metavar="N",
+                       help="slices per optimizer step")
+    group.add_argument("--lr", type=_positive_float, default=1e-3, metavar="LR", help="Adam learning rate")
+    group.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float, default=1e-6,
+                       metavar="WD", help="Adam weight decay")
+    group.add_argument("--lesion-weight", dest="lesion_weight", type=_probability, default=0.8, metavar="W",
+                       help="weight of the lesion class in the binary cross-entropy (background: 1 - W)")
+    group.add_argument("--val-fraction", dest="val_fraction", type=_probability, default=0.2, metavar="F",
+                       help="share of subjects held out for validation (model selection and threshold)")
+    group.add_argument("--architecture", choices=ARCHITECTURES,
+                       help="network (default: the --init-model's, else UnetPlusPlus)")
+    group.add_argument("--train-normalization", dest="train_normalization", choices=("quantile", "linear"),
+                       help="intensity normalization (default: the --init-model's, else quantile)")
+    group.add_argument("--augment-quality", dest="augment_quality", type=_non_negative_int, nargs="?",
+                       const=1, default=0, metavar="N",
+                       help="add N image-quality-degraded copies of each training scan (DeepLesionBrain: "
+                            "blur, unsharp masking, thick slices); the flag alone means 1")
+    group.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
+                       help="a model bundle to fine-tune from (default: random initialization)")
     return group
 
 

@@ -54,14 +54,18 @@ def list_shards(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("*.npz") if not p.name.startswith("."))
 
 
-def split_by_scan(shards: list[Path], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    """Deterministic 80/20 split by scan: a shard's side depends on its name and the seed only."""
+def split_rank(name: str, seed: int = 0) -> float:
+    """A scan's seeded position in [0, 1] for splitting: depends on its name and the seed only."""
     import hashlib
 
+    return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def split_by_scan(shards: list[Path], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Deterministic 80/20 split by scan: a shard's side depends on its name and the seed only."""
     train, val = [], []
     for p in shards:
-        h = int(hashlib.sha256(f"{seed}:{p.stem}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (val if h < val_fraction else train).append(p)
+        (val if split_rank(p.stem, seed) < val_fraction else train).append(p)
     return train, val
 
 

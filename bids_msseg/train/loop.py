@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class TrainConfig:
     precision: str = "auto"
     max_val_scans: int = 12
     crop: int | None = None  # train on random crops of this size (None: whole slices, the paper's)
+    #: Slice size of the shards (recorded, not enforced: the shards decide). 224 is the network's input
+    #: for every real model; tests make smaller shards to stay fast on a CPU.
+    input_size: int = 224
     extra: dict = field(default_factory=dict)
 
 
@@ -121,11 +125,14 @@ def train(
     cfg: TrainConfig,
     shard_source: Path | None = None,
     val_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    init_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict:
     """Train into ``run_dir`` (resuming from ``run_dir/last`` if present); returns the final state.
 
     ``shard_source``, when given, is re-listed every epoch so that training on a synthetic pool
     can start while the pool is still being generated; validation shards are fixed up front.
+    ``init_weights`` (a network state dict, e.g. a bundle's, to fine-tune from) are loaded when the
+    run starts fresh; a resumed run takes its weights from the checkpoint instead.
     """
     from bids_msseg.train.data import list_shards, split_by_scan
 
@@ -149,6 +156,10 @@ def train(
              "sampler": None}
     if (run_dir / "last.json").exists():
         state = _load_checkpoint(run_dir / "last", net, opt)
+    elif init_weights is not None:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init_weights.items()})
+        LOGGER.info("starting from the given initial weights (fine-tuning)")
+    if state["epoch"] > 0:
         LOGGER.info("resuming from epoch %d (best val Dice %.4f at epoch %d)",
                     state["epoch"], state["best_dice"], state["best_epoch"])
     sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, cfg.seed)

@@ -1,0 +1,87 @@
+"""Turning a training run's best checkpoint into a model bundle: the one export path.
+
+Both the packaged default model (``scripts/build_default_model.py export``) and models trained at
+the group level (``bids_msseg ... group --train``) are exported here, so every bundle's card says
+the same things the same way: the architecture and normalization the run used, the quantile
+reference it was normalized with, the decision threshold chosen on validation, the recipe and
+what the caller says about the training data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+
+#: Recipe entries of the training configuration copied into the card.
+RECIPE_KEYS = ("lr", "weight_decay", "betas", "lesion_weight", "seed")
+
+
+def export_bundle(
+    run_dir: Path,
+    bundle_dir: Path,
+    reference: np.ndarray | list[float] | None,
+    name: str,
+    training_info: Mapping[str, Any],
+    *,
+    metric_name: str = "val_dice",
+) -> Path:
+    """Write the best checkpoint of ``run_dir`` as a bundle in ``bundle_dir``; return the directory.
+
+    ``reference`` is the quantile reference the shards were normalized with (ignored, and may be
+    None, for a linearly normalized run); ``name`` becomes the card's model id (``name@sha``);
+    ``training_info`` is merged over the generic provenance (epochs, best epoch, steps, batch size,
+    recipe, machine), so callers describe their data and may override any generic entry. The best
+    validation Dice is stored under ``metrics[metric_name]`` and its threshold as the card's.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from bids_msseg.model.bundle import ModelCard, save_bundle
+    from bids_msseg.model.network import build_network, default_architecture
+
+    run_dir = Path(run_dir)
+    best = run_dir / "best.json"
+    if not best.is_file():
+        raise FileNotFoundError(f"{run_dir}: no best checkpoint (best.json) to export; has an epoch finished?")
+    state = json.loads(best.read_text())
+    cfg = state["config"]
+    arch = default_architecture(cfg["architecture"])
+    net = build_network(arch)
+    tensors = load_file(str(run_dir / "best.safetensors"))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    quantile = cfg["normalization"] == "quantile"
+    if quantile and reference is None:
+        raise ValueError("a quantile-normalized model needs its reference quantiles")
+    info: dict[str, Any] = {
+        "n_scans_seen": state["history"][-1]["n_train_scans"] if state["history"] else 0,
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "steps_per_epoch": cfg["steps_per_epoch"],
+        "batch_size": cfg["batch_size"],
+        "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+    }
+    info.update(training_info)
+    card = ModelCard(
+        architecture=arch,
+        input_size=int(cfg.get("input_size", 224)),
+        normalization=cfg["normalization"],
+        reference_quantiles=[round(float(x), 6) for x in np.asarray(reference)] if quantile else [],
+        threshold=float(state.get("best_threshold", 0.5)),
+        model_id=name,
+        training=info,
+        metrics={metric_name: round(float(state["best_dice"]), 4)},
+    )
+    save_bundle(bundle_dir, net, card)
+    LOGGER.info("bundle written to %s (%s, %s %.4f at threshold %.2f)", bundle_dir, card.model_id,
+                metric_name, state["best_dice"], card.threshold)
+    return Path(bundle_dir)

@@ -1,0 +1,54 @@
+"""Image-quality augmentation (DeepLesionBrain): blur, unsharp masking, thick slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import laplace
+
+from bids_msseg.train.augment import QUALITY_KINDS, SIGMA_RANGE, degrade_quality
+
+
+def _volume() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    vol = np.zeros((24, 24, 16), np.float32)
+    vol[4:20, 4:20, 2:14] = 300.0
+    vol[10:13, 10:13, 6:9] = 700.0  # a lesion
+    return vol + rng.normal(0, 5, vol.shape).astype(np.float32) * (vol > 0)
+
+
+def _sharpness(vol: np.ndarray) -> float:
+    return float(np.abs(laplace(vol.astype(np.float64))).mean())
+
+
+def test_each_kind_degrades_as_intended() -> None:
+    vol = _volume()
+    blurred, p = degrade_quality(vol, np.random.default_rng(1), "blur")
+    assert p["kind"] == "blur" and SIGMA_RANGE[0] <= p["sigma"] <= SIGMA_RANGE[1]
+    assert _sharpness(blurred) < _sharpness(vol) and blurred.sum() == pytest.approx(vol.sum(), rel=1e-3)
+
+    sharp, p = degrade_quality(vol, np.random.default_rng(1), "sharpen")
+    assert 0.5 <= p["amount"] <= 1.5 and _sharpness(sharp) > _sharpness(vol) and sharp.min() >= vol.min()
+
+    thick, p = degrade_quality(vol, np.random.default_rng(1), "thick_slices")
+    k, offset = p["slices"], p["offset"]
+    assert 2 <= k <= 4 and 0 <= offset < k
+    first = offset if offset else k  # the first full block starts here
+    np.testing.assert_allclose(thick[:, :, first], thick[:, :, first + k - 1], rtol=1e-6)
+    np.testing.assert_allclose(thick[:, :, first], vol[:, :, first : first + k].mean(axis=2), rtol=1e-5)
+    assert thick.sum() == pytest.approx(vol.sum(), rel=1e-5)  # block means keep the total
+
+    for out in (blurred, sharp, thick):
+        assert out.shape == vol.shape and out.dtype == np.float32
+    assert np.array_equal(vol, _volume())  # the input is left alone
+
+
+def test_seeded_and_drawn_among_all_kinds() -> None:
+    vol = _volume()
+    a, pa = degrade_quality(vol, np.random.default_rng(5))
+    b, pb = degrade_quality(vol, np.random.default_rng(5))
+    assert pa == pb and np.array_equal(a, b)
+    kinds = {degrade_quality(vol, np.random.default_rng(s))[1]["kind"] for s in range(30)}
+    assert kinds == set(QUALITY_KINDS)
+    with pytest.raises(ValueError, match="unknown"):
+        degrade_quality(vol, np.random.default_rng(0), "motion")

@@ -1,0 +1,218 @@
+"""Group-level training (``group --train``): pairing FLAIRs with expert masks, splitting, the CLI end to end.
+
+The end-to-end tests train a UNet for 2 epochs of 2 steps on 64-pixel slices
+(``bids_training.TRAIN_INPUT_SIZE`` lowered from 224, the only size real models use) so that
+they take seconds on one CPU core.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import head_like_flair, make_bids_dataset
+
+from bids_msseg.bids import collect_flair_runs
+from bids_msseg.cli.parser import parse_args
+from bids_msseg.cli.run import main
+from bids_msseg.errors import EXIT_NO_INPUT, InputError
+from bids_msseg.train import bids_training
+from bids_msseg.train.bids_training import (
+    TrainingScan,
+    find_training_pairs,
+    load_mask_on_grid,
+    name_entities,
+    split_scans,
+)
+
+SHAPE = (48, 56, 32)
+ZOOMS = (4.0, 4.0, 4.0)
+FLIPS = {"RAS": (1, 1, 1), "LPS": (-1, -1, 1)}
+
+
+def _save(path: Path, data: np.ndarray, orientation: str) -> None:
+    """Save RAS-ordered ``data`` with voxel axes in ``orientation`` (world space stays the same)."""
+    flips = FLIPS[orientation]
+    for axis, flip in enumerate(flips):
+        if flip < 0:
+            data = np.flip(data, axis)
+    affine = np.diag([f * z for f, z in zip(flips, ZOOMS, strict=True)] + [1.0])
+    affine[:3, 3] = -affine[:3, :3] @ ((np.array(SHAPE) - 1) / 2.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(path))
+
+
+def _subject(root: Path, stem: str, seed: int, orientation: str = "RAS", masks: str | None = "manual") -> None:
+    """A skull-stripped FLAIR with 3 bright blobs, and the blobs as its expert mask under derivatives/<masks>."""
+    rng = np.random.default_rng(seed)
+    image = head_like_flair(SHAPE, seed=seed, skull=False, n_lesions=0).astype(np.float32)
+    index = np.indices(SHAPE)
+    lesion = np.zeros(SHAPE, bool)
+    for _ in range(3):
+        centre = np.array(SHAPE) // 2 + rng.integers(-6, 7, 3)
+        lesion |= np.sqrt(((index - centre[:, None, None, None]) ** 2).sum(axis=0)) < rng.uniform(1.5, 2.5)
+    image[lesion] = 700.0 + rng.normal(0.0, 10.0, int(lesion.sum()))
+    sub = stem.split("_")[0]
+    rel = Path(sub, *(p for p in stem.split("_")[1:2] if p.startswith("ses-")), "anat")
+    _save(root / rel / f"{stem}_FLAIR.nii.gz", image.astype(np.int16), orientation)
+    if masks is not None:
+        _save(root / "derivatives" / masks / rel / f"{stem}_label-lesion_mask.nii.gz", lesion.astype(np.uint8),
+              orientation)
+
+
+def _dataset(root: Path) -> Path:
+    """sub-01..03 with masks (sub-02 stored LPS), sub-04 without one, and bids_msseg outputs to ignore."""
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "tiny MS", "BIDSVersion": "1.10.0", "DatasetType": "raw"}))
+    _subject(root, "sub-01", 1)
+    _subject(root, "sub-02", 2, orientation="LPS")
+    _subject(root, "sub-03", 3)
+    _subject(root, "sub-04", 4, masks=None)
+    ours = root / "derivatives" / "bids_msseg"
+    _save(ours / "sub-04" / "anat" / "sub-04_space-orig_label-lesion_mask.nii.gz", np.zeros(SHAPE, np.uint8), "RAS")
+    (ours / "dataset_description.json").write_text(json.dumps(
+        {"Name": "pred", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "bids_msseg"}]}))
+    (root / "derivatives" / "manual" / "dataset_description.json").write_text(json.dumps(
+        {"Name": "expert masks", "BIDSVersion": "1.10.0", "DatasetType": "derivative"}))
+    return root
+
+
+@pytest.fixture
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train on 64-pixel slices (real models: 224) to keep CPU tests fast."""
+    monkeypatch.setattr(bids_training, "TRAIN_INPUT_SIZE", 64)
+
+
+def _args(bids: Path, out: Path, work: Path, *more: str, architecture: str | None = "Unet") -> list[str]:
+    """A tiny CPU training: 2 epochs of 2 steps of 2 slices, full precision, one thread."""
+    arch = ["--architecture", architecture] if architecture else []
+    return [str(bids), str(out), "group", "--train", "--epochs", "2", "--steps-per-epoch", "2",
+            "--batch-size", "2", *arch, "--precision", "fp32", "--device", "cpu",
+            "--nprocs", "1", "--omp-nthreads", "1", "--random-seed", "3", "-w", str(work), *more]
+
+
+# ------------------------------------------------------------------------------------ units
+
+
+def test_parser_group_training_flags(tmp_path: Path) -> None:
+    opts = parse_args([str(tmp_path), str(tmp_path / "o"), "group", "--train", "--extra-train-dataset", str(tmp_path),
+                       "--extra-train-dataset", str(tmp_path), "--augment-quality", "--lr", "3e-4"])
+    extra = opts.extra
+    assert extra["train"] and extra["train_name"] == "msseg-custom" and extra["epochs"] == 50
+    assert extra["batch_size"] == 16 and extra["weight_decay"] == 1e-6 and extra["lesion_weight"] == 0.8
+    assert extra["val_fraction"] == 0.2 and extra["steps_per_epoch"] is None and extra["lr"] == 3e-4
+    assert extra["augment_quality"] == 1 and extra["extra_train_dataset"] == [tmp_path, tmp_path]
+    assert extra["architecture"] is None and extra["init_model"] is None and extra["masks_dir"] is None
+    assert parse_args([str(tmp_path), str(tmp_path / "o"), "group"]).extra["train"] is False
+    with pytest.raises(SystemExit) as exc:
+        parse_args([str(tmp_path), str(tmp_path / "o"), "group", "--train-name", "a/b"])
+    assert exc.value.code == 64
+
+
+def test_name_entities() -> None:
+    assert name_entities("sub-01_ses-1_acq-3D_label-lesion_mask.nii.gz") == (
+        {"sub": "01", "ses": "1", "acq": "3D", "label": "lesion"}, "mask")
+
+
+def test_find_pairs_matches_entities_and_skips_our_outputs(tmp_path: Path) -> None:
+    bids = _dataset(tmp_path / "bids")
+    pairs = find_training_pairs([bids])
+    assert [(run.subject, mask.parent.parts[-3]) for run, mask in pairs] == [
+        ("01", "manual"), ("02", "manual"), ("03", "manual")]  # sub-04: only bids_msseg's prediction
+    # an explicit --masks-dir replaces the search; a mask with other entities (acq) matches nothing
+    masks = tmp_path / "masks"
+    _save(masks / "sub-04" / "anat" / "sub-04_label-lesion_mask.nii.gz", np.zeros(SHAPE, np.uint8), "RAS")
+    _save(masks / "sub-01" / "anat" / "sub-01_acq-2D_label-lesion_mask.nii.gz", np.zeros(SHAPE, np.uint8), "RAS")
+    assert [run.subject for run, _ in find_training_pairs([bids], masks)] == ["04"]
+
+
+def test_split_is_by_subject(tmp_path: Path) -> None:
+    bids = make_bids_dataset(tmp_path / "bids", extra_files=())  # sub-01 has two sessions
+    scans = [TrainingScan(run, tmp_path / "m.nii.gz", "bids") for run in collect_flair_runs(bids)]
+    for seed in range(6):
+        train, val = split_scans(scans, 0.5, seed)
+        assert train and val and len(train) + len(val) == 3
+        assert not {s.run.subject for s in train} & {s.run.subject for s in val}
+        assert (train, val) == split_scans(scans, 0.5, seed)
+
+
+def test_mask_on_another_grid_is_refused(tmp_path: Path) -> None:
+    bids = _dataset(tmp_path / "bids")
+    flair = nib.as_closest_canonical(nib.load(bids / "sub-02" / "anat" / "sub-02_FLAIR.nii.gz"))
+    mask = bids / "derivatives" / "manual" / "sub-02" / "anat" / "sub-02_label-lesion_mask.nii.gz"
+    lesion = load_mask_on_grid(mask, flair)  # stored LPS like its FLAIR: reoriented with it
+    assert lesion.dtype == bool and lesion.shape == SHAPE and lesion.any()
+    assert np.asarray(flair.dataobj)[lesion].min() > 600  # the blobs land on the bright voxels
+    moved = flair.affine.copy()
+    moved[0, 3] += 8.0  # two voxels off
+    nib.save(nib.Nifti1Image(lesion.astype(np.uint8), moved), str(tmp_path / "moved.nii.gz"))
+    with pytest.raises(InputError, match="voxel grid"):
+        load_mask_on_grid(tmp_path / "moved.nii.gz", flair)
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+
+def test_group_train_end_to_end_and_resume(tmp_path: Path, small_slices: None) -> None:
+    from bids_msseg.model.bundle import load_bundle
+
+    bids, out, work = _dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = _args(bids, out, work, "--augment-quality")
+    assert main(args) == 0
+
+    bundle = load_bundle(out / "models" / "msseg-custom")  # checks the sha256
+    card = bundle.card
+    assert card.model_id.startswith("msseg-custom@") and card.input_size == 64
+    assert card.architecture["name"] == "Unet" and card.normalization == "quantile"
+    assert len(card.reference_quantiles) == 1001 and card.threshold in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert 0.0 <= card.metrics["val_dice"] <= 1.0
+    info = card.training
+    assert info["datasets"] == {"bids": "tiny MS"} and info["epochs_run"] == 2
+    seen = info["subjects"]["train"]["bids"] + info["subjects"]["validation"]["bids"]
+    assert sorted(seen) == ["01", "02", "03"]  # sub-04 has no expert mask
+    assert info["n_scans"]["train"] + info["n_scans"]["validation"] == 3 and info["n_scans"]["validation"] >= 1
+    assert info["recipe"]["lr"] == 1e-3 and info["recipe"]["input_size"] == 64
+
+    metrics = work / "train" / "run" / "metrics.tsv"
+    assert len(metrics.read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert (out / "models" / "msseg-custom" / "training_metrics.tsv").read_text() == metrics.read_text()
+    shards = sorted(p.name for p in (work / "train" / "shards").glob("*.npz"))
+    augmented = [n for n in shards if "_augq1" in n]
+    assert len(augmented) == info["n_scans"]["train"] and len(shards) == 3 + len(augmented)
+    stamps = {p: p.stat().st_mtime_ns for p in (work / "train" / "shards").glob("*.npz")}
+
+    # a second call resumes: finished, so no new epoch, shards kept, the same weights exported
+    assert main(args) == 0
+    assert len(metrics.read_text().strip().splitlines()) == 3
+    assert {p: p.stat().st_mtime_ns for p in (work / "train" / "shards").glob("*.npz")} == stamps
+    assert load_bundle(out / "models" / "msseg-custom").card.model_id == card.model_id
+
+    # more epochs continue the same run
+    more = [a if a != "2" or args[i - 1] != "--epochs" else "3" for i, a in enumerate(args)]
+    assert main(more) == 0
+    assert len(metrics.read_text().strip().splitlines()) == 4
+
+    # fine-tuning keeps the initial model's architecture and quantile reference
+    init = out / "models" / "msseg-custom"
+    assert main(_args(bids, out, tmp_path / "work2", "--init-model", str(init), "--train-name", "ft",
+                      "--epochs", "1", architecture=None)) == 0
+    tuned = load_bundle(out / "models" / "ft").card
+    assert tuned.training["init_model"] == load_bundle(init).card.model_id
+    assert tuned.architecture["name"] == "Unet" and tuned.training["epochs_run"] == 1
+    assert tuned.reference_quantiles == load_bundle(init).card.reference_quantiles
+
+
+def test_dataset_without_masks_exits_66(tmp_path: Path, small_slices: None) -> None:
+    bids = make_bids_dataset(tmp_path / "bids")
+    assert main(_args(bids, tmp_path / "out", tmp_path / "work")) == EXIT_NO_INPUT
+    assert not (tmp_path / "out" / "models").exists()
+
+
+def test_group_without_train_is_a_no_op(tmp_path: Path) -> None:
+    bids = make_bids_dataset(tmp_path / "bids")
+    assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 0
