@@ -77,9 +77,10 @@ def make_demo_dataset(bids_dir: Path, n_subjects: int = 2, seed: int = 0) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     """Build the demo dataset under ``argv[0]`` and run both analysis levels on it."""
+    from bids_msseg.cli.run import configure_logging
     from bids_msseg.cli.run import main as cli_main
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(0)  # the CLI's own handler, so messages are not printed twice
     argv = sys.argv[1:] if argv is None else argv
     root = Path(argv[0] if argv else "bids_msseg_demo").resolve()
     bids_dir, out_dir = root / "bids", root / "derivatives" / "bids_msseg"
