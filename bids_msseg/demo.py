@@ -58,7 +58,7 @@ def make_demo_dataset(bids_dir: Path, n_subjects: int = 2, seed: int = 0) -> Pat
         image, wm_level = flair_contrast(anatomy, rng)
         lesion = _random_lesions(anatomy.brain, anatomy.t1, anatomy.centres[2], rng, n=int(rng.integers(4, 12)))
         image = paint_lesions(image, lesion, wm_level, rng)
-        vol = simulate_acquisition(image, anatomy.brain, lesion, rng)
+        vol = simulate_acquisition(image, anatomy.brain, lesion, rng, anatomy.affine)
         affine = np.diag([*vol.zooms, 1.0])
         affine[:3, 3] = -np.array(vol.image.shape) * np.array(vol.zooms) / 2
         anat = bids_dir / sub / "anat"

@@ -48,6 +48,7 @@ class Anatomy:
     t1: np.ndarray  # float32, scaled so that the brain's 99th percentile is 1
     brain: np.ndarray  # bool
     centres: tuple[float, float, float]  # T1 intensity of CSF, GM, WM
+    affine: np.ndarray  # voxel -> world (mm) of the grid all arrays live on
 
 
 @dataclass
@@ -98,7 +99,8 @@ def load_anatomies(reference: nib.Nifti1Image) -> list[Anatomy]:
         t1 = _resample_to(t1_img, reference, order=1)
         brain = ndimage.binary_fill_holes(_resample_to(brain_img, reference, order=1) > 0.5)
         t1 = t1 / np.percentile(t1[brain], 99)
-        anatomies.append(Anatomy(name, t1.astype(np.float32), brain, _tissue_centres(t1, brain)))
+        anatomies.append(Anatomy(name, t1.astype(np.float32), brain, _tissue_centres(t1, brain),
+                                  reference.affine))
         LOGGER.info("anatomy %s: brain %.0f mL, tissue centres %s", name, brain.sum() / 1000,
                     np.round(anatomies[-1].centres, 3))
     return anatomies
@@ -178,14 +180,14 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, cells: int =
 
 
 def simulate_acquisition(
-    image: np.ndarray, brain: np.ndarray, lesion: np.ndarray, rng: np.random.Generator
+    image: np.ndarray, brain: np.ndarray, lesion: np.ndarray, rng: np.random.Generator, affine: np.ndarray
 ) -> SynthVolume:
     """Resample the 1 mm MNI-grid volume onto a random scanner grid, through a random deformation.
 
     The output grid is RAS+ (as the pipeline's processing orientation), voxel size ``(s, s, t)``
     with in-plane ``s`` and slice thickness ``t``; each output slice averages ``t`` mm of the
-    source along its normal (thick-slice partial volume). The source is the LAS 1 mm grid of the
-    masks: voxel index ``i`` maps to x = 90 - i, so RAS flips axis 0.
+    source along its normal (thick-slice partial volume). ``affine`` is the source grid's
+    voxel-to-mm matrix: output offsets in RAS mm are mapped to source voxels through its inverse.
     """
     s = float(rng.uniform(0.5, 1.3)) if rng.random() < 0.7 else 1.0
     thick = rng.random() < 0.5
@@ -197,6 +199,7 @@ def simulate_acquisition(
     scale = np.diag(rng.uniform(0.9, 1.1, 3))
     lin = rot @ scale  # output mm -> source mm (about the brain centre)
     centre_src = np.array(ndimage.center_of_mass(brain))
+    mm_to_voxel = np.linalg.inv(np.asarray(affine, float)[:3, :3])
     # Output grid extent: the brain's bounding box after transform, plus a margin.
     extent = (np.array(brain.shape) * 1.0).max() * 0.55
     n_xy = int(np.ceil(2 * extent * 0.85 / s))
@@ -217,8 +220,7 @@ def simulate_acquisition(
                         np.broadcast_to(Y[..., None], (n_xy, n_xy, n_z)),
                         np.broadcast_to(gz[None, None, :] + off, (n_xy, n_xy, n_z))], axis=0)
         pts = pts + np.stack(elastic) + shift[:, None, None, None]
-        src = np.tensordot(lin, pts, axes=1)
-        src[0] *= -1.0  # RAS mm -> LAS voxel direction
+        src = np.tensordot(mm_to_voxel @ lin, pts, axes=1)  # RAS mm offsets -> source voxel offsets
         coords = torch.from_numpy(src + centre_src[:, None, None, None])
         # grid_sample wants (x=last axis, y, z=first axis) in [-1, 1] (align_corners=True).
         grid = (2 * coords / (size[:, None, None, None] - 1) - 1).flip(0).permute(1, 2, 3, 0)
@@ -267,6 +269,6 @@ def synth_volume(
     lesion &= anat.brain
     image, wm_level = flair_contrast(anat, rng)
     image = paint_lesions(image, lesion, wm_level, rng)
-    vol = simulate_acquisition(image, anat.brain, lesion, rng)
+    vol = simulate_acquisition(image, anat.brain, lesion, rng, anat.affine)
     vol.params["anatomy"] = anat.name
     return vol

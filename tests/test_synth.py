@@ -1,0 +1,38 @@
+"""The synthetic-acquisition simulator keeps anatomy on the right side whatever the source grid."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_msseg.train.synth import paint_lesions, simulate_acquisition
+
+
+def _world_scene(flip_x: bool):
+    """A 1 mm sphere 'brain' with a lesion 15 mm to the subject's right, on a RAS or LAS grid."""
+    n = 64
+    world_x = np.arange(n) - n / 2 + 0.5  # RAS x (mm) of voxel i on a RAS grid
+    if flip_x:
+        world_x = world_x[::-1]  # LAS: index i runs from right to left
+    x = world_x[:, None, None]
+    y = (np.arange(n) - n / 2 + 0.5)[None, :, None]
+    z = (np.arange(n) - n / 2 + 0.5)[None, None, :]
+    brain = x**2 + y**2 + z**2 < 26**2
+    lesion = (x - 15) ** 2 + y**2 + z**2 < 4**2
+    affine = np.diag([-1.0 if flip_x else 1.0, 1.0, 1.0, 1.0])
+    image = brain * 0.5
+    return image.astype(np.float32), brain, lesion, affine
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+def test_lesion_stays_on_the_right_in_ras_output(flip_x):
+    image, brain, lesion, affine = _world_scene(flip_x)
+    image = paint_lesions(image, lesion, 0.5, np.random.default_rng(0))
+    vol = simulate_acquisition(image, brain, lesion, np.random.default_rng(1), affine)
+    assert vol.lesion.any() and vol.brain.any()
+    assert not (vol.lesion & ~vol.brain).any()
+    lesion_x = ndimage.center_of_mass(vol.lesion)[0]
+    brain_x = ndimage.center_of_mass(vol.brain)[0]
+    # Output is RAS+: the right of the subject is at higher axis-0 indices.
+    assert (lesion_x - brain_x) * vol.zooms[0] > 8
+    # Lesions are hyperintense in the simulated image.
+    assert vol.image[vol.lesion].mean() > 1.2 * np.median(vol.image[vol.brain])
