@@ -78,8 +78,13 @@ def run_training(pool: Path, run: Path, args: argparse.Namespace) -> None:
     val = split_by_scan(first, 0.2, args.seed)[1]
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       normalization=args.normalization, architecture=args.arch, seed=args.seed,
-                      crop=args.crop, max_val_scans=args.max_val_scans)
-    train(run, None, val, cfg, shard_source=pool)
+                      crop=args.crop, max_val_scans=args.max_val_scans, lr_schedule=args.lr_schedule)
+    init = None
+    if args.init_bundle:
+        from bids_msseg.model.bundle import load_bundle
+
+        init = load_bundle(args.init_bundle).network.state_dict()
+    train(run, None, val, cfg, shard_source=pool, init_weights=init)
 
 
 def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict) -> None:
@@ -117,6 +122,8 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--crop", type=int, default=None, help="train on random crops (budget); default whole slices")
     t.add_argument("--max-val-scans", type=int, default=12)
+    t.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
+    t.add_argument("--init-bundle", type=Path, default=None, help="start from this bundle's weights (fine-tune)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e = sub.add_parser("export")
     e.add_argument("--pool", type=Path, required=True)

@@ -36,3 +36,17 @@ def test_lesion_stays_on_the_right_in_ras_output(flip_x):
     assert (lesion_x - brain_x) * vol.zooms[0] > 8
     # Lesions are hyperintense in the simulated image.
     assert vol.image[vol.lesion].mean() > 1.2 * np.median(vol.image[vol.brain])
+
+
+def test_painted_lesion_is_brighter_than_white_matter_and_fades_to_its_rim():
+    """Painted lesions are brighter than white matter (but for texture noise); cores at least as bright as rims."""
+    n = 40
+    grid = np.indices((n, n, n)) - n / 2
+    lesion = (grid**2).sum(0) < 6**2
+    image = np.full((n, n, n), 0.5, np.float32)
+    for seed in range(5):
+        out = paint_lesions(image, lesion, 0.5, np.random.default_rng(seed))
+        depth = ndimage.distance_transform_edt(lesion)
+        assert (out[lesion] > 0.5).mean() > 0.95
+        core, rim = out[depth >= 4].mean(), out[lesion & (depth <= 1)].mean()
+        assert core >= rim * 0.97

@@ -100,3 +100,15 @@ def test_pickled_weights_are_refused(tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "b" / "model.pt")
     with pytest.raises(BundleError, match="pickled weights are refused"):
         load_bundle(tmp_path / "b")
+
+
+def test_cosine_learning_rate_anneals_to_zero_and_constant_is_the_papers():
+    from bids_msseg.train.loop import learning_rate
+
+    cfg = TrainConfig(epochs=2, steps_per_epoch=10, lr_schedule="cosine")
+    rates = [learning_rate(cfg, s) for s in range(21)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert learning_rate(TrainConfig(), 12345) == 1e-3
+    with pytest.raises(ValueError):
+        learning_rate(TrainConfig(lr_schedule="step"), 0)

@@ -12,9 +12,9 @@ are synthesized from two kinds of real material:
 
 A FLAIR-like contrast is made from the T1 by a random non-monotone piecewise-linear map through
 the three tissue classes (CSF dark, white matter mid-grey, grey matter brighter), which keeps the
-template's partial volume and texture. Lesions are painted hyperintense with random contrast,
-texture and partial-volume edges. Then every factor that differs between scanners is randomized:
-an affine and elastic deformation, the acquisition grid (in-plane 0.5-1.3 mm, slice thickness
+template's partial volume and texture. Lesions are painted hyperintense with random contrast, a
+fainter rim, texture and partial-volume edges. Then every factor that differs between scanners is
+randomized: an affine and elastic deformation, the acquisition grid (in-plane 0.5-1.3 mm, slice thickness
 1-5 mm simulated by averaging along z, with random slice orientation tilt), bias field, Rician
 noise, and DeepLesionBrain's image-quality augmentations (Gaussian blur, unsharp masking). The
 model must therefore learn what a lesion looks like relative to its surroundings, not one scanner.
@@ -148,12 +148,19 @@ def paint_lesions(
     if not lesion.any():
         return image
     labels, n = ndimage.label(lesion)
-    contrast = rng.uniform(1.3, 2.3)  # lesion intensity relative to white matter
-    per_lesion = np.concatenate([[0.0], rng.uniform(0.85, 1.15, n)]).astype(np.float32)
-    level = wm_level * contrast * per_lesion[labels]
-    level *= 1.0 + _texture(image.shape, rng, 1.0, rng.uniform(0.02, 0.1))
+    contrast = rng.uniform(1.15, 2.3)  # lesion core intensity relative to white matter
+    per_lesion = np.concatenate([[0.0], rng.uniform(0.7, 1.3, n)]).astype(np.float32)
     # Work in the lesions' bounding box (plus the soft edge) only: it is much smaller than the head.
     box = tuple(slice(max(0, sl.start - 4), sl.stop + 4) for sl in ndimage.find_objects(lesion.astype(np.uint8))[0])
+    # Real lesions fade towards their border: a bright core and a fainter rim that experts still
+    # include. The excess over white matter drops by up to ``rim`` at the border, recovering with
+    # depth (in voxels) on a random length scale.
+    depth = ndimage.distance_transform_edt(lesion[box])
+    rim, scale = rng.uniform(0.0, 0.6), rng.uniform(0.7, 2.5)
+    profile = np.ones(image.shape, np.float32)
+    profile[box] = 1.0 - rim * np.exp(-np.maximum(depth - 1.0, 0.0) / scale)
+    level = wm_level * (1.0 + (contrast - 1.0) * per_lesion[labels] * profile)
+    level *= 1.0 + _texture(image.shape, rng, 1.0, rng.uniform(0.02, 0.1))
     alpha = ndimage.gaussian_filter(lesion[box].astype(np.float32), rng.uniform(0.3, 0.9))
     alpha = np.clip(alpha * rng.uniform(1.0, 1.6), 0.0, 1.0)
     # Where the soft edge spills outside the lesion, use the nearest lesion's level.
