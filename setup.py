@@ -56,7 +56,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno"],
+        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "medpy>=0.5", "lesion-metrics>=0.1.12"],
     },
     entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
 )

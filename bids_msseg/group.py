@@ -1,10 +1,9 @@
 """The group analysis level: dispatches to what the group-level flags ask for.
 
 ``--train`` trains a model on the dataset's expert lesion masks
-(:func:`bids_msseg.train.bids_training.train_from_bids`). Without it the group level is meant to
-summarize the participant outputs (a cohort report and evaluation against expert masks), which
-is not built yet: it then logs so and succeeds, as the BIDS Apps spec expects of a level with
-nothing to do.
+(:func:`bids_msseg.train.bids_training.train_from_bids`). Without it the group level reads the
+participant outputs and writes the cohort tables, the evaluation against expert masks where they
+exist, and the group report (:func:`bids_msseg.cohort.run_cohort`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from bids_msseg.cli.parser import Options
-from bids_msseg.errors import EXIT_OK
 
 LOGGER = logging.getLogger(__name__)
 
@@ -23,7 +21,6 @@ def run_group(options: Options) -> int:
         from bids_msseg.train.bids_training import train_from_bids
 
         return train_from_bids(options)
-    # The cohort report / evaluation goes here when it exists.
-    LOGGER.info("the group-level cohort report and evaluation are not built yet; nothing to do "
-                "(use --train to train a model on this dataset's expert lesion masks)")
-    return EXIT_OK
+    from bids_msseg.cohort import run_cohort
+
+    return run_cohort(options)

@@ -286,17 +286,26 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
     """
     group = parser.add_argument_group(
         "Group level",
+        "'group' reads the participant outputs and writes group_lesions.tsv, group_report.html and, for runs "
+        "with expert lesion masks, group_evaluation.tsv (--participant-label, --session-label and "
+        "--bids-filter-file select the runs). "
         "'group --train' trains a model on the FLAIRs that have expert lesion masks and exports it as a "
         "bundle to <output_dir>/models/<train-name>/ (use it with --model). Work goes to -w; rerunning "
         "with the same -w resumes. Also used: --participant-label, --session-label, --bids-filter-file "
         "(main dataset), --n4, --skullstrip, --random-seed, --device, --precision, --omp-nthreads.",
     )
+    group.add_argument("--site-column", dest="site_column", metavar="COLUMN",
+                       help="participants.tsv column naming each participant's site (default: 'site' when "
+                            "present, else the FLAIR sidecar's InstitutionName, else its scanner)")
+    group.add_argument("--msseg2016-metrics", dest="msseg2016", action="store_true",
+                       help="also score lesion detection with the MSSEG-2016 rules (animaSegPerfAnalyzer)")
     group.add_argument("--train", action="store_true",
                        help="train a model on this dataset's expert lesion masks")
     group.add_argument("--train-name", dest="train_name", type=_model_name, default="msseg-custom",
                        metavar="NAME", help="name of the trained model (its bundle folder and model id)")
-    group.add_argument("--masks-dir", dest="masks_dir", type=_existing_dir, metavar="DIR",
-                       help="derivatives folder holding the expert masks of bids_dir as "
+    group.add_argument("--masks-dir", "--expert-masks", dest="masks_dir", type=_existing_dir, metavar="DIR",
+                       help="derivatives folder holding the expert masks of bids_dir (for evaluation and "
+                            "--train) as "
                             "sub-*/[ses-*/]anat/<FLAIR entities>_label-lesion_mask.nii.gz (default: search "
                             "bids_dir/derivatives/*/, leaving out bids_msseg's own outputs)")
     group.add_argument("--extra-train-dataset", dest="extra_train_dataset", type=_existing_dir,

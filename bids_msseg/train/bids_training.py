@@ -175,7 +175,7 @@ def mask_roots(bids_dir: Path, masks_dir: Path | None, exclude: Sequence[Path] =
     return roots
 
 
-def _index_masks(roots: Sequence[Path]) -> dict[frozenset, list[Path]]:
+def index_masks(roots: Sequence[Path]) -> dict[frozenset, list[Path]]:
     """Masks under ``roots`` by their raw entities (derivative entities dropped)."""
     index: dict[frozenset, list[Path]] = {}
     for root in roots:
@@ -242,7 +242,7 @@ def find_training_pairs(
             continue
         n_flairs += len(runs)
         roots = mask_roots(bids_dir, masks_dir if main else None, exclude)
-        index = _index_masks(roots)
+        index = index_masks(roots)
         found = 0
         for run in runs:
             entities, _ = name_entities(Path(run.relpath).name)

@@ -1,0 +1,288 @@
+"""The cohort table of the group level: one row per FLAIR run, read from the participant outputs.
+
+``bids_msseg bids_dir output_dir group`` (without ``--train``) runs :func:`run_cohort`:
+
+1. list the FLAIRs the participant level would segment (same labels and filters, pybids);
+2. read each run's ``*_desc-lesions_summary.tsv`` from ``output_dir`` (written last by the
+   participant level, so its presence marks a complete run). Nothing is recomputed: a run
+   without a summary is ``failed`` when a crash file in ``output_dir/logs`` names it, else
+   ``missing``; both are listed, neither stops the group level;
+3. name each run's site and scanner (:func:`site_of`) and write ``group_lesions.tsv`` with its
+   JSON data dictionary at the output root;
+4. evaluate the runs that have expert masks (:mod:`bids_msseg.evaluation`): ``group_evaluation.tsv``
+   and ``group_evaluation_summary.tsv`` (+ JSON);
+5. write the HTML report ``group_report.html`` (:mod:`bids_msseg.reports.group`).
+
+The site of a run follows :data:`SITE_RULE` (:func:`site_of`); ``site_source`` records which
+source applied. It is written into ``group_lesions.json`` too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bids_msseg.cli.parser import Options
+from bids_msseg.errors import EXIT_OK, NoInputError, UsageError
+
+LOGGER = logging.getLogger(__name__)
+
+COHORT_TSV = "group_lesions.tsv"
+EVALUATION_TSV = "group_evaluation.tsv"
+EVALUATION_SUMMARY_TSV = "group_evaluation_summary.tsv"
+#: Sidecar fields naming the scanner, in the order they are joined.
+SCANNER_FIELDS = ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength")
+#: participants.tsv column used for the site when --site-column is not given.
+DEFAULT_SITE_COLUMN = "site"
+SITE_RULE = (
+    "The site is the first of: the --site-column of participants.tsv (default: its 'site' column when there is "
+    "one); the FLAIR sidecar's InstitutionName; the scanner, i.e. the sidecar's Manufacturer, "
+    "ManufacturersModelName and MagneticFieldStrength (as '3T') joined by spaces; else n/a."
+)
+
+#: Columns of group_lesions.tsv with their descriptions (its JSON data dictionary).
+COHORT_COLUMNS: dict[str, dict[str, str]] = {
+    "participant_id": {"Description": "Participant label with its sub- prefix."},
+    "session_id": {"Description": "Session label with its ses- prefix (n/a without sessions)."},
+    "acq": {"Description": "acq entity of the FLAIR (n/a when absent)."},
+    "run": {"Description": "run entity of the FLAIR (n/a when absent)."},
+    "source": {"Description": "Source FLAIR, relative to the BIDS dataset."},
+    "site": {"Description": "Site: the --site-column of participants.tsv (default 'site'), else the sidecar's "
+                            "InstitutionName, else the scanner; n/a when none is known."},
+    "site_source": {"Description": "Where the site came from: participants.tsv:<column>, InstitutionName, "
+                                   "scanner or n/a."},
+    "scanner": {"Description": "Manufacturer, ManufacturersModelName and MagneticFieldStrength of the FLAIR "
+                               "sidecar (n/a when none is given)."},
+    "status": {"Description": "ok (participant outputs complete), failed (a crash file names the run) or "
+                              "missing (no outputs, no crash file)."},
+    "total_lesion_volume_ml": {"Description": "Total volume of all lesions.", "Units": "mL"},
+    "lesion_count": {"Description": "Number of lesions (see connectivity and min_lesion_size_mm3)."},
+    "brain_volume_ml": {"Description": "Volume of the brain mask.", "Units": "mL"},
+    "n4": {"Description": "Whether N4 bias-field correction was applied."},
+    "n4_reason": {"Description": "Why N4 was or was not applied."},
+    "brain_extraction": {"Description": "Whether brain extraction was applied."},
+    "brain_extraction_reason": {"Description": "Why brain extraction was or was not applied."},
+    "model_id": {"Description": "Identifier of the model bundle (name@sha256 prefix of the weights)."},
+    "threshold": {"Description": "Probability threshold of the lesion mask."},
+    "min_lesion_size_mm3": {"Description": "Smallest lesion kept.", "Units": "mm^3"},
+    "connectivity": {"Description": "Neighbourhood of connected components (6, 18 or 26)."},
+    "report": {"Description": "The run's participant report, relative to the output directory."},
+    "crash_file": {"Description": "Crash file of a failed run, relative to the output directory."},
+    "failure_reason": {"Description": "The innermost exception of the crash file."},
+}
+#: Summary TSV columns copied as they are.
+_SUMMARY_COPY = ("total_lesion_volume_ml", "lesion_count", "brain_volume_ml", "model_id", "threshold",
+                 "min_lesion_size_mm3", "connectivity")
+_SUMMARY_RENAME = {"preproc_n4": "n4", "preproc_reasons_n4": "n4_reason",
+                   "preproc_skullstrip": "brain_extraction", "preproc_reasons_skullstrip": "brain_extraction_reason"}
+
+
+# ----------------------------------------------------------------------------------- site rule
+
+
+def scanner_of(metadata: Mapping[str, Any]) -> str | None:
+    """``"Siemens TrioTim 3T"`` from a sidecar's Manufacturer, ManufacturersModelName, MagneticFieldStrength."""
+    parts = []
+    for key in SCANNER_FIELDS:
+        value = metadata.get(key)
+        if value in (None, ""):
+            continue
+        if key == "MagneticFieldStrength":
+            try:
+                value = f"{float(value):g}T"
+            except (TypeError, ValueError):
+                value = f"{value}T"
+        parts.append(str(value).strip())
+    return " ".join(parts) or None
+
+
+def site_of(metadata: Mapping[str, Any], participant: Mapping[str, Any] | None,
+            site_column: str | None) -> tuple[str, str]:
+    """``(site, site_source)`` of a run by the rule of the module docstring."""
+    if site_column and participant:
+        value = participant.get(site_column)
+        if value is not None and not pd.isna(value) and str(value).strip() not in ("", "n/a"):
+            return str(value).strip(), f"participants.tsv:{site_column}"
+    institution = metadata.get("InstitutionName")
+    if institution not in (None, ""):
+        return str(institution).strip(), "InstitutionName"
+    scanner = scanner_of(metadata)
+    if scanner:
+        return scanner, "scanner"
+    return "n/a", "n/a"
+
+
+def read_participants(bids_dir: Path, site_column: str | None) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Rows of ``participants.tsv`` by ``participant_id``, and the site column to use.
+
+    An explicit ``site_column`` that the file lacks is a usage error (64); without one, the
+    ``site`` column is used when present.
+    """
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.is_file():
+        if site_column:
+            raise UsageError(f"--site-column {site_column}: {path} does not exist")
+        return {}, None
+    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
+    if "participant_id" not in table.columns:
+        LOGGER.warning("%s has no participant_id column; not used", path)
+        return {}, None
+    if site_column and site_column not in table.columns:
+        raise UsageError(f"--site-column {site_column}: {path} has no such column "
+                         f"(columns: {', '.join(table.columns)})")
+    column = site_column or (DEFAULT_SITE_COLUMN if DEFAULT_SITE_COLUMN in table.columns else None)
+    rows = {str(r["participant_id"]): r for r in table.to_dict("records")}
+    return rows, column
+
+
+# ------------------------------------------------------------------------------- cohort table
+
+
+def _crash_files(logs_dir: Path) -> dict[str, Path]:
+    """The newest crash file of each participant sub-workflow (``single_flair_<run>_wf``) in ``logs_dir``."""
+    found: dict[str, tuple[float, Path]] = {}
+    for path in sorted(Path(logs_dir).glob("crash-*.txt")) if Path(logs_dir).is_dir() else []:
+        try:
+            first = path.read_text(errors="replace").splitlines()[0]
+            mtime = path.stat().st_mtime
+        except (OSError, IndexError):
+            continue
+        if not first.startswith("Node: "):
+            continue
+        for part in first[len("Node: "):].strip().split("."):
+            if part.startswith("single_flair_") and (part not in found or found[part][0] < mtime):
+                found[part] = (mtime, path)
+    return {name: path for name, (_, path) in found.items()}
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+    if len(table) != 1:
+        raise ValueError(f"{path}: expected one row, found {len(table)}")
+    return table.iloc[0].to_dict()
+
+
+def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapping[str, Mapping[str, Any]],
+                       site_column: str | None) -> pd.DataFrame:
+    """One row per run (a :class:`~bids_msseg.bids.FlairRun`), columns of :data:`COHORT_COLUMNS`."""
+    from bids_msseg.derivatives import derivative_paths, parse_source
+    from bids_msseg.workflows.participant import crash_reason, flair_wf_name
+
+    output_dir = Path(output_dir)
+    crashes = _crash_files(output_dir / "logs")
+    rows = []
+    for run in runs:
+        _, entities, _ = parse_source(run.relpath)
+        participant_id = f"sub-{entities['sub']}"
+        site, site_source = site_of(run.metadata, participants.get(participant_id), site_column)
+        row: dict[str, Any] = {
+            "participant_id": participant_id,
+            "session_id": f"ses-{entities['ses']}" if "ses" in entities else None,
+            "acq": entities.get("acq"), "run": entities.get("run"), "source": run.relpath,
+            "site": site, "site_source": site_source, "scanner": scanner_of(run.metadata),
+        }
+        paths = derivative_paths(output_dir, run.relpath)
+        summary = None
+        if paths["summary"].is_file():
+            try:
+                summary = _read_summary(paths["summary"])
+            except (OSError, ValueError, pd.errors.ParserError) as err:
+                LOGGER.error("%s: unreadable summary %s (%s)", run.relpath, paths["summary"], err)
+        if summary is not None:
+            row["status"] = "ok"
+            row.update({k: summary.get(k) for k in _SUMMARY_COPY})
+            row.update({new: summary.get(old) for old, new in _SUMMARY_RENAME.items()})
+            if paths["report"].is_file():
+                row["report"] = paths["report"].relative_to(output_dir).as_posix()
+        else:
+            crash = crashes.get(flair_wf_name(run))
+            row["status"] = "failed" if crash else "missing"
+            if crash:
+                row["crash_file"] = crash.relative_to(output_dir).as_posix()
+                row["failure_reason"] = crash_reason(crash)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COHORT_COLUMNS))
+
+
+def _data_dictionary(columns: Sequence[str], known: Mapping[str, Mapping[str, str]], description: str) -> dict:
+    return {"Description": description,
+            **{c: dict(known.get(c, {"Description": c.replace("_", " ")})) for c in columns}}
+
+
+def write_table(output_dir: Path, name: str, frame: pd.DataFrame, known: Mapping[str, Mapping[str, str]],
+                description: str, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``frame`` as ``output_dir/name`` (BIDS TSV) with its JSON data dictionary beside it."""
+    from bids_msseg.derivatives import _write_json, _write_tsv
+
+    path = Path(output_dir) / name
+    _write_tsv(path, frame)
+    _write_json(path.with_suffix(".json"), {**_data_dictionary(frame.columns, known, description),
+                                            **dict(extra or {})})
+    return path
+
+
+def _remove_stale(output_dir: Path, names: Sequence[str]) -> None:
+    """Remove group tables of an earlier run that this run does not write (no masks any more)."""
+    for name in names:
+        for path in (Path(output_dir) / name, (Path(output_dir) / name).with_suffix(".json")):
+            if path.is_file():
+                LOGGER.info("removing %s from an earlier group run", path)
+                path.unlink()
+
+
+# ---------------------------------------------------------------------------------- the level
+
+
+def run_cohort(options: Options) -> int:
+    """The group level without ``--train`` (steps in the module docstring); return the exit code."""
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
+    from bids_msseg.reports.group import render_group_report
+
+    extra = dict(options.extra)
+    runs = collect_flair_runs(options.bids_dir, participant_labels=options.participant_label,
+                              session_labels=options.session_label, bids_filters=options.flair_filters,
+                              skip_validation=options.skip_bids_validation,
+                              database_dir=options.work_dir / "bids_db")
+    participants, site_column = read_participants(options.bids_dir, extra.get("site_column"))
+    cohort = build_cohort_table(runs, options.output_dir, participants, site_column)
+    counts = cohort["status"].value_counts().to_dict()
+    if not counts.get("ok"):
+        raise NoInputError(f"none of the {len(cohort)} selected FLAIR run(s) has participant outputs in "
+                           f"{options.output_dir}; run the participant level first")
+    for _, row in cohort[cohort["status"] != "ok"].iterrows():
+        LOGGER.warning("%s: %s%s", row["source"], row["status"],
+                       f" ({row['crash_file']}: {row['failure_reason']})" if row["status"] == "failed" else "")
+    write_table(options.output_dir, COHORT_TSV, cohort, COHORT_COLUMNS,
+                "One row per FLAIR run: lesion load, brain volume, preprocessing decisions, model, site.",
+                {"SiteRule": SITE_RULE})
+
+    masks = find_expert_masks(options.bids_dir, extra.get("masks_dir"), exclude=[options.output_dir])
+    evaluation = evaluate_cohort(cohort, options.output_dir, masks, msseg2016=bool(extra.get("msseg2016")))
+    summary = None
+    if len(evaluation):
+        write_table(options.output_dir, EVALUATION_TSV, evaluation, EVALUATION_COLUMNS,
+                    "Per-scan evaluation of the predicted lesion masks against the expert masks.")
+        scored = evaluation[evaluation["evaluation_status"] == "ok"]
+        if len(scored):
+            summary = summarize_cohort(scored, by="site")
+            write_table(options.output_dir, EVALUATION_SUMMARY_TSV, summary, {},
+                        "Evaluation over the cohort (group 'all') and per site: mean, SD and median of each "
+                        "per-scan metric, Pearson/Spearman correlation of predicted and expert volumes, and the "
+                        "ISBI-2015 / DeepLesionBrain hybrid score (mean of Dice/8 + PPV/8 + (1-LFPR)/4 + "
+                        "LTPR/4, plus Pearson r/4).")
+        if summary is None:
+            _remove_stale(options.output_dir, [EVALUATION_SUMMARY_TSV])
+    else:
+        LOGGER.info("no expert lesion masks match the runs: no evaluation")
+        _remove_stale(options.output_dir, [EVALUATION_TSV, EVALUATION_SUMMARY_TSV])
+    report = render_group_report(options.output_dir, options.bids_dir, cohort, evaluation, summary)
+    LOGGER.info("group level: %d ok, %d failed, %d missing; %d run(s) evaluated; %s and %s written",
+                counts.get("ok", 0), counts.get("failed", 0), counts.get("missing", 0),
+                int((evaluation.get("evaluation_status", pd.Series(dtype=str)) == "ok").sum()),
+                options.output_dir / COHORT_TSV, report)
+    return EXIT_OK

@@ -1,0 +1,220 @@
+"""Evaluation of the participant outputs against expert lesion masks (group level).
+
+Three layers, each usable on its own (the cross-site study reuses the first two):
+
+- :func:`evaluate_scan` — arrays in, one dict of per-scan metrics out (voxel-wise, volumes,
+  lesion-wise under the run's lesion definition, optionally the MSSEG-2016 rules);
+- :func:`summarize_cohort` — a DataFrame of per-scan rows in, one row per group (``all`` and each
+  site) out: mean/SD/median of the metrics, Pearson and Spearman correlation of the volumes and
+  the ISBI-2015 / DeepLesionBrain hybrid score;
+- :func:`find_expert_masks` and :func:`evaluate_cohort` — finding the masks of a BIDS dataset and
+  scoring every completed run of the cohort table (:mod:`bids_msseg.cohort`) that has one.
+
+Expert masks are ``<FLAIR entities>_label-lesion_mask.nii[.gz]`` under ``sub-*/[ses-*/]anat/`` of
+``--expert-masks`` or, by default, of any ``bids_dir/derivatives/*/`` that bids_msseg did not write
+(the same search as ``group --train``); a mask belongs to the run whose FLAIR carries the same raw
+entities (``sub``, ``ses``, ``acq``, ``run``...). The mask must lie on the FLAIR's voxel grid
+(the participant outputs are ``space-orig``); one that does not is reported, never resampled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_msseg.lesions import LesionDefinition
+from bids_msseg.metrics import (
+    Msseg2016Rule,
+    hybrid_score,
+    lesion_metrics,
+    msseg2016_lesion_metrics,
+    volume_correlation,
+    volume_metrics,
+    voxel_metrics,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+#: Per-scan metrics summarized over groups (those present in the frame are used).
+SUMMARY_METRICS = ("dice", "iou", "ppv", "tpr", "avd", "abs_volume_difference_ml", "ltpr", "lfpr", "lesion_f1",
+                   "msseg_lesion_sensitivity", "msseg_lesion_ppv", "msseg_lesion_f1")
+#: Largest difference between the affines of a prediction and its expert mask (mm).
+AFFINE_TOLERANCE_MM = 1e-3
+
+#: Column descriptions of the per-scan evaluation TSV (for its JSON data dictionary).
+EVALUATION_COLUMNS: dict[str, dict[str, str]] = {
+    "participant_id": {"Description": "Participant label with its sub- prefix."},
+    "session_id": {"Description": "Session label with its ses- prefix (n/a without sessions)."},
+    "acq": {"Description": "acq entity of the FLAIR (n/a when absent)."},
+    "run": {"Description": "run entity of the FLAIR (n/a when absent)."},
+    "source": {"Description": "Source FLAIR, relative to the BIDS dataset."},
+    "site": {"Description": "Site of the run (see group_lesions.json)."},
+    "expert_mask": {"Description": "The expert lesion mask the prediction was compared with."},
+    "evaluation_status": {"Description": "ok, or why the run could not be evaluated."},
+    "dice": {"Description": "Dice = 2|P&G|/(|P|+|G|), voxel-wise (1 when both masks are empty)."},
+    "iou": {"Description": "Intersection over union (Jaccard), voxel-wise."},
+    "ppv": {"Description": "Positive predictive value |P&G|/|P| (n/a for an empty prediction)."},
+    "tpr": {"Description": "True positive rate |P&G|/|G| (n/a for an empty expert mask)."},
+    "avd": {"Description": "Relative absolute volume difference |V_P-V_G|/V_G."},
+    "pred_volume_ml": {"Description": "Volume of the predicted lesion mask.", "Units": "mL"},
+    "true_volume_ml": {"Description": "Volume of the expert lesion mask.", "Units": "mL"},
+    "volume_difference_ml": {"Description": "Predicted minus expert volume.", "Units": "mL"},
+    "abs_volume_difference_ml": {"Description": "|Predicted - expert volume|.", "Units": "mL"},
+    "n_true_lesions": {"Description": "Expert lesions under the run's lesion definition."},
+    "n_pred_lesions": {"Description": "Predicted lesions under the run's lesion definition."},
+    "ltpr": {"Description": "Lesion-wise TPR: expert lesions overlapped by any predicted lesion / expert lesions."},
+    "lfpr": {"Description": "Lesion-wise FPR: predicted lesions overlapping no expert lesion / predicted lesions."},
+    "lesion_f1": {"Description": "Lesion-wise F1 of (1 - LFPR) and LTPR."},
+    "msseg_n_true_lesions": {"Description": "Expert lesions under MSSEG-2016 rules (6-connected, > 3 mm^3)."},
+    "msseg_n_pred_lesions": {"Description": "Predicted lesions under MSSEG-2016 rules."},
+    "msseg_lesion_sensitivity": {"Description": "MSSEG-2016 lesion-wise sensitivity (animaSegPerfAnalyzer)."},
+    "msseg_lesion_ppv": {"Description": "MSSEG-2016 lesion-wise positive predictive value."},
+    "msseg_lesion_f1": {"Description": "MSSEG-2016 lesion-wise F1."},
+    "connectivity": {"Description": "Neighbourhood of the lesion definition (6, 18 or 26)."},
+    "min_lesion_size_mm3": {"Description": "Smallest lesion of the lesion definition.", "Units": "mm^3"},
+}
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What :func:`evaluate_scan` computes: the lesion definition, and the MSSEG-2016 rules or not."""
+
+    definition: LesionDefinition = LesionDefinition()
+    msseg2016: bool = False
+    msseg_rule: Msseg2016Rule = Msseg2016Rule()
+
+
+def evaluate_scan(pred: np.ndarray, truth: np.ndarray, voxel_volume_mm3: float,
+                  options: EvaluationOptions = EvaluationOptions()) -> dict[str, float]:
+    """Every per-scan metric of a predicted mask against an expert mask on the same grid.
+
+    Voxel-wise metrics and volumes use the masks as they are; lesion-wise metrics label both with
+    ``options.definition`` (the run's own, so counts agree with its lesion table).
+    """
+    p, g = np.asarray(pred) > 0, np.asarray(truth) > 0
+    result: dict[str, float] = {**voxel_metrics(p, g), **volume_metrics(p, g, voxel_volume_mm3),
+                                **lesion_metrics(p, g, voxel_volume_mm3, options.definition)}
+    if options.msseg2016:
+        result.update(msseg2016_lesion_metrics(p, g, voxel_volume_mm3, options.msseg_rule))
+    return result
+
+
+def summarize_cohort(frame: pd.DataFrame, by: str | None = "site",
+                     metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+    """One row for the whole cohort (``group`` = ``all``) and one per value of ``by``.
+
+    ``frame`` has one row per evaluated scan with the columns of :func:`evaluate_scan`
+    (``pred_volume_ml``, ``true_volume_ml``, ``dice``, ``ppv``, ``lfpr``, ``ltpr`` at least).
+    Columns: ``group``, ``n_scans``, ``<metric>_mean``/``_sd``/``_median`` for the metrics present,
+    the volume correlations of :func:`~bids_msseg.metrics.volume_correlation` (``volume_*``) and
+    ``hybrid_score`` (:func:`~bids_msseg.metrics.hybrid_score`, NaN below 3 scans).
+    """
+    groups: list[tuple[str, pd.DataFrame]] = [("all", frame)]
+    if by is not None and by in frame.columns and frame[by].nunique(dropna=False) > 1:
+        groups += [(str(key), part) for key, part in frame.groupby(frame[by].fillna("n/a"), sort=True)]
+    present = [m for m in metrics if m in frame.columns]
+    rows = []
+    for name, part in groups:
+        row: dict[str, Any] = {"group": name, "n_scans": len(part)}
+        for metric in present:
+            values = pd.to_numeric(part[metric], errors="coerce")
+            row[f"{metric}_mean"] = values.mean()
+            row[f"{metric}_sd"] = values.std()
+            row[f"{metric}_median"] = values.median()
+        corr = volume_correlation(part["pred_volume_ml"], part["true_volume_ml"])
+        row.update({f"volume_{k}": v for k, v in corr.items() if k != "n_scans"})
+        row["hybrid_score"] = hybrid_score(part["dice"], part["ppv"], part["lfpr"], part["ltpr"],
+                                           corr["pearson_r"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ masks on disk
+
+
+def find_expert_masks(bids_dir: Path, masks_dir: Path | None = None,
+                      exclude: Sequence[Path] = ()) -> dict[frozenset, Path]:
+    """Expert masks by the raw entities of their FLAIR (``frozenset`` of ``(key, value)`` pairs).
+
+    Searches ``masks_dir``, else ``bids_dir/derivatives/*/`` minus ``exclude`` and bids_msseg's
+    own outputs (:func:`bids_msseg.train.bids_training.mask_roots`). Where several masks share
+    entities, one without ``desc`` is preferred, then the first by name.
+    """
+    from bids_msseg.train.bids_training import index_masks, mask_roots, name_entities
+
+    roots = mask_roots(bids_dir, masks_dir, exclude)
+    found: dict[frozenset, Path] = {}
+    for key, candidates in index_masks(roots).items():
+        plain = [p for p in candidates if "desc" not in name_entities(p.name)[0]]
+        found[key] = sorted(plain or candidates)[0]
+        if len(candidates) > 1:
+            LOGGER.warning("%d expert masks share the entities %s; using %s", len(candidates),
+                           dict(sorted(key)), found[key])
+    LOGGER.info("%d expert mask(s) found in %s", len(found), ", ".join(map(str, roots)) or "(no folder)")
+    return found
+
+
+def _load_mask(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    return data > 0, img
+
+
+def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=AFFINE_TOLERANCE_MM)
+
+
+def evaluate_cohort(cohort: pd.DataFrame, output_dir: Path, masks: Mapping[frozenset, Path],
+                    msseg2016: bool = False) -> pd.DataFrame:
+    """Score every completed run of ``cohort`` (:func:`bids_msseg.cohort.build_cohort_table`) with a mask.
+
+    Returns one row per run that has an expert mask: identity columns, ``expert_mask``,
+    ``evaluation_status`` (``ok``, ``not segmented`` or ``grid mismatch``/``unreadable`` with
+    details) and the metrics of :func:`evaluate_scan` under the run's own lesion definition.
+    """
+    from bids_msseg.derivatives import derivative_paths
+    from bids_msseg.train.bids_training import name_entities
+
+    rows = []
+    for _, run in cohort.iterrows():
+        entities, _ = name_entities(Path(run["source"]).name)
+        mask_path = masks.get(frozenset(entities.items()))
+        if mask_path is None:
+            continue
+        row: dict[str, Any] = {k: run.get(k) for k in ("participant_id", "session_id", "acq", "run", "source", "site")}
+        row["expert_mask"] = str(mask_path)
+        if run["status"] != "ok":
+            rows.append({**row, "evaluation_status": f"not segmented ({run['status']})"})
+            continue
+        pred_path = derivative_paths(output_dir, run["source"])["mask"]
+        try:
+            pred, pred_img = _load_mask(pred_path)
+            truth, truth_img = _load_mask(mask_path)
+        except (OSError, ValueError) as err:
+            LOGGER.error("%s: cannot read the masks to evaluate (%s)", run["source"], err)
+            rows.append({**row, "evaluation_status": f"unreadable: {err}"})
+            continue
+        if not _same_grid(pred_img, truth_img):
+            LOGGER.error("%s: the expert mask %s is not on the FLAIR's grid (shape %s vs %s); not evaluated",
+                         run["source"], mask_path, truth_img.shape, pred_img.shape)
+            rows.append({**row, "evaluation_status": "grid mismatch: the expert mask is not on the FLAIR's grid"})
+            continue
+        connectivity = {6: 1, 18: 2, 26: 3}.get(int(run["connectivity"]), 3)
+        options = replace(EvaluationOptions(msseg2016=msseg2016),
+                          definition=LesionDefinition(connectivity, float(run["min_lesion_size_mm3"])))
+        voxel_volume = float(abs(np.linalg.det(pred_img.affine[:3, :3])))
+        metrics = evaluate_scan(pred, truth, voxel_volume, options)
+        rows.append({**row, "evaluation_status": "ok", **metrics, "connectivity": int(run["connectivity"]),
+                     "min_lesion_size_mm3": float(run["min_lesion_size_mm3"])})
+        LOGGER.info("%s: Dice %.3f, LTPR %.3f, LFPR %.3f against %s", run["source"], metrics["dice"],
+                    metrics["ltpr"], metrics["lfpr"], mask_path.name)
+    return pd.DataFrame(rows)

@@ -1,0 +1,294 @@
+"""The group-level HTML report: the cohort at a glance, QC pictures of every run, the evaluation.
+
+``group_report.html`` at the output root shows the run counts (ok / failed / missing), the
+distribution of total lesion volume, box plots per site (lesion volume, lesion count, brain
+volume), one small QC mosaic per run (three axial slices of the FLAIR with the predicted lesions
+in colour and, where one exists, the expert mask's outline) linking to the run's participant
+report, the table of runs, and, when expert masks exist, the evaluation (summary over the cohort
+and per site, per-scan table, predicted against expert volume).
+
+Pictures are PNG files under ``group_figures/`` (``group_figures/qc/`` for the mosaics), linked
+with relative paths, so the report stays small for large cohorts and the folder can be moved as a
+whole; ``group_*`` is in the derivatives' ``.bidsignore``. The page has no script and loads nothing
+from outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bids_msseg.io import atomic_path, write_text_atomic
+from bids_msseg.reports.participant import (
+    LESION_RGBA,
+    _bounding_box,
+    _environment,
+    _fmt,
+    _lesion_overlay,
+    _pick_slices,
+    _ras_zooms,
+    _tile,
+    _to_ras,
+    _version,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+TEMPLATE = "group.html.j2"
+REPORT_NAME = "group_report.html"
+FIGURES_DIR = "group_figures"
+DPI = 80
+#: Axial slices per QC mosaic.
+QC_SLICES = 3
+EXPERT_COLOUR = "#39ff14"
+STATUS_ORDER = ("ok", "failed", "missing")
+#: (column, label) of the per-site box plots.
+SITE_PLOTS = (("total_lesion_volume_ml", "Total lesion volume (mL)"), ("lesion_count", "Lesion count"),
+              ("brain_volume_ml", "Brain volume (mL)"))
+#: (column, label) of the evaluation summary table; each metric shows mean ± SD.
+SUMMARY_METRICS = (("dice", "Dice"), ("iou", "IoU"), ("ppv", "PPV"), ("tpr", "TPR"), ("avd", "AVD"),
+                   ("abs_volume_difference_ml", "|ΔV| (mL)"), ("ltpr", "LTPR"), ("lfpr", "LFPR"),
+                   ("lesion_f1", "Lesion F1"), ("msseg_lesion_sensitivity", "MSSEG LTPR"),
+                   ("msseg_lesion_ppv", "MSSEG LPPV"), ("msseg_lesion_f1", "MSSEG F1"))
+#: (column, label) of the per-scan evaluation table.
+SCAN_COLUMNS = (("dice", "Dice"), ("iou", "IoU"), ("ppv", "PPV"), ("tpr", "TPR"),
+                ("pred_volume_ml", "Predicted (mL)"), ("true_volume_ml", "Expert (mL)"),
+                ("abs_volume_difference_ml", "|ΔV| (mL)"), ("n_pred_lesions", "Predicted lesions"),
+                ("n_true_lesions", "Expert lesions"), ("ltpr", "LTPR"), ("lfpr", "LFPR"), ("lesion_f1", "Lesion F1"),
+                ("msseg_lesion_sensitivity", "MSSEG LTPR"), ("msseg_lesion_ppv", "MSSEG LPPV"),
+                ("msseg_lesion_f1", "MSSEG F1"))
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def _save_png(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, facecolor=fig.get_facecolor())
+    return path
+
+
+def _load(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    return data, img
+
+
+def qc_mosaic(flair_path: Path, mask_path: Path, brain_path: Path | None, target: Path,
+              expert_path: Path | None = None) -> Path:
+    """A small PNG: QC_SLICES axial slices of the FLAIR, predicted lesions in colour, expert outline.
+
+    Slices are spread over those holding predicted or expert lesions (over the brain when there
+    are none), cropped to the brain, shown in RAS+ in the neurological convention (L on the left).
+    """
+    flair, img = _load(flair_path)
+    affine = img.affine
+    flair = _to_ras(flair.astype(np.float32), affine)
+    lesions = _to_ras(_load(mask_path)[0] > 0, affine)
+    brain = _to_ras(_load(brain_path)[0] > 0, affine) if brain_path is not None else flair > 0
+    expert = _to_ras(_load(expert_path)[0] > 0, affine) if expert_path is not None else None
+    reference = brain if brain.any() else flair > 0
+    values = flair[reference] if reference.any() else flair.ravel()
+    low, high = np.percentile(values, (0.5, 99.5)) if values.size else (0.0, 1.0)
+    anything = lesions | expert if expert is not None else lesions
+    slices = _pick_slices(anything if anything.any() else reference, QC_SLICES)
+    box = _bounding_box(reference)
+    zooms = _ras_zooms(img)
+    background = _tile(flair, slices, box, QC_SLICES)
+    aspect = zooms[1] / zooms[0]
+    width = 4.8
+    fig = Figure(figsize=(width, width * background.shape[0] * aspect / background.shape[1]), facecolor="black")
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(background, cmap="gray", vmin=float(low), vmax=float(max(high, low + 1.0)), aspect=aspect,
+              interpolation="nearest")
+    ax.imshow(_lesion_overlay(_tile(lesions, slices, box, QC_SLICES)), aspect=aspect, interpolation="nearest")
+    if expert is not None:
+        outline = _tile(expert.astype(np.float32), slices, box, QC_SLICES)
+        if outline.max() > 0:
+            ax.contour(outline, levels=[0.5], colors=EXPERT_COLOUR, linewidths=0.7)
+    ax.set_xlim(-0.5, background.shape[1] - 0.5)
+    ax.set_ylim(background.shape[0] - 0.5, -0.5)
+    return _save_png(fig, target)
+
+
+def _box_by_site(ax: Any, frame: pd.DataFrame, column: str, label: str) -> None:
+    """Box plot of ``column`` per site with the individual runs as jittered dots."""
+    sites = sorted(frame["site"].fillna("n/a").astype(str).unique())
+    data = [pd.to_numeric(frame.loc[frame["site"].fillna("n/a").astype(str) == s, column],
+                          errors="coerce").dropna().to_numpy() for s in sites]
+    ax.boxplot(data, tick_labels=sites, showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, values in enumerate(data, start=1):
+        ax.plot(i + rng.uniform(-0.12, 0.12, values.size), values, "o", color="#c0392b", alpha=0.7, markersize=4)
+    ax.set_title(label, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+
+
+def cohort_figures(ok: pd.DataFrame, figures: Path) -> dict[str, Path]:
+    """Lesion-volume distribution and per-site box plots of the completed runs."""
+    out: dict[str, Path] = {}
+    volumes = pd.to_numeric(ok["total_lesion_volume_ml"], errors="coerce").dropna()
+    fig = Figure(figsize=(6.5, 3.2))
+    ax = fig.add_subplot()
+    bins = max(5, min(30, int(math.sqrt(max(len(volumes), 1))) * 2))
+    ax.hist(volumes, bins=bins, color="#5b8def", edgecolor="white")
+    ax.plot(volumes, np.zeros(len(volumes)), "|", color="black", markersize=14)
+    ax.set_xlabel("Total lesion volume (mL)")
+    ax.set_ylabel("Runs")
+    fig.tight_layout()
+    out["volume_distribution"] = _save_png(fig, figures / "lesion_volume_distribution.png")
+
+    fig = Figure(figsize=(11, 3.6))
+    for i, (column, label) in enumerate(SITE_PLOTS, start=1):
+        _box_by_site(fig.add_subplot(1, len(SITE_PLOTS), i), ok, column, label)
+    fig.tight_layout()
+    out["site_boxplots"] = _save_png(fig, figures / "site_boxplots.png")
+    return out
+
+
+def evaluation_figure(scored: pd.DataFrame, figures: Path) -> Path:
+    """Predicted against expert lesion volume (identity line), and Dice per site."""
+    fig = Figure(figsize=(10, 3.8))
+    ax = fig.add_subplot(1, 2, 1)
+    sites = scored["site"].fillna("n/a").astype(str)
+    for site in sorted(sites.unique()):
+        part = scored[sites == site]
+        ax.plot(part["true_volume_ml"], part["pred_volume_ml"], "o", label=site, alpha=0.8)
+    top = float(np.nanmax(np.r_[scored["true_volume_ml"], scored["pred_volume_ml"], 1e-3])) * 1.1
+    ax.plot([0, top], [0, top], "--", color="grey", linewidth=1)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("Expert lesion volume (mL)")
+    ax.set_ylabel("Predicted lesion volume (mL)")
+    ax.legend(fontsize=8)
+    _box_by_site(fig.add_subplot(1, 2, 2), scored, "dice", "Dice per site")
+    fig.tight_layout()
+    return _save_png(fig, figures / "evaluation.png")
+
+
+# ------------------------------------------------------------------------------------- tables
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and not math.isnan(value):
+        return f"{float(value):.3f}"
+    return _fmt(value)
+
+
+def _scan_rows(evaluation: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
+    columns = [(c, label) for c, label in SCAN_COLUMNS if c in evaluation.columns]
+    rows = []
+    for _, row in evaluation.iterrows():
+        rows.append({"name": _run_label(row), "site": _fmt(row.get("site")), "status": row["evaluation_status"],
+                     "values": [_cell(row.get(c)) for c, _ in columns]})
+    return [label for _, label in columns], rows
+
+
+def _summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
+    metrics = [(c, label) for c, label in SUMMARY_METRICS if f"{c}_mean" in summary.columns]
+    header = [label for _, label in metrics] + ["Pearson r", "Spearman ρ", "Hybrid score"]
+    rows = []
+    for _, row in summary.iterrows():
+        values = [f"{_cell(row[f'{c}_mean'])} ± {_cell(row[f'{c}_sd'])}" for c, _ in metrics]
+        values += [_cell(row["volume_pearson_r"]), _cell(row["volume_spearman_rho"]), _cell(row["hybrid_score"])]
+        rows.append({"group": row["group"], "n": int(row["n_scans"]), "values": values})
+    return header, rows
+
+
+def _run_label(row: Mapping[str, Any]) -> str:
+    return Path(str(row["source"])).name.split(".")[0]
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def _qc_cards(cohort: pd.DataFrame, output_dir: Path, bids_dir: Path, figures: Path,
+              experts: Mapping[str, Path]) -> list[dict[str, Any]]:
+    from bids_msseg.derivatives import derivative_paths
+
+    cards = []
+    for _, row in cohort[cohort["status"] == "ok"].iterrows():
+        paths = derivative_paths(output_dir, row["source"])
+        name = _run_label(row)
+        target = figures / "qc" / f"{name}_qc.png"
+        try:
+            qc_mosaic(Path(bids_dir) / row["source"], paths["mask"],
+                      paths["brain"] if paths["brain"].is_file() else None, target, experts.get(row["source"]))
+            picture = target.relative_to(output_dir).as_posix()
+        except (OSError, ValueError) as err:
+            LOGGER.warning("%s: no QC picture (%s)", row["source"], err)
+            picture = None
+        report = row.get("report")
+        cards.append({"name": name, "site": _fmt(row["site"]), "picture": picture,
+                      "report": report if isinstance(report, str) else None,
+                      "volume": _cell(row["total_lesion_volume_ml"]), "count": _fmt(row["lesion_count"]),
+                      "expert": row["source"] in experts})
+    return cards
+
+
+def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
+                        evaluation: pd.DataFrame | None = None, summary: pd.DataFrame | None = None) -> Path:
+    """Write ``group_report.html`` and its pictures under ``group_figures/``; return the report path.
+
+    ``cohort`` is :func:`bids_msseg.cohort.build_cohort_table`'s table; ``evaluation`` the
+    per-scan rows of :func:`bids_msseg.evaluation.evaluate_cohort` (may be empty or None) and
+    ``summary`` :func:`bids_msseg.evaluation.summarize_cohort`'s rows (None without evaluation).
+    """
+    output_dir = Path(output_dir)
+    figures = output_dir / FIGURES_DIR
+    evaluation = evaluation if evaluation is not None else pd.DataFrame()
+    ok = cohort[cohort["status"] == "ok"]
+    scored = (evaluation[evaluation["evaluation_status"] == "ok"] if len(evaluation) else evaluation)
+    experts = {r["source"]: Path(r["expert_mask"]) for _, r in scored.iterrows()} if len(scored) else {}
+
+    stale = set((figures / "qc").glob("*.png")) if (figures / "qc").is_dir() else set()
+    cards = _qc_cards(cohort, output_dir, bids_dir, figures, experts)
+    for path in stale - {output_dir / c["picture"] for c in cards if c["picture"]}:
+        path.unlink(missing_ok=True)
+    plots = {k: p.relative_to(output_dir).as_posix() for k, p in cohort_figures(ok, figures).items()}
+    if len(scored):
+        plots["evaluation"] = evaluation_figure(scored, figures).relative_to(output_dir).as_posix()
+
+    counts = {s: int((cohort["status"] == s).sum()) for s in STATUS_ORDER}
+    run_rows = [{
+        "name": _run_label(r), "status": r["status"], "site": _fmt(r["site"]), "scanner": _fmt(r["scanner"]),
+        "volume": _cell(r["total_lesion_volume_ml"]), "count": _fmt(r["lesion_count"]),
+        "brain": _cell(r["brain_volume_ml"]), "n4": _fmt(r["n4"]), "bet": _fmt(r["brain_extraction"]),
+        "model": _fmt(r["model_id"]), "report": r["report"] if isinstance(r["report"], str) else None,
+    } for _, r in cohort.iterrows()]
+    problems = [{"name": _run_label(r), "status": r["status"],
+                 "detail": (f"{r['crash_file']}: {_fmt(r['failure_reason'])}" if r["status"] == "failed"
+                            else "no participant outputs and no crash file (not run yet?)")}
+                for _, r in cohort[cohort["status"] != "ok"].iterrows()]
+    scan_header, scan_rows = _scan_rows(evaluation) if len(evaluation) else ([], [])
+    summary_header, summary_rows = _summary_rows(summary) if summary is not None else ([], [])
+    from bids_msseg.cohort import COHORT_TSV, EVALUATION_SUMMARY_TSV, EVALUATION_TSV, SITE_RULE
+
+    html = _environment().get_template(TEMPLATE).render(
+        n_runs=len(cohort), counts=counts, run_rows=run_rows, problems=problems, cards=cards, plots=plots,
+        scan_header=scan_header, scan_rows=scan_rows, summary_header=summary_header, summary_rows=summary_rows,
+        has_evaluation=bool(len(evaluation)), n_scored=len(scored), site_rule=SITE_RULE,
+        cohort_tsv=COHORT_TSV, evaluation_tsv=EVALUATION_TSV if len(evaluation) else None,
+        summary_tsv=EVALUATION_SUMMARY_TSV if summary is not None else None,
+        lesion_rgba=f"rgba({', '.join(str(int(255 * c)) for c in LESION_RGBA[:3])}, {LESION_RGBA[3]})",
+        expert_colour=EXPERT_COLOUR, version=_version(),
+    )
+    target = output_dir / REPORT_NAME
+    write_text_atomic(target, html)
+    LOGGER.info("group report written to %s", target)
+    return target
+
+
+__all__: Sequence[str] = ("render_group_report", "qc_mosaic", "cohort_figures", "evaluation_figure")
