@@ -87,6 +87,14 @@ def screenshot(html: Path, png: Path) -> int:
            f"--user-data-dir={profile}", "--window-size=1400,5200", f"--screenshot={png}", html.as_uri()]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     shutil.rmtree(profile, ignore_errors=True)
+    if done.returncode == 0:  # cut the blank page below the report
+        import numpy as np
+        from PIL import Image
+
+        image = Image.open(png)
+        rows = np.flatnonzero(np.asarray(image.convert("L")).min(axis=1) < 250)
+        if rows.size:
+            image.crop((0, 0, image.width, min(image.height, int(rows[-1]) + 20))).save(png)
     LOGGER.info("screenshot %s (exit %d)", png, done.returncode)
     return done.returncode
 
@@ -109,7 +117,7 @@ def main() -> int:
         code = _bids_msseg(str(bids), str(out), "participant", "-w", str(work))
         if code not in (0, 1):
             return code
-    code = _bids_msseg(str(bids), str(out), "group", "-w", str(work))
+    code = _bids_msseg(str(bids), str(out), "group", "-w", str(work), "--msseg2016-metrics")
     if code == 0 and args.screenshot:
         code = screenshot(out / "group_report.html", args.screenshot)
     return code

@@ -228,3 +228,59 @@ def test_paths_of_derivatives_unchanged() -> None:
     paths = derivative_paths(Path("/o"), "sub-1/anat/sub-1_FLAIR.nii.gz")
     assert paths["summary"].name == "sub-1_desc-lesions_summary.tsv"
     assert paths["report"] == Path("/o/sub-1_desc-lesions_report.html")
+
+
+# ------------------------------------------------------------------- the report in a browser
+
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images).map(i => [i.getAttribute("src"), i.naturalWidth, i.naturalHeight]);
+  document.body.setAttribute("data-images", JSON.stringify(images));
+  console.log("bids-msseg-probe " + images.length);
+});
+</script>
+"""
+
+
+def render_in_chromium(report: Path, work: Path) -> tuple[list[list], list[str]]:
+    """Load ``report`` in headless chromium; return ([src, naturalWidth, naturalHeight] per image, console lines).
+
+    A copy of the report with a small probe script (recording every image's natural size once the
+    page has loaded) is written beside it, so relative links resolve exactly as for the report.
+    """
+    import html as html_lib
+    import re
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): the browser check of the report "
+                    "did not run")
+    probe = report.with_name(".probe_" + report.name)
+    probe.write_text(report.read_text().replace("</body>", _PROBE + "</body>"))
+    try:
+        done = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0",
+             f"--user-data-dir={work / 'chromium-profile'}", "--virtual-time-budget=10000", "--dump-dom",
+             probe.as_uri()], capture_output=True, text=True, timeout=180)
+    finally:
+        probe.unlink()
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r'data-images="([^"]*)"', done.stdout)
+    assert found, f"the probe did not run; stderr: {done.stderr[-3000:]}"
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    return json.loads(html_lib.unescape(found.group(1))), console
+
+
+def test_report_renders_in_chromium(cohort_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    bids, out = cohort_dataset
+    assert _group(bids, out, tmp_path) == 0
+    images, console = render_in_chromium(out / "group_report.html", tmp_path)
+    assert len(images) == 3 + 2 + 1  # 3 QC mosaics, volume distribution + site box plots, evaluation
+    assert all(width > 0 and height > 0 for _, width, height in images), images
+    assert any(src.startswith("group_figures/qc/") for src, _, _ in images)
+    errors = [line for line in console if "bids-msseg-probe" not in line]
+    assert not errors, f"console messages: {errors}"
+    assert any("bids-msseg-probe 6" in line for line in console), console  # console logging is captured

@@ -198,10 +198,11 @@ def _scan_rows(evaluation: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]
 
 def _summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
     metrics = [(c, label) for c, label in SUMMARY_METRICS if f"{c}_mean" in summary.columns]
-    header = [label for _, label in metrics] + ["Pearson r", "Spearman ρ", "Hybrid score"]
+    header = [label for _, label in metrics] + ["Pearson r", "Spearman ρ", "Hybrid score"]  # metrics: mean ± SD
     rows = []
     for _, row in summary.iterrows():
-        values = [f"{_cell(row[f'{c}_mean'])} ± {_cell(row[f'{c}_sd'])}" for c, _ in metrics]
+        values = [_cell(row[f"{c}_mean"]) + (f" ± {_cell(row[f'{c}_sd'])}" if pd.notna(row[f"{c}_sd"]) else "")
+                  for c, _ in metrics]
         values += [_cell(row["volume_pearson_r"]), _cell(row["volume_spearman_rho"]), _cell(row["hybrid_score"])]
         rows.append({"group": row["group"], "n": int(row["n_scans"]), "values": values})
     return header, rows
