@@ -240,10 +240,12 @@ def _remove_stale(output_dir: Path, names: Sequence[str]) -> None:
 def run_cohort(options: Options) -> int:
     """The group level without ``--train`` (steps in the module docstring); return the exit code."""
     from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.cli.run import check_work_dir
     from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
     from bids_msseg.reports.group import render_group_report
 
     extra = dict(options.extra)
+    check_work_dir(options.bids_dir, options.work_dir)  # holds the pybids index; never inside the dataset
     runs = collect_flair_runs(options.bids_dir, participant_labels=options.participant_label,
                               session_labels=options.session_label, bids_filters=options.flair_filters,
                               skip_validation=options.skip_bids_validation,
@@ -262,7 +264,8 @@ def run_cohort(options: Options) -> int:
                 {"SiteRule": SITE_RULE})
 
     masks = find_expert_masks(options.bids_dir, extra.get("masks_dir"), exclude=[options.output_dir])
-    evaluation = evaluate_cohort(cohort, options.output_dir, masks, msseg2016=bool(extra.get("msseg2016")))
+    evaluation = evaluate_cohort(cohort, options.output_dir, masks, msseg2016=bool(extra.get("msseg2016")),
+                                 relative_to=options.bids_dir)
     summary = None
     if len(evaluation):
         write_table(options.output_dir, EVALUATION_TSV, evaluation, EVALUATION_COLUMNS,

@@ -56,7 +56,8 @@ EVALUATION_COLUMNS: dict[str, dict[str, str]] = {
     "run": {"Description": "run entity of the FLAIR (n/a when absent)."},
     "source": {"Description": "Source FLAIR, relative to the BIDS dataset."},
     "site": {"Description": "Site of the run (see group_lesions.json)."},
-    "expert_mask": {"Description": "The expert lesion mask the prediction was compared with."},
+    "expert_mask": {"Description": "The expert lesion mask compared with (relative to the BIDS dataset when "
+                                   "inside it)."},
     "evaluation_status": {"Description": "ok, or why the run could not be evaluated."},
     "dice": {"Description": "Dice = 2|P&G|/(|P|+|G|), voxel-wise (1 when both masks are empty)."},
     "iou": {"Description": "Intersection over union (Jaccard), voxel-wise."},
@@ -174,10 +175,11 @@ def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
 
 
 def evaluate_cohort(cohort: pd.DataFrame, output_dir: Path, masks: Mapping[frozenset, Path],
-                    msseg2016: bool = False) -> pd.DataFrame:
+                    msseg2016: bool = False, relative_to: Path | None = None) -> pd.DataFrame:
     """Score every completed run of ``cohort`` (:func:`bids_msseg.cohort.build_cohort_table`) with a mask.
 
-    Returns one row per run that has an expert mask: identity columns, ``expert_mask``,
+    Returns one row per run that has an expert mask: identity columns, ``expert_mask`` (relative to
+    ``relative_to`` when it lies below it, e.g. ``derivatives/manual/sub-01/...``, else absolute),
     ``evaluation_status`` (``ok``, ``not segmented`` or ``grid mismatch``/``unreadable`` with
     details) and the metrics of :func:`evaluate_scan` under the run's own lesion definition.
     """
@@ -191,7 +193,10 @@ def evaluate_cohort(cohort: pd.DataFrame, output_dir: Path, masks: Mapping[froze
         if mask_path is None:
             continue
         row: dict[str, Any] = {k: run.get(k) for k in ("participant_id", "session_id", "acq", "run", "source", "site")}
-        row["expert_mask"] = str(mask_path)
+        shown = Path(mask_path).absolute()
+        if relative_to is not None and shown.is_relative_to(Path(relative_to).absolute()):
+            shown = shown.relative_to(Path(relative_to).absolute())
+        row["expert_mask"] = shown.as_posix()
         if run["status"] != "ok":
             rows.append({**row, "evaluation_status": f"not segmented ({run['status']})"})
             continue

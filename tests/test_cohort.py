@@ -158,8 +158,8 @@ def test_evaluation_against_expert_masks(cohort_dataset: tuple[Path, Path], tmp_
     # Only runs with an expert mask; our own masks in derivatives/bids_msseg are never taken as experts.
     assert sorted(evaluation.index) == sorted(EXPERT_BOXES)
     assert set(evaluation["evaluation_status"]) == {"ok"}
-    assert evaluation.loc[RUNS[0][0], "expert_mask"].endswith("derivatives/manual/sub-01/ses-1/anat/"
-                                                              "sub-01_ses-1_label-lesion_mask.nii.gz")
+    assert evaluation.loc[RUNS[0][0], "expert_mask"] == ("derivatives/manual/sub-01/ses-1/anat/"
+                                                         "sub-01_ses-1_label-lesion_mask.nii.gz")
     # Run 0: prediction 27 + 8 voxels, expert 27 voxels, overlap a 2x3x3 slab = 18 voxels.
     row = evaluation.loc[RUNS[0][0]]
     assert row["dice"] == pytest.approx(2 * 18 / (35 + 27))
@@ -284,3 +284,27 @@ def test_report_renders_in_chromium(cohort_dataset: tuple[Path, Path], tmp_path:
     errors = [line for line in console if "bids-msseg-probe" not in line]
     assert not errors, f"console messages: {errors}"
     assert any("bids-msseg-probe 6" in line for line in console), console  # console logging is captured
+
+
+def test_qc_mosaic_shows_prediction_and_expert_outline(cohort_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    from bids_msseg.reports.group import qc_mosaic
+
+    bids, out = cohort_dataset
+    relpath = RUNS[0][0]
+    paths = derivative_paths(out, relpath)
+    expert = next((bids / "derivatives" / "manual").rglob("sub-01_ses-1_*_mask.nii.gz"))
+
+    def colours(png: Path) -> tuple[int, int]:
+        rgb = imread(str(png))[..., :3]
+        red = (rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.5) & (rgb[..., 2] < 0.4)
+        green = (rgb[..., 1] > 0.8) & (rgb[..., 0] < 0.5) & (rgb[..., 2] < 0.4)
+        return int(red.sum()), int(green.sum())
+
+    plain = qc_mosaic(bids / relpath, paths["mask"], paths["brain"], tmp_path / "plain.png")
+    with_expert = qc_mosaic(bids / relpath, paths["mask"], paths["brain"], tmp_path / "expert.png", expert)
+    red, green = colours(plain)
+    assert red > 0 and green == 0
+    red, green = colours(with_expert)
+    assert red > 0 and green > 0

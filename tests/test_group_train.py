@@ -213,6 +213,7 @@ def test_dataset_without_masks_exits_66(tmp_path: Path, small_slices: None) -> N
     assert not (tmp_path / "out" / "models").exists()
 
 
-def test_group_without_train_is_a_no_op(tmp_path: Path) -> None:
+def test_group_without_train_reads_participant_outputs(tmp_path: Path) -> None:
+    """Without --train the group level summarizes participant outputs (tests/test_cohort.py): none -> 66."""
     bids = make_bids_dataset(tmp_path / "bids")
-    assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 0
+    assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 66

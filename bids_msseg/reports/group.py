@@ -252,7 +252,8 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
     evaluation = evaluation if evaluation is not None else pd.DataFrame()
     ok = cohort[cohort["status"] == "ok"]
     scored = (evaluation[evaluation["evaluation_status"] == "ok"] if len(evaluation) else evaluation)
-    experts = {r["source"]: Path(r["expert_mask"]) for _, r in scored.iterrows()} if len(scored) else {}
+    experts = ({r["source"]: Path(bids_dir) / r["expert_mask"] for _, r in scored.iterrows()}  # relative or absolute
+               if len(scored) else {})
 
     stale = set((figures / "qc").glob("*.png")) if (figures / "qc").is_dir() else set()
     cards = _qc_cards(cohort, output_dir, bids_dir, figures, experts)
