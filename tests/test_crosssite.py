@@ -45,6 +45,7 @@ def test_training_sets() -> None:
     assert three == [("A",), ("B",), ("C",), ("A", "B"), ("A", "C"), ("B", "C"), ("A", "B", "C")]
     assert training_sets(["A", "B", "C"], ["all-pairs"]) == [("A", "B"), ("A", "C"), ("B", "C")]
     assert training_sets(["A", "B", "C"], ["all"]) == [("A", "B", "C")]
+    assert training_sets(["A", "B", "C"], ["merged"]) == three[3:]
     with pytest.raises(UsageError):
         training_sets(["A", "B"], ["everything"])
 
@@ -225,6 +226,22 @@ def _args(bids: Path, out: Path, work: Path, *more: str) -> list[str]:
             "--batch-size", "2", "--architecture", "Unet", "--precision", "fp32", "--device", "cpu",
             "--nprocs", "1", "--omp-nthreads", "1", "--random-seed", "3", "--n4", "off", "--skullstrip", "off",
             "--test-fraction", "0.5", "-w", str(work), *more]
+
+
+def test_crosssite_cli_sites_and_refusals(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Site rules through the CLI (no training: each call stops before it)."""
+    bids = _two_site_dataset(tmp_path / "bids")
+    other = _two_site_dataset(tmp_path / "other")
+    base = [str(bids), str(tmp_path / "out"), "group", "--cross-site", "-w", str(tmp_path / "work")]
+    assert main([*base, "--extra-bids-dir", str(other), "--sites", "Nowhere"]) == 64
+    assert "no such site; the sites are ['bids', 'other']" in caplog.text
+    assert main([*base, "--site-column", "site", "--sites", "Nowhere"]) == 64
+    assert "the sites are ['Philips', 'Siemens']" in caplog.text
+    assert main([*base, "--site-column", "site", "--sites", "Philips"]) == 66  # one site is no study
+    assert main([*base, "--extra-train-dataset", str(other)]) == 64
+    assert "--extra-bids-dir" in caplog.text
+    assert main([*base, "--combinations", "everything"]) == 64  # argparse choices
+    assert not (tmp_path / "out" / "crosssite" / "models").exists()
 
 
 def _read(path: Path) -> pd.DataFrame:

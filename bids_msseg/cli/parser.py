@@ -332,7 +332,7 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
 
 #: Training sets and ablations of ``group --cross-site`` (``bids_msseg.crosssite.plan``; not imported,
 #: building the parser stays free of torch).
-CROSSSITE_COMBINATIONS = ("single", "leave-one-out", "all", "all-pairs")
+CROSSSITE_COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
 CROSSSITE_ABLATIONS = ("normalization", "architecture")
 
 
@@ -359,7 +359,8 @@ def add_crosssite_arguments(parser: argparse.ArgumentParser) -> argparse._Argume
     group.add_argument("--sites", nargs="+", metavar="SITE", help="only these sites (labels as logged)")
     group.add_argument("--combinations", nargs="+", choices=CROSSSITE_COMBINATIONS,
                        default=["single", "leave-one-out", "all"],
-                       help="training sets: each site alone, all but one, all merged, every two")
+                       help="training sets: each site alone, all but one, all together, merged (leave-one-out and "
+                            "all), every two")
     group.add_argument("--test-fraction", dest="test_fraction", type=_probability, default=0.3, metavar="F",
                        help="share of each site's subjects held out of every training and tested on")
     group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],

@@ -9,11 +9,11 @@ among the training sites) use held-out subjects, and predictions of two models o
 compared (consistency) or paired (ablations).
 
 Training sets (``combinations``): ``single`` (each site alone, Badea & Popa's Table 2),
-``leave-one-out`` (all sites but one), ``all`` (every site merged) and ``all-pairs`` (every two
-sites); duplicates (e.g. leave-one-out of two sites is ``single``) are dropped. Each training set
-is trained once per *arm*: the baseline (``--architecture``/``--train-normalization``) and one arm
-per ablation, which changes one option (``normalization``: quantile <-> linear, ``architecture``:
-UNet++ <-> UNet).
+``leave-one-out`` (all sites but one), ``all`` (every site merged), ``merged`` (both of these)
+and ``all-pairs`` (every two sites); duplicates (e.g. leave-one-out of two sites is ``single``)
+are dropped. Each training set is trained once per *arm*: the baseline
+(``--architecture``/``--train-normalization``) and one arm per ablation, which changes one
+option (``normalization``: quantile <-> linear, ``architecture``: UNet++ <-> UNet).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bids_msseg.train.data import split_rank
 
 LOGGER = logging.getLogger(__name__)
 
-COMBINATIONS = ("single", "leave-one-out", "all", "all-pairs")
+COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
 DEFAULT_COMBINATIONS = ("single", "leave-one-out", "all")
 ABLATIONS = ("normalization", "architecture")
 _OTHER = {"quantile": "linear", "linear": "quantile", "UnetPlusPlus": "Unet", "Unet": "UnetPlusPlus"}
@@ -103,11 +103,11 @@ def training_sets(sites: Sequence[str], combinations: Sequence[str]) -> list[tup
     for combination in combinations:
         if combination == "single":
             wanted += [(s,) for s in names]
-        elif combination == "leave-one-out":
-            wanted += [tuple(s for s in names if s != out) for out in names] if len(names) > 1 else []
-        elif combination == "all":
+        if combination in ("leave-one-out", "merged") and len(names) > 1:
+            wanted += [tuple(s for s in names if s != out) for out in names]
+        if combination in ("all", "merged"):
             wanted.append(tuple(names))
-        else:
+        if combination == "all-pairs":
             wanted += list(itertools.combinations(names, 2))
     unique = list(dict.fromkeys(w for w in wanted if w))
     return sorted(unique, key=lambda s: (len(s), s))
