@@ -326,3 +326,8 @@ def test_crosssite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
     # another recipe for finished models is refused rather than mixed in
     more = [a if not (a == "1" and args[i - 1] == "--epochs") else "2" for i, a in enumerate(args)]
     assert main(more) == 64
+    if ablation:  # --overwrite starts every experiment over with the new recipe
+        assert main([*more, "--overwrite"]) == 0
+        cards = [json.loads(p.read_text()) for p in sorted((study / "models").glob("*/model.json"))]
+        assert len(cards) == 6 and all(c["training"]["recipe"]["epochs"] == 2 for c in cards)
+        assert len(_read(study / "scans.tsv")) == 24

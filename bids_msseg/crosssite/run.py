@@ -16,7 +16,8 @@
 Resuming: an experiment whose bundle has its ``crosssite.json`` (written last, atomically) with the
 same data and recipe is not trained again, and predictions that exist are kept; an interrupted
 training resumes from its last epoch. A finished experiment whose data or recipe changed is
-refused (64) unless ``--overwrite`` is given, which redoes it. Step 5 always runs on what is stored.
+refused (64); ``--overwrite`` redoes every experiment from scratch. Step 5 always runs on what
+is stored.
 """
 
 from __future__ import annotations
@@ -101,18 +102,21 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
 
 
 def _model_ready(experiment: Experiment, spec: Mapping[str, Any], out: Path, work: Path, overwrite: bool) -> bool:
-    """True when the experiment's finished model matches ``spec``; clears what a (re)training replaces."""
+    """True when the experiment's finished model matches ``spec``; clears what a (re)training replaces.
+
+    ``overwrite`` discards the experiment's model, predictions and work files, so it starts over.
+    """
     bundle_dir, predictions = out / "models" / experiment.id, out / "predictions" / experiment.id
     spec_path = bundle_dir / SPEC_NAME
+    if overwrite:
+        for folder in (work / experiment.id, bundle_dir, predictions):
+            shutil.rmtree(folder, ignore_errors=True)
+        return False
     if spec_path.is_file():
         if json.loads(spec_path.read_text()) == spec:
             return True
-        if not overwrite:
-            raise UsageError(f"{experiment.id}: the data or recipe changed since its model was trained "
-                             f"({spec_path}); give --overwrite to redo it, or use another output directory")
-        LOGGER.warning("%s: data or recipe changed; --overwrite: training again", experiment.id)
-        shutil.rmtree(work / experiment.id, ignore_errors=True)
-        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise UsageError(f"{experiment.id}: the data or recipe changed since its model was trained "
+                         f"({spec_path}); give --overwrite to redo the study, or use another output directory")
     shutil.rmtree(predictions, ignore_errors=True)  # made by an earlier model, if any
     return False
 
