@@ -38,14 +38,15 @@ OUTPUT_NAMES = {"scans": "scans.tsv", "matrix": "matrix.tsv", "consistency": "co
 
 
 def dice_matrix(per_scan: pd.DataFrame, plan: StudyPlan, metric: str = "dice") -> pd.DataFrame:
-    """Mean ``metric`` per (arm, training set) row and test site column, in the plan's order.
+    """Mean ``metric`` per (arm, training set) row and test site column; rows by arm, then as planned.
 
     ``all`` is the mean over every test scan, ``out_of_domain`` over the scans of sites the model
     was not trained on (NaN when it was trained on every site).
     """
     keys = ["arm", "train_set"]
-    rows = pd.MultiIndex.from_tuples(list(dict.fromkeys((e.arm.label, e.train_set) for e in plan.experiments)),
-                                     names=keys)
+    arms = dict.fromkeys(e.arm.label for e in plan.experiments)
+    train_sets = dict.fromkeys(e.train_set for e in plan.experiments)
+    rows = pd.MultiIndex.from_tuples([(a, t) for a in arms for t in train_sets], names=keys)
     sites = list(plan.sites)
     if per_scan.empty:
         return pd.DataFrame(index=rows, columns=[*sites, "all", "out_of_domain"], dtype=float).reset_index()
@@ -74,7 +75,7 @@ def heatmap(matrix: pd.DataFrame, sites: list[str], arm: str) -> str:
     """One arm's matrix as an annotated heatmap, a PNG ``data:`` URI."""
     part = matrix[matrix["arm"] == arm]
     values = part[sites].to_numpy(dtype=float)
-    fig = Figure(figsize=(1.6 + 1.1 * len(sites), 0.9 + 0.45 * len(part)), dpi=100)
+    fig = Figure(figsize=(3.0 + 1.1 * len(sites), 1.2 + 0.45 * len(part)), dpi=100, layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(sites)), sites)
@@ -86,14 +87,13 @@ def heatmap(matrix: pd.DataFrame, sites: list[str], arm: str) -> str:
         if np.isfinite(value):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def experiments_summary(out: Path, experiments: Sequence[Experiment]) -> pd.DataFrame:
-    """One row per experiment: its model id, validation Dice, threshold and epochs (from the bundle cards)."""
+    """One row per experiment: model id, validation Dice, threshold, epochs and best epoch (bundle cards)."""
     from bids_msseg.model.bundle import read_card
 
     rows = []
@@ -101,7 +101,8 @@ def experiments_summary(out: Path, experiments: Sequence[Experiment]) -> pd.Data
         card = read_card(out / "models" / e.id)
         rows.append({"experiment": e.id, "arm": e.arm.label, "train_set": e.train_set, "n_train": len(e.train),
                      "n_val": len(e.val), "model_id": card.model_id, "val_dice": card.metrics.get("val_dice"),
-                     "threshold": card.threshold, "epochs": card.training.get("epochs_run")})
+                     "threshold": card.threshold, "epochs": card.training.get("recipe", {}).get("epochs"),
+                     "best_epoch": card.training.get("best_epoch")})
     return pd.DataFrame(rows)
 
 
