@@ -343,7 +343,8 @@ def add_crosssite_arguments(parser: argparse.ArgumentParser) -> argparse._Argume
         "'group --cross-site' trains one model per training set of sites (and per ablation arm) with the "
         "'group --train' options (--epochs, --batch-size, --architecture, --train-normalization, ...), tests "
         "every model on every site's held-out test subjects and writes <output_dir>/crosssite/ (TSV tables, "
-        "report.html). Rerunning with the same -w and output directory resumes.",
+        "report.html). Rerunning with the same -w and output directory resumes; --overwrite starts every "
+        "experiment over.",
     )
     group.add_argument("--cross-site", dest="cross_site", action="store_true",
                        help="run the cross-site generalization study")
