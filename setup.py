@@ -23,6 +23,7 @@ setup(
     packages=[
         "bids_msseg",
         "bids_msseg.cli",
+        "bids_msseg.crosssite",
         "bids_msseg.model",
         "bids_msseg.preproc",
         "bids_msseg.train",

@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "-vv nipype's progress, -vvv nipype's debug messages")
 
     add_group_level_arguments(parser)
+    add_crosssite_arguments(parser)
     return parser
 
 
@@ -334,6 +335,44 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
                             "blur, unsharp masking, thick slices); the flag alone means 1")
     group.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
                        help="a model bundle to fine-tune from (default: random initialization)")
+    return group
+
+
+#: Training sets and ablations of ``group --cross-site`` (``bids_msseg.crosssite.plan``; not imported,
+#: building the parser stays free of torch).
+CROSSSITE_COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
+CROSSSITE_ABLATIONS = ("normalization", "architecture")
+
+
+def add_crosssite_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The argument group of the cross-site study (``group --cross-site``, :mod:`bids_msseg.crosssite`)."""
+    group = parser.add_argument_group(
+        "Cross-site study",
+        "'group --cross-site' trains one model per training set of sites (and per ablation arm) with the "
+        "'group --train' options (--epochs, --batch-size, --architecture, --train-normalization, ...), tests "
+        "every model on every site's held-out test subjects and writes <output_dir>/crosssite/ (TSV tables, "
+        "report.html). Rerunning with the same -w and output directory resumes; --overwrite starts every "
+        "experiment over.",
+    )
+    group.add_argument("--cross-site", dest="cross_site", action="store_true",
+                       help="run the cross-site generalization study")
+    group.add_argument("--extra-bids-dir", dest="extra_bids_dir", type=_existing_dir, action="append",
+                       metavar="DIR", help="another BIDS dataset of the study (repeatable); with several "
+                                           "datasets each one is a site unless --site-column/--site-field")
+    group.add_argument("--site-field", dest="site_field", nargs="+", metavar="FIELD",
+                       help="sidecar field(s) naming the site, e.g. Manufacturer MagneticFieldStrength (default "
+                            "with one dataset: those of InstitutionName, Manufacturer, ManufacturersModelName, "
+                            "MagneticFieldStrength that the sidecars have)")
+    group.add_argument("--sites", nargs="+", metavar="SITE", help="only these sites (labels as logged)")
+    group.add_argument("--combinations", nargs="+", choices=CROSSSITE_COMBINATIONS,
+                       default=["single", "leave-one-out", "all"],
+                       help="training sets: each site alone, all but one, all together, merged (leave-one-out and "
+                            "all), every two")
+    group.add_argument("--test-fraction", dest="test_fraction", type=_probability, default=0.3, metavar="F",
+                       help="share of each site's subjects held out of every training and tested on")
+    group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],
+                       help="add ablation arms: the other intensity normalization (quantile/linear) or "
+                            "architecture (UNet++/UNet), compared with Wilcoxon signed-rank tests")
     return group
 
 

@@ -374,7 +374,7 @@ def preprocess_scan(scan: TrainingScan, cache_dir: Path, n4: str, skullstrip: st
     return target
 
 
-def _load_cached(path: Path) -> dict[str, np.ndarray]:
+def load_preprocessed(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in ("corrected", "brain", "lesion", "zooms", "quantiles")}
 
@@ -410,7 +410,7 @@ def build_shards(train: Sequence[TrainingScan], val: Sequence[TrainingScan], cac
             todo = [(t, j) for t, j in targets if not t.is_file()]
             if not todo:
                 continue
-            vol = _load_cached(cache[scan.key])
+            vol = load_preprocessed(cache[scan.key])
             zooms = tuple(float(z) for z in vol["zooms"])
             brain, lesion = vol["brain"].astype(bool), vol["lesion"].astype(bool)
             for target, j in todo:
@@ -491,27 +491,43 @@ def _dataset_name(root: Path) -> str:
         return root.name
 
 
+def scans_from_pairs(pairs: Sequence[tuple[FlairRun, Path]]) -> tuple[list[TrainingScan], dict[str, str]]:
+    """The pairs as :class:`TrainingScan` (tagged by dataset), and each tag's dataset name."""
+    roots = list(dict.fromkeys(dataset_root(run) for run, _ in pairs))
+    tags = _dataset_tags(roots)
+    scans = [TrainingScan(run, mask, tags[dataset_root(run)]) for run, mask in pairs]
+    return scans, {tags[root]: _dataset_name(root) for root in roots}
+
+
+def preprocess_scans(scans: Sequence[TrainingScan], cache_dir: Path, n4: str, skullstrip: str) -> dict[str, Path]:
+    """:func:`preprocess_scan` for every scan; the cache file by scan key. Failures are reported together."""
+    cache: dict[str, Path] = {}
+    failures: list[str] = []
+    for scan in scans:
+        try:
+            cache[scan.key] = preprocess_scan(scan, cache_dir, n4, skullstrip)
+        except InputError as err:
+            failures.append(f"{scan.run.relpath}: {err}")
+            LOGGER.error("%s", err)
+    if failures:
+        raise InputError(f"{len(failures)} training scan(s) could not be used (exclude them with "
+                         f"--participant-label or --bids-filter-file, or fix them):\n  " + "\n  ".join(failures))
+    return cache
+
+
 def train_from_bids(options: Options) -> int:
     """Run the whole group-level training (module docstring) for ``options``; return the exit code."""
     import torch
 
-    from bids_msseg import __version__
     from bids_msseg.cli.run import check_work_dir
-    from bids_msseg.interfaces.common import seed_everything, set_threads
-    from bids_msseg.normalize import reference_from_quantiles
-    from bids_msseg.train.export import export_bundle
-    from bids_msseg.train.loop import TrainConfig, train
+    from bids_msseg.interfaces.common import set_threads
 
     settings = TrainSettings.from_options(options)
     check_work_dir(options.bids_dir, options.work_dir)
     if options.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is available")
     set_threads(options.omp_nthreads)
-    seed_everything(settings.seed)
-    init = _load_init_model(settings)
-    architecture, normalization = _resolve_network(settings, init)
-    train_dir = options.work_dir / "train"
-    bundle_dir = options.output_dir / "models" / settings.name
+    _load_init_model(settings)  # a bad --init-model fails before the dataset is indexed
 
     bids_dirs = list(dict.fromkeys([options.bids_dir, *settings.extra_datasets]))
     pairs = find_training_pairs(
@@ -519,24 +535,36 @@ def train_from_bids(options: Options) -> int:
         session_labels=options.session_label, bids_filters=options.flair_filters,
         skip_validation=options.skip_bids_validation, database_dir=options.work_dir / "bids_db",
         exclude=[options.output_dir])
-    roots = list(dict.fromkeys(dataset_root(run) for run, _ in pairs))
-    tags = _dataset_tags(roots)
-    scans = [TrainingScan(run, mask, tags[dataset_root(run)]) for run, mask in pairs]
+    scans, names = scans_from_pairs(pairs)
     train_scans, val_scans = split_scans(scans, settings.val_fraction, settings.seed)
+    train_dir = options.work_dir / "train"
+    train_and_export(options, settings, train_scans, val_scans, train_dir,
+                     options.output_dir / "models" / settings.name, names)
+    return EXIT_OK
 
-    cache: dict[str, Path] = {}
-    failures: list[str] = []
-    for scan in scans:
-        try:
-            cache[scan.key] = preprocess_scan(scan, train_dir / "preproc", options.n4, options.skullstrip)
-        except InputError as err:
-            failures.append(f"{scan.run.relpath}: {err}")
-            LOGGER.error("%s", err)
-    if failures:
-        raise InputError(f"{len(failures)} training scan(s) could not be used (exclude them with "
-                         f"--participant-label or --bids-filter-file, or fix them):\n  " + "\n  ".join(failures))
 
-    data_reference = reference_from_quantiles(np.stack([_load_cached(cache[s.key])["quantiles"]
+def train_and_export(options: Options, settings: TrainSettings, train_scans: Sequence[TrainingScan],
+                     val_scans: Sequence[TrainingScan], train_dir: Path, bundle_dir: Path,
+                     dataset_names: Mapping[str, str], preproc_dir: Path | None = None) -> dict[str, Any]:
+    """Steps 3-7 of the module docstring for an already split set of scans; return the training state.
+
+    Work goes to ``train_dir`` (``manifest.json``, ``shards/``, ``run/``; preprocessing to
+    ``preproc_dir``, default ``train_dir/preproc``) and the bundle to ``bundle_dir``. Used by
+    ``group --train`` and by each experiment of the cross-site study (:mod:`bids_msseg.crosssite`).
+    """
+    from bids_msseg import __version__
+    from bids_msseg.interfaces.common import seed_everything
+    from bids_msseg.normalize import reference_from_quantiles
+    from bids_msseg.train.export import export_bundle
+    from bids_msseg.train.loop import TrainConfig, train
+
+    seed_everything(settings.seed)
+    init = _load_init_model(settings)
+    architecture, normalization = _resolve_network(settings, init)
+    scans = [*train_scans, *val_scans]
+    cache = preprocess_scans(scans, preproc_dir or train_dir / "preproc", options.n4, options.skullstrip)
+
+    data_reference = reference_from_quantiles(np.stack([load_preprocessed(cache[s.key])["quantiles"]
                                                         for s in train_scans]))
     use_init_reference = init is not None and normalization == "quantile" and init.reference is not None
     reference = init.reference if use_init_reference else data_reference
@@ -574,7 +602,7 @@ def train_from_bids(options: Options) -> int:
                 out[s.dataset].append(s.run.subject)
         return out
 
-    names = {tags[root]: _dataset_name(root) for root in roots}
+    names = dict(dataset_names)
     info = {
         "data": f"{len(scans)} FLAIR scan(s) with expert lesion masks from {', '.join(names.values())}",
         "datasets": names,
@@ -599,4 +627,4 @@ def train_from_bids(options: Options) -> int:
     LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (epoch %d of %d); segment with --model %s",
                 settings.name, state["best_dice"], state.get("best_threshold", 0.5), state["best_epoch"],
                 state["epoch"], bundle_dir)
-    return EXIT_OK
+    return state

@@ -1,0 +1,38 @@
+"""Per-scan metrics and consistency: thin wrappers over :mod:`bids_msseg.metrics`.
+
+The study's tables only see what :func:`scan_metrics` returns, so when ``bids_msseg.metrics``
+gains metrics they appear here by extending :data:`METRICS` (their names are the TSV columns).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+
+import numpy as np
+
+from bids_msseg.lesions import LesionDefinition
+from bids_msseg.metrics import lesion_metrics, voxel_metrics
+
+#: Columns of the per-scan table, in order (voxel-wise, then lesion-wise).
+METRICS = ("dice", "iou", "ppv", "tpr", "avd", "ltpr", "lfpr", "lesion_f1", "n_true_lesions", "n_pred_lesions",
+           "true_volume_ml", "pred_volume_ml")
+
+
+def scan_metrics(pred: np.ndarray, truth: np.ndarray, voxel_volume_mm3: float,
+                 definition: LesionDefinition) -> dict[str, float]:
+    """Voxel- and lesion-wise metrics of one predicted mask against its expert mask (same grid)."""
+    p, g = np.asarray(pred, bool), np.asarray(truth, bool)
+    values: dict[str, float] = {**voxel_metrics(p, g), **lesion_metrics(p, g, voxel_volume_mm3, definition)}
+    values["true_volume_ml"] = float(g.sum()) * voxel_volume_mm3 / 1000.0
+    values["pred_volume_ml"] = float(p.sum()) * voxel_volume_mm3 / 1000.0
+    return {name: values[name] for name in METRICS}
+
+
+def pairwise_dice(masks: Mapping[str, np.ndarray]) -> list[tuple[str, str, float]]:
+    """Dice between every two masks of ``masks`` (name -> mask), names in the given order.
+
+    DeepLesionBrain's consistency: models trained on different data should agree on one scan.
+    Two empty masks agree fully (Dice 1, as :func:`~bids_msseg.metrics.voxel_metrics` defines it).
+    """
+    return [(a, b, voxel_metrics(masks[a], masks[b])["dice"]) for a, b in itertools.combinations(masks, 2)]

@@ -1,0 +1,254 @@
+"""Running a cross-site study (``bids_msseg bids_dir out group --cross-site``), resumably.
+
+1. pair every FLAIR of ``bids_dir`` and the ``--extra-bids-dir`` datasets with its expert mask and
+   read each scan's site (:mod:`bids_msseg.crosssite.sites`);
+2. plan the experiments (:mod:`bids_msseg.crosssite.plan`) and write ``crosssite/plan.json``;
+3. preprocess every scan once into ``<work>/crosssite/preproc`` (the ``group --train`` cache);
+4. per experiment: train and export a bundle to ``crosssite/models/<id>/`` with the machinery of
+   ``group --train`` (:func:`~bids_msseg.train.bids_training.train_and_export`, work in
+   ``<work>/crosssite/<id>/``), then predict every site's test scans into
+   ``crosssite/predictions/<id>/<scan>_mask.nii.gz`` (on the scan's RAS+ grid, with the model's
+   own threshold and lesion definition);
+5. evaluate every prediction against its expert mask, compare the models' predictions
+   (consistency), run the statistics and write the tables and the HTML report
+   (:mod:`bids_msseg.crosssite.report`).
+
+Resuming: an experiment whose bundle has its ``crosssite.json`` (written last, atomically) with the
+same data and recipe is not trained again, and predictions that exist are kept; an interrupted
+training resumes from its last epoch. A finished experiment whose data or recipe changed is
+refused (64); ``--overwrite`` redoes every experiment from scratch. Step 5 always runs on what
+is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_msseg.cli.parser import Options
+from bids_msseg.crosssite.evaluate import pairwise_dice, scan_metrics
+from bids_msseg.crosssite.plan import DEFAULT_COMBINATIONS, Experiment, StudyPlan, arms, build_plan
+from bids_msseg.crosssite.sites import assign_sites, choose_rule
+from bids_msseg.errors import EXIT_OK, UsageError
+from bids_msseg.io import atomic_path, write_text_atomic
+from bids_msseg.lesions import LesionDefinition
+from bids_msseg.train import bids_training
+from bids_msseg.train.bids_training import TrainingScan, TrainSettings
+
+LOGGER = logging.getLogger(__name__)
+
+SPEC_NAME = "crosssite.json"
+
+
+@dataclass(frozen=True)
+class CrossSiteSettings:
+    """The ``--cross-site`` flags (``Options.extra``), typed."""
+
+    extra_bids_dirs: tuple[Path, ...] = ()
+    site_column: str | None = None
+    site_fields: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    combinations: tuple[str, ...] = DEFAULT_COMBINATIONS
+    test_fraction: float = 0.3
+    ablations: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Options) -> CrossSiteSettings:
+        """Read the flags of :func:`bids_msseg.cli.parser.add_crosssite_arguments`."""
+        extra = dict(options.extra)
+        return cls(
+            extra_bids_dirs=tuple(extra.get("extra_bids_dir") or ()),
+            site_column=extra.get("site_column"),
+            site_fields=tuple(extra.get("site_field") or ()),
+            sites=tuple(extra.get("sites") or ()),
+            combinations=tuple(extra.get("combinations") or DEFAULT_COMBINATIONS),
+            test_fraction=extra.get("test_fraction") or cls.test_fraction,
+            ablations=tuple(extra.get("ablation") or ()),
+        )
+
+
+def study_dir(options: Options) -> Path:
+    """``<output_dir>/crosssite``: everything the study writes but its work files."""
+    return options.output_dir / "crosssite"
+
+
+def ras_affine(path: Path) -> np.ndarray:
+    """The affine of ``path``'s image reoriented to RAS+ (as ``nib.as_closest_canonical``), from its header."""
+    img = nib.load(str(path))
+    ornt = nib.orientations.io_orientation(img.affine)
+    return img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape[:3])
+
+
+def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Options) -> dict[str, Any]:
+    """What an experiment's model depends on; a stored model is reused only when this is unchanged."""
+    recipe = {k: getattr(settings, k) for k in ("epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay",
+                                                "lesion_weight", "augment_quality", "seed")}
+    return json.loads(json.dumps({
+        "id": experiment.id, "train": experiment.train, "val": experiment.val,
+        "architecture": experiment.arm.architecture, "normalization": experiment.arm.normalization,
+        "recipe": recipe, "init_model": str(settings.init_model) if settings.init_model else None,
+        "input_size": bids_training.TRAIN_INPUT_SIZE, "n4": options.n4, "skullstrip": options.skullstrip,
+    }))
+
+
+def _model_ready(experiment: Experiment, spec: Mapping[str, Any], out: Path, work: Path, overwrite: bool) -> bool:
+    """True when the experiment's finished model matches ``spec``; clears what a (re)training replaces.
+
+    ``overwrite`` discards the experiment's model, predictions and work files, so it starts over.
+    """
+    bundle_dir, predictions = out / "models" / experiment.id, out / "predictions" / experiment.id
+    spec_path = bundle_dir / SPEC_NAME
+    if overwrite:
+        for folder in (work / experiment.id, bundle_dir, predictions):
+            shutil.rmtree(folder, ignore_errors=True)
+        return False
+    if spec_path.is_file():
+        if json.loads(spec_path.read_text()) == spec:
+            return True
+        raise UsageError(f"{experiment.id}: the data or recipe changed since its model was trained "
+                         f"({spec_path}); give --overwrite to redo the study, or use another output directory")
+    shutil.rmtree(predictions, ignore_errors=True)  # made by an earlier model, if any
+    return False
+
+
+def _train(experiment: Experiment, plan_scans: Mapping[str, TrainingScan], names: Mapping[str, str],
+           settings: TrainSettings, options: Options, out: Path, work: Path) -> None:
+    """Train and export one experiment's model (resuming its work directory), then mark it done."""
+    spec = experiment_spec(experiment, settings, options)
+    if _model_ready(experiment, spec, out, work, options.overwrite):
+        LOGGER.info("%s: model done, skipped", experiment.id)
+        return
+    train = [plan_scans[k] for k in experiment.train]
+    val = [plan_scans[k] for k in experiment.val]
+    used = {s.dataset for s in (*train, *val)}
+    exp_settings = dataclasses.replace(settings, name=experiment.id, architecture=experiment.arm.architecture,
+                                       normalization=experiment.arm.normalization)
+    LOGGER.info("%s: training on %s (%d training, %d validation scan(s))", experiment.id, experiment.train_set,
+                len(train), len(val))
+    bundle_dir = out / "models" / experiment.id
+    bids_training.train_and_export(options, exp_settings, train, val, work / experiment.id, bundle_dir,
+                                   {k: v for k, v in names.items() if k in used}, preproc_dir=work / "preproc")
+    write_text_atomic(bundle_dir / SPEC_NAME, json.dumps(spec, indent=1) + "\n")
+
+
+def prediction_path(out: Path, experiment: Experiment, key: str) -> Path:
+    return out / "predictions" / experiment.id / f"{key}_mask.nii.gz"
+
+
+def _predict(experiment: Experiment, plan: StudyPlan, plan_scans: Mapping[str, TrainingScan],
+             cache: Mapping[str, Path], options: Options, out: Path) -> None:
+    """Predict the test scans that have no stored prediction of this experiment's model."""
+    todo = [k for k in plan.test_scans if not prediction_path(out, experiment, k).is_file()]
+    if not todo:
+        LOGGER.info("%s: predictions done, skipped", experiment.id)
+        return
+    from bids_msseg.lesions import binarize
+    from bids_msseg.model.bundle import load_bundle
+    from bids_msseg.model.predict import resolve_device
+    from bids_msseg.segment import segment_volume
+
+    bundle = load_bundle(out / "models" / experiment.id)
+    device = resolve_device(options.device)
+    definition = LesionDefinition(bundle.card.connectivity, bundle.card.min_lesion_size_mm3)
+    for key in todo:
+        vol = bids_training.load_preprocessed(cache[key])
+        zooms = tuple(float(z) for z in vol["zooms"])
+        probability = segment_volume(vol["corrected"], vol["brain"].astype(bool), zooms, bundle, device,
+                                     options.precision)
+        mask, _, n = binarize(probability, bundle.card.threshold, float(np.prod(zooms)), definition)
+        target = prediction_path(out, experiment, key)
+        with atomic_path(target) as tmp:
+            nib.save(nib.Nifti1Image(mask, ras_affine(plan_scans[key].run.path)), str(tmp))
+        LOGGER.info("%s: %s predicted (%d lesion(s))", experiment.id, key, n)
+
+
+def evaluate(plan: StudyPlan, plan_scans: Mapping[str, TrainingScan], cache: Mapping[str, Path], out: Path,
+             definition: LesionDefinition) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-scan metrics, consistency) from the stored predictions of every experiment."""
+    site_of = plan.site_of
+    rows: list[dict] = []
+    agreement: list[dict] = []
+    for key in plan.test_scans:
+        vol = bids_training.load_preprocessed(cache[key])
+        truth = vol["lesion"].astype(bool)
+        voxel_volume = float(np.prod(vol["zooms"]))
+        masks: dict[Experiment, np.ndarray] = {}
+        for experiment in plan.experiments:
+            path = prediction_path(out, experiment, key)
+            if not path.is_file():
+                LOGGER.warning("%s: no prediction of %s; not evaluated", experiment.id, key)
+                continue
+            masks[experiment] = np.asarray(nib.load(str(path)).dataobj) > 0
+            scan = plan_scans[key]
+            rows.append({"arm": experiment.arm.label, "ablation": experiment.arm.ablation or "",
+                         "train_set": experiment.train_set, "n_train_sites": len(experiment.train_sites),
+                         "test_site": site_of[key], "in_domain": site_of[key] in experiment.train_sites,
+                         "scan": key, "subject": scan.run.subject, "session": scan.run.session or "",
+                         **scan_metrics(masks[experiment], truth, voxel_volume, definition)})
+        for arm in dict.fromkeys(e.arm for e in masks):
+            same_arm = {e.train_set: m for e, m in masks.items() if e.arm == arm}
+            agreement += [{"arm": arm.label, "test_site": site_of[key], "scan": key, "train_set_a": a,
+                           "train_set_b": b, "dice": dice} for a, b, dice in pairwise_dice(same_arm)]
+    per_scan = pd.DataFrame(rows)
+    consistency = pd.DataFrame(agreement, columns=["arm", "test_site", "scan", "train_set_a", "train_set_b", "dice"])
+    return per_scan, consistency
+
+
+def run_study(options: Options) -> int:
+    """The whole study (module docstring) for ``options``; return the exit code."""
+    import torch
+
+    from bids_msseg.cli.run import check_work_dir
+    from bids_msseg.crosssite.report import write_outputs
+    from bids_msseg.interfaces.common import set_threads
+
+    settings = TrainSettings.from_options(options)
+    cs = CrossSiteSettings.from_options(options)
+    if settings.extra_datasets:
+        raise UsageError("--extra-train-dataset adds data to one training; a cross-site study takes its sites' "
+                         "datasets with --extra-bids-dir")
+    check_work_dir(options.bids_dir, options.work_dir)
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    set_threads(options.omp_nthreads)
+    out, work = study_dir(options), options.work_dir / "crosssite"
+
+    pairs = bids_training.find_training_pairs(
+        list(dict.fromkeys([options.bids_dir, *cs.extra_bids_dirs])), settings.masks_dir,
+        participant_labels=options.participant_label, session_labels=options.session_label,
+        bids_filters=options.flair_filters, skip_validation=options.skip_bids_validation,
+        database_dir=options.work_dir / "bids_db", exclude=[options.output_dir])
+    scans, names = bids_training.scans_from_pairs(pairs)
+    rule = choose_rule(scans, cs.site_column, cs.site_fields)
+    sites = assign_sites(scans, rule)
+    study_arms = arms(settings.architecture, settings.normalization, cs.ablations)
+    plan = build_plan(scans, sites, cs.combinations, study_arms, cs.test_fraction, settings.val_fraction,
+                      settings.seed, cs.sites or None)
+    plan_json = {"site_rule": {"kind": rule.kind, "names": list(rule.names)}, "datasets": names,
+                 "test_fraction": cs.test_fraction, "combinations": list(cs.combinations), **plan.to_json()}
+    write_text_atomic(out / "plan.json", json.dumps(plan_json, indent=1) + "\n")
+
+    plan_scans = {s.key: s for s in scans if s.key in plan.site_of}
+    cache = bids_training.preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4,
+                                           options.skullstrip)
+    for i, experiment in enumerate(plan.experiments, 1):
+        LOGGER.info("[%d/%d] experiment %s", i, len(plan.experiments), experiment.id)
+        _train(experiment, plan_scans, names, settings, options, out, work)
+        _predict(experiment, plan, plan_scans, cache, options, out)
+
+    definition = LesionDefinition(min_size_mm3=options.min_lesion_size if options.min_lesion_size is not None
+                                  else LesionDefinition.min_size_mm3)
+    per_scan, consistency = evaluate(plan, plan_scans, cache, out, definition)
+    write_outputs(out, plan, per_scan, consistency, plan_json)
+    return EXIT_OK
+
