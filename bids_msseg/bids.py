@@ -204,11 +204,14 @@ def read_sidecars(bids_dir: Path, path: Path) -> dict[str, Any]:
     found: list[Path] = []
     folder = Path(path).parent
     while True:
+        here = []
         for candidate in sorted(folder.glob("*.json")):
             other = _name_entities(candidate.name)
             if other is not None and other[1] == suffix and all(
                     entities.get(k) == v for k, v in other[0].items()):
-                found.append(candidate)
+                here.append((len(other[0]), candidate))
+        # In one folder the more specific sidecar (more entities) is the nearer one, as in pybids.
+        found.extend(candidate for _, candidate in sorted(here, key=lambda item: -item[0]))
         if folder == bids_dir or folder.parent == folder or not folder.is_relative_to(bids_dir):
             break
         folder = folder.parent

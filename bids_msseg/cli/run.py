@@ -114,18 +114,13 @@ def resolve_bundle(model: Path | None):
     The weights are not loaded here (each worker loads them once); a bad or missing bundle is a
     usage error (64) reported before any work starts.
     """
-    from bids_msseg.model.bundle import DEFAULT_BUNDLE, WEIGHTS_NAME, BundleError, read_card, sha256_file
+    from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, verify_bundle
 
     path = Path(model) if model is not None else DEFAULT_BUNDLE
     if model is None and not (path / "model.json").is_file():
         raise UsageError(f"the packaged model is missing ({path}); pass a model bundle with --model")
     try:
-        card = read_card(path)
-        weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise BundleError(f"{path}: no {WEIGHTS_NAME}")
-        if sha256_file(weights) != card.weights_sha256:
-            raise BundleError(f"{weights}: sha256 does not match the card (corrupt or replaced weights)")
+        card = verify_bundle(path)
     except BundleError as err:
         raise UsageError(f"--model: {err}") from err
     return path, card
