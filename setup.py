@@ -56,7 +56,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno"],
+        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
 )

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError, HeaderTypeError, ImageDataError
+from nibabel.wrapstruct import WrapStructError
 
 from bids_msseg.errors import InputError, OutputError
 
@@ -53,8 +55,10 @@ ZOOM_RANGE_MM = (0.05, 20.0)
 #: an image that is mostly non-finite is broken.
 MAX_NONFINITE_FRACTION = 0.5
 
-#: Errors nibabel and the gzip/zlib modules raise on unreadable, corrupt or truncated files.
-READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError)
+#: Errors nibabel and the gzip/zlib modules raise on unreadable, corrupt or truncated files
+#: (nibabel's own header and data errors derive from Exception only).
+READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, OverflowError,
+               MemoryError, HeaderDataError, HeaderTypeError, ImageDataError, WrapStructError)
 
 
 def fail(path: str | Path, problem: str) -> InputError:
@@ -76,8 +80,8 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
         raise fail(path, f"not a readable NIfTI image ({err}); convert it to NIfTI (e.g. dcm2niix for "
                          "DICOM, mri_convert for .mgz)") from err
     except READ_ERRORS as err:
-        raise fail(path, f"unreadable or corrupt file ({type(err).__name__}: {err}); copy or convert it "
-                         "again") from err
+        raise fail(path, f"unreadable or corrupt file or header ({type(err).__name__}: {err}); copy or "
+                         "convert it again") from err
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise fail(path, f"not a NIfTI image (nibabel read it as {type(img).__name__}); "
                          "convert it to .nii.gz")
@@ -109,15 +113,34 @@ def check_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> np
     if dtype.names is not None or dtype.kind not in "biuf":
         raise fail(path, f"unsupported voxel type {dtype} (RGB or structured data is not a FLAIR); "
                          "give a single-channel grey-scale image")
-    affine = img.affine
-    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise fail(path, "the affine (qform/sform) is missing, non-finite or singular; fix the header "
-                         "(e.g. re-convert from DICOM)")
+    affine = _checked_affine(img, path)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if np.any(zooms < ZOOM_RANGE_MM[0]) or np.any(zooms > ZOOM_RANGE_MM[1]):
         raise fail(path, f"voxel sizes {np.round(zooms, 3).tolist()} mm are outside {ZOOM_RANGE_MM} mm "
                          "(broken header or spatial units not in mm)")
     return zooms
+
+
+def _usable(matrix: np.ndarray | None) -> bool:
+    return (matrix is not None and bool(np.all(np.isfinite(matrix)))
+            and abs(float(np.linalg.det(matrix[:3, :3]))) >= 1e-12)
+
+
+def _checked_affine(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> np.ndarray:
+    """The image's affine, refusing one that is missing, non-finite or singular, and a coded qform or
+    sform that cannot be decoded (e.g. impossible quaternion fields): outputs copy both."""
+    hint = "fix the header (e.g. re-convert from DICOM)"
+    try:
+        affine = img.affine
+        forms = {"qform": img.get_qform(coded=True), "sform": img.get_sform(coded=True)}
+    except (ValueError, HeaderDataError, np.linalg.LinAlgError) as err:
+        raise fail(path, f"the orientation (qform/sform) cannot be decoded ({err}); {hint}") from err
+    if not _usable(affine):
+        raise fail(path, f"the affine (qform/sform) is missing, non-finite or singular; {hint}")
+    for name, (matrix, code) in forms.items():
+        if int(code) > 0 and not _usable(matrix):
+            raise fail(path, f"the {name} (code {int(code)}) is non-finite or singular; {hint}")
+    return affine
 
 
 def expected_file_bytes(img: nib.Nifti1Image | nib.Nifti2Image) -> int:
