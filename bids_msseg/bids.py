@@ -310,10 +310,11 @@ def collect_flair_runs(
             metadata=metadata,
             problem=problem,
         ))
-    if participant_labels:
-        without = sorted(set(participant_labels) - {run.subject for run in runs})
-        if without:
-            LOGGER.warning("no FLAIR selected for participant(s) %s (none in the dataset or none matching the "
-                           "filters): nothing to do for them", ", ".join(without))
+    wanted = set(participant_labels) if participant_labels else set(layout.get_subjects())
+    without = sorted(wanted - {run.subject for run in runs})
+    if without:
+        LOGGER.log(logging.WARNING if participant_labels else logging.INFO,
+                   "no FLAIR selected for participant(s) %s (none in the dataset or none matching the "
+                   "filters): nothing to do for them", ", ".join(without))
     LOGGER.info("found %d FLAIR image(s) to segment in %s", len(runs), bids_dir)
     return runs

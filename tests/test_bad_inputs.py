@@ -533,3 +533,47 @@ def test_derivative_paths_stay_inside_the_output(tmp_path: Path) -> None:
     for relpath in ("sub-01/anat/sub-01_FLAIR.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_acq-3D_run-2_FLAIR.nii"):
         for path in derivative_paths(out, relpath).values():
             assert path.resolve().is_relative_to(out.resolve())
+
+
+# ------------------------------------------------------------------ good and bad runs together (slow)
+
+
+@pytest.mark.slow
+def test_mixed_dataset_bad_runs_never_stop_the_good_ones(tmp_path: Path, tiny_bundle: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from test_participant_e2e import _check_run_outputs
+
+    bids = make_bids_dataset(tmp_path / "bids", runs=(), extra_files=("sub-08/anat/sub-08_T1w.nii.gz",))
+    builders = {"01": oblique, "02": sagittal, "04": four_d, "05": nan_most, "07": oblique}
+    for label, build in builders.items():
+        build(_mkparent(bids / f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz"))
+    thick = (64, 72, 26)  # 3 x 3 x 5 mm
+    _save(_mkparent(bids / "sub-03/anat/sub-03_FLAIR.nii.gz"), head_like_flair(thick, seed=6, skull=False),
+          _affine((3.0, 3.0, 5.0), thick))
+    no_brain = np.zeros(SHAPE, np.float32)
+    no_brain[20:28, 24:32, 16:24] = _head()[20:28, 24:32, 16:24]
+    _save(_mkparent(bids / "sub-06/anat/sub-06_FLAIR.nii.gz"), no_brain)
+    (bids / "sub-07/anat/sub-07_FLAIR.json").write_text('{"SkullStripped": tru')
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--model", str(tiny_bundle),
+                 "--nprocs", "2", "--omp-nthreads", "1"]) == 1
+
+    for label in ("01", "02", "03"):
+        _check_run_outputs(out, bids, f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz")
+    assert "3 ok, 4 failed, 0 skipped" in caplog.text
+    assert "no FLAIR selected for participant(s) 08" in caplog.text
+    reasons = {"04": ("validate", "4D image with 3 volumes"), "05": ("preprocess", "NaN or Inf"),
+               "06": ("preprocess", "no brain found"), "07": ("validate", "sub-07_FLAIR.json is not readable JSON")}
+    logs = sorted((out / "logs").glob("crash-*.txt"))
+    assert len(logs) == 4
+    for label, (step, reason) in reasons.items():
+        relpath = f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz"
+        assert f"FAILED  {relpath} (failed at {step}; crash file {out / 'logs'}" in caplog.text
+        assert reason in caplog.text
+        assert [p for p in logs if f"sub_{label}_FLAIR" in p.read_text() or f"sub-{label}_FLAIR" in p.name]
+        paths = derivative_paths(out, relpath)
+        assert not paths["summary"].exists() and not paths["report"].exists()
+    hidden = [p for p in out.rglob(".*") if p.name != ".bidsignore"]
+    assert hidden == []
