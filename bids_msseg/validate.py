@@ -145,9 +145,12 @@ def _checked_affine(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) ->
 
 def expected_file_bytes(img: nib.Nifti1Image | nib.Nifti2Image) -> int:
     """Bytes of the uncompressed single-file NIfTI: data offset plus voxel data, as the header says."""
-    header = img.header
+    # The array proxy keeps the file's data offset (``img.header`` is a copy whose offset nibabel resets).
+    offset = getattr(img.dataobj, "offset", None)
+    if offset is None:
+        offset = img.header.get_data_offset()
     n_voxels = int(np.prod(img.shape, dtype=np.int64))
-    return int(header.get_data_offset()) + n_voxels * int(header.get_data_dtype().itemsize)
+    return int(offset) + n_voxels * int(img.get_data_dtype().itemsize)
 
 
 def _gzip_uncompressed_size(path: Path, limit: int) -> int:

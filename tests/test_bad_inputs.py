@@ -288,6 +288,26 @@ def test_image_matrix(case: str, tmp_path: Path, caplog: pytest.LogCaptureFixtur
         assert "8 NaN/Inf voxels" in caplog.text and data[0, 0, 0] == 0
 
 
+def test_gzip_size_check_reads_only_the_trailer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A well-formed .nii.gz is accepted from its gzip trailer; a multi-member gzip (whose trailer
+    describes only its last member) is decompressed to count, and accepted too."""
+    import bids_msseg.validate as validate
+
+    path = _save(tmp_path / "sub-01_FLAIR.nii.gz", _head())
+
+    def no_decompression(*args, **kwargs):
+        raise AssertionError("decompressed although the trailer matched")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(validate, "_gzip_uncompressed_size", no_decompression)
+        screen_flair(path)
+    raw = gzip.decompress(path.read_bytes())
+    multi = tmp_path / "sub-02_FLAIR.nii.gz"
+    multi.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    screen_flair(multi)
+    assert np.array_equal(np.asarray(load_flair(multi).dataobj), np.asarray(load_flair(path).dataobj))
+
+
 def test_huge_header_is_refused_without_allocating(tmp_path: Path) -> None:
     for build in (huge_header, many_voxels_header):
         path = build(tmp_path / f"{build.__name__}_FLAIR.nii.gz")
@@ -368,16 +388,23 @@ def test_every_run_refused_exits_1_without_starting_the_workflow(
     four_d(_mkparent(bids / "sub-01/anat/sub-01_FLAIR.nii.gz"))
     truncated_gz(_mkparent(bids / "sub-02/anat/sub-02_FLAIR.nii.gz"))
     text_named_nii_gz(_mkparent(bids / "sub-03/anat/sub-03_FLAIR.nii.gz"))
+    # Good images whose names cannot name derivatives (pybids indexes them when not validating).
+    save_flair(bids / "sub-04/anat/sub-04_foo-bar_FLAIR.nii.gz")
+    save_flair(bids / "sub-05/anat/sub-06_FLAIR.nii.gz")
     caplog.set_level(logging.INFO, logger="bids_msseg")
     assert _main(bids, tmp_path, "--model", str(tiny_bundle)) == 16  # validation on: not BIDS
     caplog.clear()
     assert _main(bids, tmp_path, "--model", str(tiny_bundle), "--skip-bids-validation") == 1
     out = tmp_path / "out"
     crash_files = sorted((out / "logs").glob("crash-*-validate.txt"))
-    assert len(crash_files) == 3
-    assert "0 ok, 3 failed, 0 skipped" in caplog.text
-    for name, reason in (("sub-01", "4D image"), ("sub-02", "truncated"), ("sub-03", "not a readable NIfTI")):
-        assert f"FAILED  {name}/anat/{name}_FLAIR.nii.gz (failed at validate; crash file" in caplog.text
+    assert len(crash_files) == 5
+    assert "0 ok, 5 failed, 0 skipped" in caplog.text
+    for relpath, reason in (("sub-01/anat/sub-01_FLAIR.nii.gz", "4D image"),
+                            ("sub-02/anat/sub-02_FLAIR.nii.gz", "truncated"),
+                            ("sub-03/anat/sub-03_FLAIR.nii.gz", "not a readable NIfTI"),
+                            ("sub-04/anat/sub-04_foo-bar_FLAIR.nii.gz", "invalid BIDS entity 'foo-bar'"),
+                            ("sub-05/anat/sub-06_FLAIR.nii.gz", "expected it under sub-06/<datatype>/")):
+        assert f"FAILED  {relpath} (failed at validate; crash file" in caplog.text
         assert reason in caplog.text
     assert not list(out.glob("sub-*")) and not list(out.glob("*.html"))
     assert not list((tmp_path / "work").glob("bids_msseg_*"))  # no workflow was built
