@@ -57,7 +57,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "medpy>=0.5", "lesion-metrics>=0.1.12"],
+        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "medpy>=0.5", "lesion-metrics>=0.1.12",
+                 "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
 )

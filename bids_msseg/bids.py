@@ -43,6 +43,9 @@ class FlairRun:
     relpath: str  # path relative to the BIDS root, POSIX style (names the derivatives)
     entities: Mapping[str, Any] = field(default_factory=dict)  # subject, session, acquisition, run...
     metadata: Mapping[str, Any] = field(default_factory=dict)  # the JSON sidecar(s), inheritance applied
+    #: Why the run cannot be processed although its image was found (e.g. an unreadable sidecar);
+    #: such runs are refused, with this message, by :func:`bids_msseg.validate.screen_runs`.
+    problem: str | None = None
 
     @property
     def subject(self) -> str:
@@ -84,7 +87,39 @@ def _dataset_fingerprint(bids_dir: Path, validate: bool) -> str:
     return digest.hexdigest()
 
 
+#: What pybids raises when a JSON sidecar anywhere in the dataset is unreadable while it indexes
+#: metadata (invalid JSON, not UTF-8: OSError; a JSON that is not an object: TypeError/ValueError).
+_METADATA_ERRORS = (OSError, TypeError, ValueError, AttributeError)
+
+
 def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
+    """A ``BIDSLayout`` and whether it indexed sidecar metadata (see :func:`_open_indexed_layout`).
+
+    pybids reads every JSON sidecar of the dataset while indexing, and one unreadable sidecar
+    (of any modality) makes the whole index fail. Then the dataset is indexed again without
+    metadata, in memory, and :func:`read_sidecars` reads each FLAIR's own sidecars, so a broken
+    file costs at most the run it belongs to.
+    """
+    from bids.exceptions import BIDSValidationError
+
+    try:
+        return _open_indexed_layout(bids_dir, validate, database_dir), True
+    except BIDSValidationError as err:
+        raise ValidationError(f"{bids_dir} is not a valid BIDS dataset: {err}") from err
+    except _METADATA_ERRORS as err:
+        if isinstance(err, OSError) and "JSON" not in str(err):
+            raise  # not a sidecar problem (e.g. the work directory's database)
+        cause = f"{err}" + (f" ({err.__cause__})" if err.__cause__ else "")
+        LOGGER.warning("indexing the sidecar metadata of %s failed: %s; the FLAIRs' sidecars are read "
+                       "one by one instead (a FLAIR whose own sidecar is unreadable is not processed)",
+                       bids_dir, cause)
+    from bids import BIDSLayout, BIDSLayoutIndexer
+
+    indexer = BIDSLayoutIndexer(validate=validate, index_metadata=False)
+    return BIDSLayout(str(bids_dir), validate=validate, indexer=indexer), False
+
+
+def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
     """A ``BIDSLayout``, reusing the database in ``database_dir`` when the dataset is unchanged.
 
     Each state of the dataset (its fingerprint) gets its own database folder
@@ -93,35 +128,31 @@ def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
     never read a half-written database: the first rename wins, the others reuse it.
     """
     from bids import BIDSLayout
-    from bids.exceptions import BIDSValidationError
 
-    try:
-        if database_dir is None:
-            return BIDSLayout(str(bids_dir), validate=validate)
-        database_dir = Path(database_dir)
-        database_dir.mkdir(parents=True, exist_ok=True)
-        target = database_dir / _dataset_fingerprint(bids_dir, validate)[:24]
-        if (target / _DATABASE_FILE).is_file():
-            LOGGER.debug("BIDS database %s: reused", target)
-            return BIDSLayout(str(bids_dir), validate=validate, database_path=str(target))
-        LOGGER.debug("BIDS database %s: re-indexing", target)
-        tmp = Path(tempfile.mkdtemp(prefix=".indexing-", dir=database_dir))
-        try:
-            BIDSLayout(str(bids_dir), validate=validate, database_path=str(tmp), reset_database=True)
-            try:
-                os.rename(tmp, target)
-            except OSError:  # another job indexed the same state first: use theirs
-                LOGGER.debug("BIDS database %s was created concurrently", target)
-            else:
-                for old in database_dir.iterdir():  # earlier states of the dataset
-                    if old != target and old.is_dir() and not old.name.startswith("."):
-                        shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    if database_dir is None:
+        return BIDSLayout(str(bids_dir), validate=validate)
+    database_dir = Path(database_dir)
+    database_dir.mkdir(parents=True, exist_ok=True)
+    target = database_dir / _dataset_fingerprint(bids_dir, validate)[:24]
+    if (target / _DATABASE_FILE).is_file():
+        LOGGER.debug("BIDS database %s: reused", target)
         return BIDSLayout(str(bids_dir), validate=validate, database_path=str(target))
-    except BIDSValidationError as err:
-        raise ValidationError(f"{bids_dir} is not a valid BIDS dataset: {err}") from err
+    LOGGER.debug("BIDS database %s: re-indexing", target)
+    tmp = Path(tempfile.mkdtemp(prefix=".indexing-", dir=database_dir))
+    try:
+        BIDSLayout(str(bids_dir), validate=validate, database_path=str(tmp), reset_database=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another job indexed the same state first: use theirs
+            LOGGER.debug("BIDS database %s was created concurrently", target)
+        else:
+            for old in database_dir.iterdir():  # earlier states of the dataset
+                if old != target and old.is_dir() and not old.name.startswith("."):
+                    shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return BIDSLayout(str(bids_dir), validate=validate, database_path=str(target))
 
 
 def _as_query_values(filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,6 +168,64 @@ def _as_query_values(filters: Mapping[str, Any]) -> dict[str, Any]:
 
     return {k: [convert(v) for v in val] if isinstance(val, list) else convert(val)
             for k, val in filters.items()}
+
+
+_SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".json")
+
+
+def _name_entities(name: str) -> tuple[dict[str, str], str] | None:
+    """``({key: value}, suffix)`` of a BIDS file name, or None when it is not one."""
+    ext = next((e for e in _SIDECAR_EXTENSIONS if name.endswith(e)), None)
+    if ext is None:
+        return None
+    *pairs, suffix = name[: -len(ext)].split("_")
+    entities = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("-")
+        if not sep:
+            return None
+        entities[key] = value
+    return entities, suffix
+
+
+def read_sidecars(bids_dir: Path, path: Path) -> dict[str, Any]:
+    """The metadata of ``path`` from its JSON sidecars, by the BIDS inheritance principle.
+
+    Every ``*.json`` with the same suffix whose entities are a subset of the file's, in the file's
+    folder or a parent up to ``bids_dir``, merged from the farthest to the nearest. Used when
+    pybids could not index metadata (:func:`_open_layout`). Raises ``ValueError`` naming a
+    sidecar that is not a readable JSON object.
+    """
+    bids_dir = Path(bids_dir)
+    parsed = _name_entities(Path(path).name)
+    if parsed is None:
+        return {}
+    entities, suffix = parsed
+    found: list[Path] = []
+    folder = Path(path).parent
+    while True:
+        here = []
+        for candidate in sorted(folder.glob("*.json")):
+            other = _name_entities(candidate.name)
+            if other is not None and other[1] == suffix and all(
+                    entities.get(k) == v for k, v in other[0].items()):
+                here.append((len(other[0]), candidate))
+        # In one folder the more specific sidecar (more entities) is the nearer one, as in pybids.
+        found.extend(candidate for _, candidate in sorted(here, key=lambda item: -item[0]))
+        if folder == bids_dir or folder.parent == folder or not folder.is_relative_to(bids_dir):
+            break
+        folder = folder.parent
+    metadata: dict[str, Any] = {}
+    for sidecar in reversed(found):  # farthest first: nearer files override
+        try:
+            content = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"its sidecar {sidecar} is not readable JSON ({err}); fix or remove it") from err
+        if not isinstance(content, dict):
+            raise ValueError(f"its sidecar {sidecar} holds a JSON {type(content).__name__}, not an object; "
+                             "fix or remove it")
+        metadata.update(content)
+    return metadata
 
 
 def _check_labels(kind: str, wanted: Iterable[str] | None, available: Sequence[str]) -> None:
@@ -167,7 +256,7 @@ def collect_flair_runs(
     bids_dir = Path(bids_dir).absolute()
     if not bids_dir.is_dir():
         raise NoInputError(f"{bids_dir}: the BIDS directory does not exist")
-    layout = _open_layout(bids_dir, validate=not skip_validation, database_dir=database_dir)
+    layout, with_metadata = _open_layout(bids_dir, validate=not skip_validation, database_dir=database_dir)
 
     all_flairs = layout.get(return_type="object", **FLAIR_QUERY)
     if not all_flairs:
@@ -190,6 +279,10 @@ def collect_flair_runs(
         parts = []
         if participant_labels:
             parts.append(f"participants {', '.join(participant_labels)}")
+            without = [label for label in participant_labels if not layout.get(subject=label, **FLAIR_QUERY)]
+            if without:
+                parts[-1] += (f" (sub-{', sub-'.join(without)} ha{'s' if len(without) == 1 else 've'} no "
+                              "FLAIR image at all: looked for sub-<label>/[ses-*/]anat/*_FLAIR.nii[.gz])")
         if session_labels:
             parts.append(f"sessions {', '.join(session_labels)}")
         if bids_filters:
@@ -202,11 +295,26 @@ def collect_flair_runs(
     for bf in sorted(files, key=lambda f: f.path):
         path = Path(bf.path)
         entities = {k: v for k, v in bf.get_entities().items() if k not in ("extension",)}
+        problem = None
+        if with_metadata:
+            metadata = layout.get_metadata(bf.path)
+        else:
+            try:
+                metadata = read_sidecars(bids_dir, path)
+            except ValueError as err:
+                metadata, problem = {}, f"cannot use FLAIR {path}: {err}"
         runs.append(FlairRun(
             path=path,
             relpath=path.relative_to(bids_dir).as_posix(),
             entities=entities,
-            metadata=layout.get_metadata(bf.path),
+            metadata=metadata,
+            problem=problem,
         ))
+    wanted = set(participant_labels) if participant_labels else set(layout.get_subjects())
+    without = sorted(wanted - {run.subject for run in runs})
+    if without:
+        LOGGER.log(logging.WARNING if participant_labels else logging.INFO,
+                   "no FLAIR selected for participant(s) %s (none in the dataset or none matching the "
+                   "filters): nothing to do for them", ", ".join(without))
     LOGGER.info("found %d FLAIR image(s) to segment in %s", len(runs), bids_dir)
     return runs

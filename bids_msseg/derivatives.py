@@ -294,6 +294,39 @@ def _flatten_decisions(decisions: Mapping[str, Any]) -> dict[str, Any]:
     return {f"preproc_{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()}
 
 
+#: The outputs whose presence says a run is complete: the summary TSV (last file of
+#: write_run_derivatives) and the report (written after it).
+COMPLETION_KEYS = ("summary", "report")
+
+
+def stale_temporaries(paths: Mapping[str, Path]) -> list[Path]:
+    """Hidden temporaries of :func:`bids_msseg.io.atomic_path` left beside ``paths`` by a killed run.
+
+    ``atomic_path`` names them ``.<stem>.<random><suffixes>`` next to their target; a run's stems
+    are its own (they carry all its entities), so no other run's files can match.
+    """
+    found: set[Path] = set()
+    for path in paths.values():
+        stem = path.name.split(".")[0]
+        if path.parent.is_dir():
+            found.update(p for p in path.parent.glob(f".{stem}.*") if p.is_file())
+    return sorted(found)
+
+
+def begin_run_outputs(paths: Mapping[str, Path]) -> None:
+    """Before (re)writing a run: remove its completion markers and any stale temporaries.
+
+    Outputs of an earlier run stay in place (each is replaced atomically), but without the
+    markers (``COMPLETION_KEYS``) the run counts as incomplete until every file has been
+    rewritten, whatever happens in between.
+    """
+    for key in COMPLETION_KEYS:
+        paths[key].unlink(missing_ok=True)
+    for stale in stale_temporaries(paths):
+        LOGGER.info("removing %s, left by an interrupted run", stale)
+        stale.unlink(missing_ok=True)
+
+
 def _check_inputs(original_img: nib.Nifti1Image, arrays: Mapping[str, np.ndarray], labels: np.ndarray,
                   n_lesions: int, table: pd.DataFrame) -> None:
     """Raise ValueError unless every array is on the original grid and labels, count and table agree."""
@@ -338,7 +371,9 @@ def write_run_derivatives(
     ``extra_meta`` is added to every sidecar without overriding the keys set here.
 
     Every file is written atomically; the summary TSV is written last, so its presence marks a
-    complete run for the group level.
+    complete run for the group level (the report, written after it by the workflow, marks a
+    complete run for reruns). Both are removed first (:func:`begin_run_outputs`), so a run killed
+    while rewriting its outputs never looks complete.
     """
     out_dir = Path(out_dir)
     paths = derivative_paths(out_dir, source_relpath)
@@ -346,6 +381,7 @@ def write_run_derivatives(
     labels = np.asarray(labels)
     _check_inputs(original_img, {"probability": probability, "labels": labels, "brain_mask": brain_mask},
                   labels, n_lesions, table)
+    begin_run_outputs(paths)
 
     voxel_mm3 = float(abs(np.linalg.det(original_img.affine[:3, :3])))
     mask = labels > 0

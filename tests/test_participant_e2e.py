@@ -84,7 +84,9 @@ def test_a_failing_flair_does_not_stop_the_others(tmp_path: Path, tiny_bundle: P
     bids = make_bids_dataset(tmp_path / "bids", runs)
     broken = bids / "sub-03" / "anat" / "sub-03_FLAIR.nii.gz"
     broken.parent.mkdir(parents=True)
-    broken.write_bytes(b"\x1f\x8b this is not a NIfTI")
+    # A valid header (so it passes the screening before the workflow) over all-zero voxels: it
+    # fails inside the workflow, at its first step. Header-level failures: tests/test_bad_inputs.py.
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.int16), np.eye(4)), str(broken))
     out = tmp_path / "out"
     caplog.set_level(logging.INFO, logger="bids_msseg")
 

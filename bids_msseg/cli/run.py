@@ -11,7 +11,9 @@ Order of work, each step failing with the exit code of the BIDS Apps spec:
 6. find the FLAIRs (16 not BIDS, 18 labels/filters match nothing, 66 no FLAIR);
 7. check the model bundle (64 when it is missing or corrupt);
 8. write ``dataset_description.json`` and ``logs/CITATION.md``;
-9. skip runs whose outputs are complete (unless ``--overwrite``), run the workflow, report.
+9. refuse runs whose image header, sidecar or name is unusable (``bids_msseg.validate.screen_runs``:
+   each gets a crash file in ``logs/`` and a FAILED line, the others go on);
+10. skip runs whose outputs are complete (unless ``--overwrite``), run the workflow, report.
 
 ``main`` returns 0 when every run succeeded, 1 when some failed (each with a crash file in
 ``<output_dir>/logs``), or the ``exit_code`` of a :class:`~bids_msseg.errors.MsSegError`.
@@ -112,18 +114,13 @@ def resolve_bundle(model: Path | None):
     The weights are not loaded here (each worker loads them once); a bad or missing bundle is a
     usage error (64) reported before any work starts.
     """
-    from bids_msseg.model.bundle import DEFAULT_BUNDLE, WEIGHTS_NAME, BundleError, read_card, sha256_file
+    from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, verify_bundle
 
     path = Path(model) if model is not None else DEFAULT_BUNDLE
     if model is None and not (path / "model.json").is_file():
         raise UsageError(f"the packaged model is missing ({path}); pass a model bundle with --model")
     try:
-        card = read_card(path)
-        weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise BundleError(f"{path}: no {WEIGHTS_NAME}")
-        if sha256_file(weights) != card.weights_sha256:
-            raise BundleError(f"{weights}: sha256 does not match the card (corrupt or replaced weights)")
+        card = verify_bundle(path)
     except BundleError as err:
         raise UsageError(f"--model: {err}") from err
     return path, card
@@ -214,7 +211,9 @@ def _participant(options: Options) -> int:
     from bids_msseg.bids import collect_flair_runs
     from bids_msseg.boilerplate import write_citation
     from bids_msseg.derivatives import write_dataset_description
+    from bids_msseg.validate import screen_runs
     from bids_msseg.workflows.participant import (
+        RunStatus,
         RunTracker,
         SegmentationSettings,
         init_participant_wf,
@@ -243,11 +242,16 @@ def _participant(options: Options) -> int:
     context.update(n_runs=len(runs), n_subjects=len({r.subject for r in runs}))
     write_citation(options.logs_dir, context)
 
+    runs, rejected = screen_runs(runs, options.output_dir, options.logs_dir)
+    refused = [RunStatus(r.run, state="failed", failed_node="validate", crash_file=r.crash_file, reason=r.message)
+               for r in rejected]
     todo = [r for r in runs if options.overwrite or not outputs_complete(r, options.output_dir, settings)]
     skipped = [r for r in runs if r not in todo]
     for run in skipped:
         LOGGER.info("%s: outputs complete, skipped (--overwrite recomputes)", run.name)
     if not todo:
+        if refused:
+            return _log_summary(refused, len(skipped), 0.0, options.output_dir)
         LOGGER.info("all %d run(s) already have complete outputs in %s", len(runs), options.output_dir)
         return EXIT_OK
 
@@ -272,10 +276,15 @@ def _participant(options: Options) -> int:
     run_participant_wf(workflow, options=options, tracker=tracker)
     elapsed = time.perf_counter() - start
 
-    statuses = list(tracker.status.values())
+    return _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
+
+
+def _log_summary(statuses: Sequence[Any], n_skipped: int, elapsed: float, output_dir: Path) -> int:
+    """The end-of-run summary: counts, then one line per run (failed ones with step, crash file and
+    reason); returns 1 when any run failed, else 0."""
     failed = [s for s in statuses if s.state != "ok"]
     LOGGER.info("summary: %d ok, %d failed, %d skipped (complete) in %.0f s; outputs in %s",
-                len(statuses) - len(failed), len(failed), len(skipped), elapsed, options.output_dir)
+                len(statuses) - len(failed), len(failed), n_skipped, elapsed, output_dir)
     for status in statuses:
         if status.state == "ok":
             LOGGER.info("  ok      %s", status.run.relpath)

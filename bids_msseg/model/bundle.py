@@ -121,17 +121,23 @@ def read_card(directory: Path) -> ModelCard:
         raise BundleError(f"{card_path}: {err}") from err
 
 
-def load_bundle(directory: Path | None = None, verify: bool = True) -> ModelBundle:
-    """Load a bundle (the packaged default when ``directory`` is None), checking its sha256."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+#: File suffixes of pickle-based weights (torch.save, pickle, joblib): never loaded.
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"})
 
-    directory = Path(directory) if directory is not None else DEFAULT_BUNDLE
+
+def verify_bundle(directory: Path, verify: bool = True) -> ModelCard:
+    """Read the card and check the weights file exists and matches the card's sha256 (no loading).
+
+    Raises :class:`BundleError` naming what is wrong; pickled weights found instead of
+    safetensors are named as refused.
+    """
+    directory = Path(directory)
     card = read_card(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
-        pickles = [p.name for p in directory.glob("*") if p.suffix in {".pt", ".pth", ".pkl", ".ckpt", ".bin"}]
-        hint = f" (found {pickles}: pickled weights are refused)" if pickles else ""
+        pickles = sorted(p.name for p in directory.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        hint = (f" (found {pickles}: pickled weights are refused, as unpickling can run any code; "
+                "convert them with safetensors.torch.save_file)") if pickles else ""
         raise BundleError(f"{directory}: no {WEIGHTS_NAME}{hint}")
     if verify:
         actual = sha256_file(weights)
@@ -140,6 +146,17 @@ def load_bundle(directory: Path | None = None, verify: bool = True) -> ModelBund
                 f"{weights}: sha256 {actual[:12]}... does not match the card's "
                 f"{card.weights_sha256[:12] or '(none)'}...; the weights are corrupt or were replaced"
             )
+    return card
+
+
+def load_bundle(directory: Path | None = None, verify: bool = True) -> ModelBundle:
+    """Load a bundle (the packaged default when ``directory`` is None), checking its sha256."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory) if directory is not None else DEFAULT_BUNDLE
+    card = verify_bundle(directory, verify=verify)
+    weights = directory / WEIGHTS_NAME
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as err:

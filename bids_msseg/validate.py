@@ -1,0 +1,302 @@
+"""Checks of an input FLAIR: what is wrong with it and what to do, before any work is spent on it.
+
+Two levels, both raising :class:`~bids_msseg.errors.InputError` with a message that names the file,
+says what is wrong and, where there is one, what to do:
+
+* :func:`screen_flair` reads only the header (milliseconds, no voxel data): file type, NIfTI
+  header, dimensions, voxel type, affine, voxel sizes, and whether the file holds as many bytes as
+  the header promises (for ``.nii.gz`` the gzip trailer's size field, verified by decompressing
+  only when it disagrees). :func:`screen_runs` calls it for every selected run in the main
+  process before the workflow is built, so such runs fail at once, each with its crash report,
+  while the others go on.
+* :func:`check_header` and :func:`check_data` are used by
+  :func:`bids_msseg.preproc.orient.load_flair`, the first step of every run, which also checks the
+  voxel values (NaN/Inf, all-zero, constant, binary).
+
+Header claims are checked before anything is allocated: a header announcing a huge array is
+refused from its 348 bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError, HeaderTypeError, ImageDataError
+from nibabel.wrapstruct import WrapStructError
+
+from bids_msseg.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from bids_msseg.bids import FlairRun
+
+LOGGER = logging.getLogger(__name__)
+
+#: Largest accepted size of one spatial axis, in voxels (clinical and research FLAIRs are <= 512).
+MAX_AXIS_VOXELS = 1024
+#: Largest accepted number of voxels (2e8 float32 voxels are 800 MB).
+MAX_VOXELS = 200_000_000
+#: Fewest voxels accepted along each spatial axis: fewer slices cannot hold a brain.
+MIN_AXIS_VOXELS = 10
+#: Accepted voxel sizes in mm; anything outside means a broken header (or units not in mm).
+ZOOM_RANGE_MM = (0.05, 20.0)
+#: Above this share of NaN/Inf voxels the image is refused; below, they are set to 0 with a warning.
+#: A few non-finite voxels come from resampling at the edge of the field of view and are harmless;
+#: an image that is mostly non-finite is broken.
+MAX_NONFINITE_FRACTION = 0.5
+
+#: Errors nibabel and the gzip/zlib modules raise on unreadable, corrupt or truncated files
+#: (nibabel's own header and data errors derive from Exception only).
+READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, OverflowError,
+               MemoryError, HeaderDataError, HeaderTypeError, ImageDataError, WrapStructError)
+
+
+def fail(path: str | Path, problem: str) -> InputError:
+    """The :class:`InputError` for ``path``: ``cannot use FLAIR <path>: <problem>``."""
+    return InputError(f"cannot use FLAIR {path}: {problem}")
+
+
+def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """``nibabel.load`` (header only, no voxel data read) turned into an :class:`InputError` on failure."""
+    path = Path(path)
+    if not path.exists():
+        hint = " (a broken symbolic link?)" if path.is_symlink() else ""
+        raise fail(path, f"the file does not exist{hint}")
+    if not path.is_file():
+        raise fail(path, "not a regular file")
+    try:
+        img = nib.load(str(path))
+    except ImageFileError as err:
+        raise fail(path, f"not a readable NIfTI image ({err}); convert it to NIfTI (e.g. dcm2niix for "
+                         "DICOM, mri_convert for .mgz)") from err
+    except READ_ERRORS as err:
+        raise fail(path, f"unreadable or corrupt file or header ({type(err).__name__}: {err}); copy or "
+                         "convert it again") from err
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise fail(path, f"not a NIfTI image (nibabel read it as {type(img).__name__}); "
+                         "convert it to .nii.gz")
+    return img
+
+
+def check_shape(path: str | Path, shape: tuple[int, ...]) -> None:
+    """Refuse images that are not 3D or that have absurd or too small dimensions (header only)."""
+    if len(shape) < 3:
+        raise fail(path, f"{len(shape)}D image (shape {shape}); a 3D FLAIR volume is needed")
+    spatial = shape[:3]
+    if any(n > MAX_AXIS_VOXELS for n in spatial) or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise fail(path, f"absurd dimensions {shape} (at most {MAX_AXIS_VOXELS} voxels per axis and "
+                         f"{MAX_VOXELS:.0e} voxels in all): a broken header, or not a FLAIR")
+    if min(spatial) < MIN_AXIS_VOXELS:
+        raise fail(path, f"too few voxels on an axis (shape {shape}); at least {MIN_AXIS_VOXELS} slices "
+                         "are needed (a single slice or a 2D image cannot be segmented)")
+    if len(shape) > 3 and int(np.prod(shape[3:])) != 1:
+        raise fail(path, f"4D image with {int(np.prod(shape[3:]))} volumes (shape {shape}); "
+                         "give one 3D FLAIR per file (split it, e.g. with fslsplit or nibabel)")
+
+
+def check_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> np.ndarray:
+    """Check dimensions, voxel type, affine and voxel sizes from the header; return the voxel sizes (mm)."""
+    check_shape(path, tuple(int(n) for n in img.shape))
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c":
+        raise fail(path, f"complex-valued data ({dtype}) is not a magnitude FLAIR; give the magnitude image")
+    if dtype.names is not None or dtype.kind not in "biuf":
+        raise fail(path, f"unsupported voxel type {dtype} (RGB or structured data is not a FLAIR); "
+                         "give a single-channel grey-scale image")
+    affine = _checked_affine(img, path)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if np.any(zooms < ZOOM_RANGE_MM[0]) or np.any(zooms > ZOOM_RANGE_MM[1]):
+        raise fail(path, f"voxel sizes {np.round(zooms, 3).tolist()} mm are outside {ZOOM_RANGE_MM} mm "
+                         "(broken header or spatial units not in mm)")
+    return zooms
+
+
+def _usable(matrix: np.ndarray | None) -> bool:
+    return (matrix is not None and bool(np.all(np.isfinite(matrix)))
+            and abs(float(np.linalg.det(matrix[:3, :3]))) >= 1e-12)
+
+
+def _checked_affine(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> np.ndarray:
+    """The image's affine, refusing one that is missing, non-finite or singular, and a coded qform or
+    sform that cannot be decoded (e.g. impossible quaternion fields): outputs copy both."""
+    hint = "fix the header (e.g. re-convert from DICOM)"
+    try:
+        affine = img.affine
+        forms = {"qform": img.get_qform(coded=True), "sform": img.get_sform(coded=True)}
+    except (ValueError, HeaderDataError, np.linalg.LinAlgError) as err:
+        raise fail(path, f"the orientation (qform/sform) cannot be decoded ({err}); {hint}") from err
+    if not _usable(affine):
+        raise fail(path, f"the affine (qform/sform) is missing, non-finite or singular; {hint}")
+    for name, (matrix, code) in forms.items():
+        if int(code) > 0 and not _usable(matrix):
+            raise fail(path, f"the {name} (code {int(code)}) is non-finite or singular; {hint}")
+    return affine
+
+
+def expected_file_bytes(img: nib.Nifti1Image | nib.Nifti2Image) -> int:
+    """Bytes of the uncompressed single-file NIfTI: data offset plus voxel data, as the header says."""
+    # The array proxy keeps the file's data offset (``img.header`` is a copy whose offset nibabel resets).
+    offset = getattr(img.dataobj, "offset", None)
+    if offset is None:
+        offset = img.header.get_data_offset()
+    n_voxels = int(np.prod(img.shape, dtype=np.int64))
+    return int(offset) + n_voxels * int(img.get_data_dtype().itemsize)
+
+
+def _gzip_uncompressed_size(path: Path, limit: int) -> int:
+    """Decompress ``path`` (all gzip members), counting bytes; stop past ``limit``. Raises on corruption."""
+    total = 0
+    with gzip.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            total += len(chunk)
+            if total > limit:
+                break
+    return total
+
+
+def check_file_size(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> None:
+    """Refuse a file that holds fewer bytes than its header promises (truncated copy or download).
+
+    ``.nii``: the file size. ``.nii.gz``: the gzip trailer's ISIZE (uncompressed size modulo 2**32)
+    is compared first (4 bytes read); only when it disagrees is the stream decompressed to count
+    (multi-member gzip files have a trailer per member), which also reveals corrupt streams.
+    """
+    path = Path(path)
+    expected = expected_file_bytes(img)
+    name = path.name.lower()
+    try:
+        if name.endswith(".nii"):
+            actual = path.stat().st_size
+        elif name.endswith(".nii.gz"):
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                isize = int.from_bytes(fh.read(4), "little")
+            if isize == expected % 2**32:
+                return
+            actual = _gzip_uncompressed_size(path, expected)
+        else:
+            return
+    except READ_ERRORS as err:
+        raise fail(path, f"the voxel data cannot be read: truncated or corrupt file ({type(err).__name__}: "
+                         f"{err}); copy or convert it again") from err
+    if actual < expected:
+        raise fail(path, f"truncated file: the header announces {expected} bytes, the file holds {actual}; "
+                         "copy or convert it again")
+
+
+def screen_flair(path: str | Path) -> None:
+    """Every check that needs no voxel data (see the module docstring); raises :class:`InputError`."""
+    img = open_nifti(path)
+    check_header(img, path)
+    check_file_size(img, path)
+
+
+def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
+    """Check voxel values; return float32 data with a minority of NaN/Inf voxels set to 0 (warned).
+
+    Refuses mostly non-finite, all-zero, constant and two-valued (mask-like) images.
+    """
+    name = Path(path).name
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    n_bad = int(data.size - np.count_nonzero(finite))
+    if n_bad:
+        fraction = n_bad / data.size
+        if fraction > MAX_NONFINITE_FRACTION:
+            raise fail(path, f"{100 * fraction:.0f}% of the voxels are NaN or Inf: a broken image; "
+                             "re-export it from the scanner data")
+        LOGGER.warning("%s: %d NaN/Inf voxels (%.2f%%) set to 0", name, n_bad, 100 * fraction)
+        data = np.where(finite, data, np.float32(0.0))
+    if not np.any(data):
+        raise fail(path, "every voxel is 0 (an empty image: a failed conversion?)")
+    lo, hi = float(data.min()), float(data.max())
+    if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+        raise fail(path, f"the image is constant (every voxel is {lo:g})")
+    # np.unique on a strided sample: a mask or label image given as FLAIR has very few values.
+    sample = data.ravel()[:: max(1, data.size // 200_000)]
+    if np.unique(np.append(sample, [lo, hi])).size <= 2:
+        raise fail(path, "the image holds only two distinct values: it looks like a binary mask, "
+                         "not a FLAIR; check which file is named *_FLAIR")
+    return data
+
+
+# ------------------------------------------------------------------------------ runs of a dataset
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A run refused before the workflow: its message and crash report."""
+
+    run: FlairRun
+    message: str
+    crash_file: Path | None
+
+
+def write_crash_report(logs_dir: Path, run: FlairRun, message: str, step: str = "validate") -> Path | None:
+    """``<logs_dir>/crash-<time>-<run>-<step>.txt`` for a run refused before the workflow.
+
+    Written atomically next to nipype's own crash files (same folder, same ``crash-*.txt`` form);
+    returns None (with a warning) when the logs folder cannot be written.
+    """
+    from bids_msseg.io import write_text_atomic
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = Path(logs_dir) / f"crash-{stamp}-{run.name}-{step}.txt"
+    text = (f"Run: {run.relpath}\nFile: {run.path}\nStep: {step} (checks before the workflow; nothing "
+            f"was computed for this run)\n\nbids_msseg.errors.InputError: {message}\n")
+    try:
+        return write_text_atomic(target, text)
+    except OSError as err:
+        LOGGER.warning("cannot write the crash report %s: %s", target, err)
+        return None
+
+
+def screen_run(run: FlairRun, output_dir: Path) -> None:
+    """All pre-workflow checks of one run; raises :class:`InputError`.
+
+    The image header (:func:`screen_flair`), its sidecar (a problem found while reading it is
+    carried by ``run.problem``), and its name: output names are built from its entities, so a
+    name that would not give safe BIDS derivative names is refused here rather than stopping
+    every run later.
+    """
+    from bids_msseg.derivatives import derivative_paths
+
+    problem = getattr(run, "problem", None)
+    if problem:
+        raise InputError(problem)
+    try:
+        derivative_paths(output_dir, run.relpath)
+    except OutputError as err:
+        raise fail(run.path, f"its name cannot name derivatives ({err}); rename it following BIDS") from err
+    screen_flair(run.path)
+
+
+def screen_runs(runs: Sequence[FlairRun], output_dir: Path,
+                logs_dir: Path | None = None) -> tuple[list[FlairRun], list[Rejected]]:
+    """Split ``runs`` into those that pass :func:`screen_run` and those refused (with crash reports).
+
+    Costs a header read per run (no voxel data), so it runs in the main process before the
+    workflow is built; a refused run never reaches the workflow and never stops the others.
+    """
+    logs_dir = Path(logs_dir) if logs_dir is not None else Path(output_dir) / "logs"
+    good: list[FlairRun] = []
+    rejected: list[Rejected] = []
+    for run in runs:
+        try:
+            screen_run(run, output_dir)
+        except InputError as err:
+            LOGGER.error("%s: %s", run.name, err)
+            rejected.append(Rejected(run, str(err), write_crash_report(logs_dir, run, str(err))))
+        else:
+            good.append(run)
+    return good, rejected
