@@ -20,7 +20,7 @@ import numpy as np
 LOGGER = logging.getLogger(__name__)
 
 #: Recipe entries of the training configuration copied into the card.
-RECIPE_KEYS = ("lr", "weight_decay", "betas", "lesion_weight", "seed")
+RECIPE_KEYS = ("lr", "lr_schedule", "weight_decay", "betas", "lesion_weight", "seed", "crop")
 
 
 def export_bundle(
@@ -53,6 +53,9 @@ def export_bundle(
     if not best.is_file():
         raise FileNotFoundError(f"{run_dir}: no best checkpoint (best.json) to export; has an epoch finished?")
     state = json.loads(best.read_text())
+    # The best checkpoint's state stops at the best epoch; the last one knows how long the run went.
+    last = run_dir / "last.json"
+    last_state = json.loads(last.read_text()) if last.is_file() else state
     cfg = state["config"]
     arch = default_architecture(cfg["architecture"])
     net = build_network(arch)
@@ -62,8 +65,8 @@ def export_bundle(
     if quantile and reference is None:
         raise ValueError("a quantile-normalized model needs its reference quantiles")
     info: dict[str, Any] = {
-        "n_scans_seen": state["history"][-1]["n_train_scans"] if state["history"] else 0,
-        "epochs_run": state["epoch"],
+        "n_scans_seen": last_state["history"][-1]["n_train_scans"] if last_state["history"] else 0,
+        "epochs_run": last_state["epoch"],
         "best_epoch": state["best_epoch"],
         "steps_per_epoch": cfg["steps_per_epoch"],
         "batch_size": cfg["batch_size"],
