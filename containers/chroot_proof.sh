@@ -79,9 +79,16 @@ chmod 0555 "$ROOT$APP_HOME"                    # read-only HOME (as under many H
 mkdir -p "$ROOT/data" && chown "$APP_UID:$APP_UID" "$ROOT/data"   # the bind-mounted data folder
 touch "$ROOT/.before_run"
 
-as_app() {  # run a command in the root as the app user, offline, with the container's environment
-  unshare -n chroot --userspec="$APP_UID:$APP_UID" "$ROOT" /usr/bin/env -i "${RUNTIME_ENV[@]}" \
-    HOME="$APP_HOME" sh -c "cd /data && $*"
+as_user() {  # UID HOME COMMAND: run in the root as UID, offline, with the container's environment only
+  local uid=$1 home=$2
+  shift 2
+  unshare -n chroot --userspec="$uid:$uid" "$ROOT" /usr/bin/env -i "${RUNTIME_ENV[@]}" \
+    HOME="$home" sh -c "cd /data && $*"
+}
+as_app() { as_user "$APP_UID" "$APP_HOME" "$@"; }
+mask_sha256() {  # sha256 of the lesion mask's voxel data (not of the gzip stream)
+  as_app "python3 -c \"import hashlib, nibabel as nib, numpy as np; \
+d = np.asanyarray(nib.load('$1').dataobj); print(hashlib.sha256(d.tobytes()).hexdigest(), d.shape, d.dtype, int(d.sum()), 'lesion voxels')\""
 }
 
 step "offline check: $(as_app 'python3 -c "import socket; socket.create_connection((\"pypi.org\", 443), 3)" 2>&1 | tail -1')"
@@ -91,10 +98,25 @@ as_app 'bids_msseg --version'
 step "demo dataset (bids_msseg.demo.make_demo_dataset, 1 subject)"
 as_app 'python3 -c "from pathlib import Path; from bids_msseg.demo import make_demo_dataset; make_demo_dataset(Path(\"/data/bids\"), n_subjects=1)"'
 
-step "participant run"
-as_app 'bids_msseg /data/bids /data/out participant -w /data/work --nprocs 1 --omp-nthreads 2 --random-seed 7' 2>&1
+RUN_ARGS="participant --nprocs 1 --omp-nthreads 2 --random-seed 7"
+MASK=sub-demo01/anat/sub-demo01_space-orig_label-lesion_mask.nii.gz
+step "participant run: bids_msseg /data/bids /data/out $RUN_ARGS -w /data/work"
+as_app "bids_msseg /data/bids /data/out $RUN_ARGS -w /data/work" 2>&1
 step "outputs"
-as_app 'find /data/out -name "*_mask.nii.gz" | sort; python3 -c "import json; print(json.dumps(json.load(open(\"/data/out/dataset_description.json\"))[\"GeneratedBy\"]))"'
+as_app 'find /data/out -name "*.nii.gz" | sort; python3 -c "import json; print(json.dumps(json.load(open(\"/data/out/dataset_description.json\"))[\"GeneratedBy\"]))"'
+as_app 'echo "caches (HOME read-only): $(ls -d /data/work/home/*)"'
+RUN1=$(mask_sha256 "/data/out/$MASK")
+
+# An arbitrary user id without a passwd entry and HOME=/ (as `docker run -u UID:GID` gives), in
+# fresh output and work folders: the same command, and the same mask to the byte.
+chmod 1777 "$ROOT/data"
+step "second run as uid 4321 (no passwd entry, HOME=/), fresh work and output folders"
+as_user 4321 / "bids_msseg /data/bids /data/out2 $RUN_ARGS -w /data/work2" 2>&1 | tail -2
+RUN2=$(mask_sha256 "/data/out2/$MASK")
+echo "mask data sha256, run 1: $RUN1"
+echo "mask data sha256, run 2: $RUN2"
+[ "$RUN1" = "$RUN2" ] || { echo "the two runs' masks differ" >&2; exit 1; }
+step "the two runs' lesion masks are identical"
 
 written=$(find "$ROOT/opt" "$ROOT$APP_HOME" "$ROOT/usr" -newer "$ROOT/.before_run" 2>/dev/null | head -5)
 if [ -n "$written" ]; then

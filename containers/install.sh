@@ -24,7 +24,7 @@ PREFIX=${PREFIX:-/opt/bids_msseg}
 APP_USER=${APP_USER:-bids}
 APP_UID=${APP_UID:-1000}
 TORCH_VERSION=2.13.0
-export DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+export DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 echo "[install] system packages"
 apt-get update -qq
