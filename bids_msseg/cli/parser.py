@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only", action="store_true",
                      help="only write the methods boilerplate (logs/CITATION.md) and exit")
     run.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, metavar="SEED",
-                     help="seed of every random generator used (N4/registration sampling, torch)")
+                     help="seed of every random generator used (registration sampling, numpy, torch); also "
+                          "makes runs repeat exactly: deterministic torch, N4 and registration on one thread")
     run.add_argument("--overwrite", action="store_true",
                      help="recompute runs whose outputs are already complete (default: skip them)")
     run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
