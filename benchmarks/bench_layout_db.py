@@ -7,7 +7,9 @@ Builds a skeleton dataset (empty FLAIR files, a JSON sidecar per FLAIR, particip
 times :func:`bids_msseg.bids.collect_flair_runs`'s layout step (``_open_layout``) three times:
 first (index built and stored under the work directory), reopened (dataset unchanged: only the
 fingerprint is computed and the database opened), and after one sidecar changed (re-indexed).
-Prints the seconds and the ratio first / reopen.
+Prints the seconds and the ratio first / reopen. Measured (2-core VM shared with other jobs,
+pybids 0.22.0, 2000 subjects): first 7.6 s, reopen 0.19 s (fingerprint 0.18 s), 40x; after one
+sidecar changed 7.0 s.
 """
 
 from __future__ import annotations
