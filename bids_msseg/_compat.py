@@ -6,7 +6,8 @@
   detection ops, so when the ops library is missing we declare the two operator schemas
   (without kernels) before torchvision is imported. With a matching torchvision this is a no-op.
 * No network: nipype's version check is switched off (``NIPYPE_NO_ET``) and Hugging Face hubs are
-  set offline, and matplotlib gets a writable config dir when ``HOME`` is read-only.
+  set offline, and matplotlib, the XDG caches and nipype get folders under the work directory
+  when ``HOME`` is read-only.
 """
 
 from __future__ import annotations
@@ -20,19 +21,37 @@ from types import ModuleType
 _TORCHVISION_PATCHED = False
 
 
+#: Per-user folders that libraries write to, moved under the work directory when HOME is read-only
+#: (containers, some clusters): matplotlib's config and font cache, XDG caches (fontconfig, torch,
+#: Hugging Face) and nipype's config folder.
+_HOME_DIRS = {"MPLCONFIGDIR": "mplconfig", "XDG_CACHE_HOME": "cache", "NIPYPE_CONFIG_DIR": "nipype"}
+
+
+def _writable(path: Path) -> bool:
+    """``path`` can be written, or created in its nearest existing parent."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return os.access(path, os.W_OK)
+
+
 def configure_environment(work_dir: Path | None = None) -> None:
-    """Set the environment variables that keep every run offline and HOME-independent."""
+    """Set the environment variables that keep every run offline and HOME-independent.
+
+    Variables the user has set are kept. When HOME (or ``~/.config``) is not writable, the
+    per-user folders of :data:`_HOME_DIRS` go to ``<work_dir>/home/`` (or the temporary folder).
+    """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("NO_ET", "1")
-    if "MPLCONFIGDIR" not in os.environ:
-        home_cfg = Path.home() / ".config"
-        writable = os.access(home_cfg if home_cfg.exists() else Path.home(), os.W_OK)
-        if not writable:
-            base = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
-            mpl = base / "mplconfig"
-            mpl.mkdir(parents=True, exist_ok=True)
-            os.environ["MPLCONFIGDIR"] = str(mpl)
+    home = Path(os.path.expanduser("~"))
+    if _writable(home / ".config") and _writable(home / ".cache"):
+        return
+    base = (Path(work_dir) if work_dir else Path(tempfile.gettempdir())) / "home"
+    for variable, name in _HOME_DIRS.items():
+        if variable not in os.environ:
+            folder = base / name
+            folder.mkdir(parents=True, exist_ok=True)
+            os.environ[variable] = str(folder)
 
 
 def _torchvision_ops_loadable() -> bool:

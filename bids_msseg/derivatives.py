@@ -480,9 +480,15 @@ def _raw_link(out_dir: Path, bids_root: Path) -> str:
 
 
 def dataset_description(bids_root: Path, out_dir: Path, *, version: str,
-                        container: Mapping[str, Any] | None = None, code_url: str | None = None) -> dict:
-    """The content of the derivative ``dataset_description.json`` (see write_dataset_description)."""
+                        container: Mapping[str, Any] | None = None, code_url: str | None = None,
+                        description: str | None = None) -> dict:
+    """The content of the derivative ``dataset_description.json`` (see write_dataset_description).
+
+    ``description`` (``GeneratedBy[0].Description``) names the software versions and the model.
+    """
     generated: dict[str, Any] = {"Name": PIPELINE_NAME, "Version": version}
+    if description:
+        generated["Description"] = description
     if code_url:
         generated["CodeURL"] = code_url
     if container:
@@ -512,6 +518,7 @@ def write_dataset_description(
     version: str,
     container: Mapping[str, Any] | None = None,
     code_url: str | None = None,
+    description: str | None = None,
 ) -> Path:
     """Write ``dataset_description.json``, ``.bidsignore`` and a README at the output root.
 
@@ -524,7 +531,7 @@ def write_dataset_description(
     out_dir = Path(out_dir)
     target = out_dir / "dataset_description.json"
     wanted = _jsonable(dataset_description(bids_root, out_dir, version=version, container=container,
-                                           code_url=code_url))
+                                           code_url=code_url, description=description))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if target.exists():

@@ -32,6 +32,9 @@ FIXED_ENTITIES = ("suffix", "datatype", "extension")
 #: Networks the group level can train (``bids_msseg.model.network.ARCHITECTURES``, not imported:
 #: building the parser must stay free of torch).
 ARCHITECTURES = ("UnetPlusPlus", "Unet")
+#: nipype execution plugins (``nipype.pipeline.plugins.<name>Plugin``; not imported here).
+NIPYPE_PLUGINS = ("MultiProc", "Linear", "LegacyMultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph",
+                  "PBS", "PBSGraph", "LSF", "Condor", "CondorDAGMan", "OAR", "IPython")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,6 +201,41 @@ def _bids_filter_file(value: str) -> dict[str, dict[str, Any]]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _plugin_args(value: str) -> dict[str, Any]:
+    """argparse type: ``--plugin-args`` as a JSON object, e.g. ``'{"sbatch_args": "-p short"}'``."""
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{value!r}: not a JSON object ({err})") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a JSON object")
+    return obj
+
+
+def _plugin_file(value: str) -> dict[str, Any]:
+    """argparse type: a ``--use-plugin`` YAML/JSON file (fMRIPrep's format), checked.
+
+    ``plugin: SLURM`` and optional ``plugin_args: {...}`` (passed to nipype as they are).
+    """
+    import yaml  # JSON is YAML too
+
+    path = _abs_path(value)
+    try:
+        obj = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{value}: cannot be read ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{value}: not valid YAML/JSON ({err})") from None
+    if not isinstance(obj, dict) or obj.get("plugin") not in NIPYPE_PLUGINS:
+        raise argparse.ArgumentTypeError(f"{value}: needs 'plugin: <name>' with a name among "
+                                         f"{', '.join(NIPYPE_PLUGINS)}")
+    unknown = sorted(set(obj) - {"plugin", "plugin_args"})
+    args = obj.get("plugin_args") or {}
+    if unknown or not isinstance(args, dict):
+        raise argparse.ArgumentTypeError(f"{value}: only 'plugin' and 'plugin_args' (a mapping) are allowed")
+    return {"plugin": obj["plugin"], "plugin_args": args}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bids_msseg``. Pure: calling it reads and writes nothing."""
     parser = _Parser(
@@ -236,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="threads per process for torch, ITK and BLAS (default: min(nprocs, 8))")
     perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, metavar="GB",
                       help="upper bound of memory the scheduler may plan for (default: 90%% of RAM)")
+    perf.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=_plugin_file, metavar="FILE",
+                      help="YAML/JSON file choosing the nipype execution plugin, as in fMRIPrep: "
+                           "'plugin: SLURM' and 'plugin_args: {sbatch_args: ...}'")
+    perf.add_argument("--nipype-plugin", dest="nipype_plugin", choices=NIPYPE_PLUGINS, metavar="NAME",
+                      help="nipype execution plugin (overrides --use-plugin's): "
+                           f"{', '.join(NIPYPE_PLUGINS)}; default MultiProc with --nprocs")
+    perf.add_argument("--plugin-args", dest="plugin_args", type=_plugin_args, metavar="JSON",
+                      help="arguments of the plugin as a JSON object, merged over --use-plugin's")
     perf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                       help="where the network runs; auto = CUDA when available")
     perf.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -266,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only", action="store_true",
                      help="only write the methods boilerplate (logs/CITATION.md) and exit")
     run.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, metavar="SEED",
-                     help="seed of every random generator used (N4/registration sampling, torch)")
+                     help="seed of every random generator used (registration sampling, numpy, torch); also "
+                          "makes runs repeat exactly: deterministic torch, N4 and registration on one thread")
     run.add_argument("--overwrite", action="store_true",
                      help="recompute runs whose outputs are already complete (default: skip them)")
     run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
@@ -402,6 +449,9 @@ class Options:
     stop_on_first_crash: bool = False
     boilerplate_only: bool = False
     random_seed: int | None = None
+    #: nipype execution plugin and its arguments (``--use-plugin``/``--nipype-plugin``/``--plugin-args``).
+    nipype_plugin: str = "MultiProc"
+    plugin_args: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
     verbose: int = 0
     #: Parsed arguments without a field of their own (e.g. group-level flags added later).
@@ -437,6 +487,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     nprocs = ns.pop("nprocs") or available_cpus()
     omp = ns.pop("omp_nthreads") or min(nprocs, 8)
     work_dir = ns.pop("work_dir") or Path("work").absolute()
+    plugin_file = ns.pop("use_plugin") or {}
+    ns["nipype_plugin"] = ns["nipype_plugin"] or plugin_file.get("plugin") or "MultiProc"
+    ns["plugin_args"] = {**plugin_file.get("plugin_args", {}), **(ns["plugin_args"] or {})}
     names = {f.name for f in fields(Options)}
     known = {k: v for k, v in ns.items() if k in names}
     extra = {k: v for k, v in ns.items() if k not in names}

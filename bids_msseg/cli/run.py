@@ -211,6 +211,7 @@ def _participant(options: Options) -> int:
     from bids_msseg.bids import collect_flair_runs
     from bids_msseg.boilerplate import write_citation
     from bids_msseg.derivatives import write_dataset_description
+    from bids_msseg.provenance import describe, provenance
     from bids_msseg.validate import screen_runs
     from bids_msseg.workflows.participant import (
         RunStatus,
@@ -238,7 +239,8 @@ def _participant(options: Options) -> int:
     settings = SegmentationSettings.resolve(options, card)
     context: dict[str, Any] = settings.citation_context(options, card)
     write_dataset_description(options.output_dir, options.bids_dir, version=__version__,
-                              container=container_info())
+                              container=container_info(),
+                              description=describe(provenance(card.model_id, card.weights_sha256)))
     context.update(n_runs=len(runs), n_subjects=len({r.subject for r in runs}))
     write_citation(options.logs_dir, context)
 

@@ -51,13 +51,15 @@ class Preprocess(SimpleInterface):
     def _run_interface(self, runtime):
         from bids_msseg.preproc import preprocess_flair
 
-        set_threads(self.inputs.omp_nthreads)
+        seeded = self.inputs.random_seed is not None
+        set_threads(self.inputs.omp_nthreads, itk_threads=1 if seeded else None)  # exact repeats when seeded
         seed_everything(self.inputs.random_seed)
         result = preprocess_flair(
             self.inputs.in_file,
             sidecar=dict(self.inputs.metadata) or None,
             force_n4=_FORCE[self.inputs.n4],
             force_skullstrip=_FORCE[self.inputs.skullstrip],
+            random_seed=self.inputs.random_seed,
         )
         cwd = Path(runtime.cwd)
         affine = result.ras.affine

@@ -55,11 +55,13 @@ def preprocess_flair(
     sidecar: Mapping[str, Any] | None = None,
     force_n4: bool | None = None,
     force_skullstrip: bool | None = None,
+    random_seed: int | None = None,
 ) -> PreprocResult:
     """Load, check, reorient, bias-correct and brain-mask one FLAIR (see the module docstring).
 
     Raises :class:`InputError` for unusable inputs (see ``load_flair``) and when the brain mask's
-    volume is outside :data:`BRAIN_VOLUME_RANGE_ML` (no brain found).
+    volume is outside :data:`BRAIN_VOLUME_RANGE_ML` (no brain found). ``random_seed`` seeds the
+    registration of the brain extraction (default: its fixed seed).
     """
     from bids_msseg.preproc.brain import extract_brain, mask_from_background
     from bids_msseg.preproc.n4 import n4_correct
@@ -92,7 +94,7 @@ def preprocess_flair(
         corrected = data.copy()
     lap("n4")
     if decisions.skullstrip:
-        brain_mask = extract_brain(ras, corrected)
+        brain_mask = extract_brain(ras, corrected, seed=random_seed)
     lap("brain")
 
     result = PreprocResult(original=original, ras=ras, corrected=corrected, brain_mask=brain_mask,

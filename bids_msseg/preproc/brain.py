@@ -195,13 +195,15 @@ def extract_brain(
     data: np.ndarray | None = None,
     template: tuple[Path, Path] | None = None,
     refine: bool = True,
+    seed: int | None = None,
 ) -> np.ndarray:
     """Brain mask (bool, on ``img_ras``'s grid) of a FLAIR with skull, by atlas registration.
 
     ``data`` is the image to register (e.g. the N4-corrected data on ``img_ras``'s grid; defaults
     to ``img_ras``'s data). ``template`` is (head with skull, brain mask) NIfTI paths; default
     :func:`default_template`. ``refine`` fits the registered mask to the brain surface
-    (:func:`refine_mask`). See the module docstring for the method.
+    (:func:`refine_mask`). ``seed`` seeds ANTs' metric sampling (default :data:`REGISTRATION_SEED`).
+    See the module docstring for the method.
     """
     import ants
 
@@ -214,7 +216,8 @@ def extract_brain(
     fixed_data, fixed_affine = downsample(_clipped(data), img_ras.affine, REG_GRID_MM)
     fixed = to_ants_image(fixed_data, fixed_affine)
     moving = to_ants_image(tmpl_head, tmpl_head_affine)
-    with tempfile.TemporaryDirectory(prefix="bids_msseg_reg_") as tmp, _ants_seed(REGISTRATION_SEED):
+    with tempfile.TemporaryDirectory(prefix="bids_msseg_reg_") as tmp, _ants_seed(
+            REGISTRATION_SEED if seed is None else seed):
         affine_reg = ants.registration(
             fixed, moving, type_of_transform="Affine", aff_metric="mattes",
             aff_iterations=AFFINE_ITERATIONS, aff_shrink_factors=AFFINE_SHRINK,

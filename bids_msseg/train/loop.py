@@ -11,12 +11,20 @@ offsets the rarity of lesion voxels.
 Checkpoints (``last`` after every epoch, ``best`` on a new best validation Dice) are safetensors
 plus JSON, never pickles: model weights, Adam moments and the sampler's random state, so an
 interrupted run resumes where it stopped and gives the same model as an uninterrupted one.
+
+Several GPUs (or CPU processes): launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment)
+:func:`train` joins the process group (nccl on CUDA, gloo on CPU), wraps the network in
+``DistributedDataParallel`` (gradients averaged, so every rank holds the same weights), gives each
+rank its own slice sampler seeded from ``seed`` and the rank (rank 0 keeps ``seed``, so one process
+trains exactly as before), and lets rank 0 alone validate, write checkpoints and metrics and log.
+``batch_size`` is per rank. Example: ``torchrun --nproc-per-node 4 --nnodes 1 my_training.py``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -77,6 +85,29 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         total = max(1, cfg.epochs * cfg.steps_per_epoch)
         return 0.5 * cfg.lr * (1.0 + float(np.cos(np.pi * min(step, total) / total)))
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r} (constant or cosine)")
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The slice sampler's seed on ``rank``: ``seed`` on rank 0, distinct values on the others."""
+    return seed if rank == 0 else seed + 100_003 * rank
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins torchrun's process group when ``WORLD_SIZE`` > 1.
+
+    The group is set up from torchrun's environment (``MASTER_ADDR``, ``RANK``...): nccl on CUDA,
+    where each rank takes the GPU ``LOCAL_RANK``, gloo on CPU. Without torchrun: (0, 1, device).
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def dice_from_counts(inter: float, pred: float, truth: float) -> float:
@@ -154,6 +185,7 @@ def train(
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
+    rank, world, device = init_distributed(device)
     net = build_network(default_architecture(cfg.architecture)).to(device)
     net = net.to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
@@ -175,37 +207,52 @@ def train(
     if state["epoch"] > 0:
         LOGGER.info("resuming from epoch %d (best val Dice %.4f at epoch %d)",
                     state["epoch"], state["best_dice"], state["best_epoch"])
-    sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, cfg.seed)
-    if state["sampler"] is not None:
-        sampler.rng.bit_generator.state = state["sampler"]
+    sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, rank_seed(cfg.seed, rank))
+    saved = state.get("sampler_by_rank") or [state["sampler"]]
+    if len(saved) != world:  # resumed on another number of ranks: rank 0 goes on, the others start afresh
+        saved = [state["sampler"]] + [None] * (world - 1)
+    if saved[rank] is not None:
+        sampler.rng.bit_generator.state = saved[rank]
+    model: torch.nn.Module = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        LOGGER.info("distributed training: rank %d of %d on %s", rank, world, device)
     metrics_path = run_dir / "metrics.tsv"
     columns = ["epoch", "train_loss", "n_train_scans", "seconds"] + [f"val_dice@{t:g}" for t in val_thresholds]
-    if not metrics_path.exists() or state["epoch"] == 0:
+    if rank == 0 and (not metrics_path.exists() or state["epoch"] == 0):
         write_text_atomic(metrics_path, "\t".join(columns) + "\n")
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         sampler.refresh(current_train())
         start, losses = time.time(), []
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None)
+                   disable=None if rank == 0 else True)
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + step)
             img, lab = sampler.batch(cfg.batch_size, cfg.crop)
             img = img.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device, cfg.precision):
-                logits = net(img)
+                logits = model(img)
             loss = weighted_bce(logits.float(), lab.to(device), cfg.lesion_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            if len(losses) % 25 == 0:
+            if rank == 0 and len(losses) % 25 == 0:
                 LOGGER.info("epoch %d step %d/%d: loss %.4f (%.1f s/step)", epoch, len(losses),
                             cfg.steps_per_epoch, np.mean(losses[-25:]), (time.time() - start) / len(losses))
+        epoch_loss = float(np.mean(losses))
+        if world > 1:
+            state = _sync_ranks(state, sampler, epoch_loss, world)
+            epoch_loss = state.pop("_mean_loss")
+            if rank != 0:  # rank 0 validates, checkpoints and logs; the others wait for the next epoch
+                continue
         scores = validate(net, val_shards, cfg, device, val_thresholds)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "n_train_scans": len(sampler.items),
+        row = {"epoch": epoch, "train_loss": epoch_loss, "n_train_scans": len(sampler.items),
                "seconds": round(time.time() - start, 1), **scores}
         state["history"].append(row)
         best_now = max(scores.values())
@@ -222,4 +269,27 @@ def train(
                          best_threshold=float(best_key.split("@")[1]))
             _save_checkpoint(run_dir / "best", net, opt, state)
         _save_checkpoint(run_dir / "last", net, opt, state)
+    if world > 1:
+        import torch.distributed as dist
+
+        for buffer in net.buffers():  # batch-norm statistics are per rank: every rank ends with rank 0's
+            dist.broadcast(buffer, src=0)
+        holder = [state]
+        dist.broadcast_object_list(holder, src=0)  # every rank returns rank 0's state; rank 0 has finished writing
+        state = holder[0]
     return state
+
+
+def _sync_ranks(state: dict, sampler: SliceSampler, loss: float, world: int) -> dict:
+    """End of an epoch under DDP: the loss averaged over ranks and every rank's sampler state in ``state``.
+
+    Rank 0's sampler state stays in ``state["sampler"]``; ``state["sampler_by_rank"]`` lets each
+    rank resume its own stream (when resumed with the same number of ranks).
+    """
+    import torch.distributed as dist
+
+    samplers: list = [None] * world
+    dist.all_gather_object(samplers, sampler.rng.bit_generator.state)
+    losses: list = [None] * world
+    dist.all_gather_object(losses, loss)
+    return {**state, "sampler_by_rank": samplers, "_mean_loss": float(np.mean(losses))}

