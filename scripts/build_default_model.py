@@ -5,6 +5,7 @@
     python scripts/build_default_model.py train --pool scratch/pool --run scratch/run
     python scripts/build_default_model.py export --pool scratch/pool --run scratch/run \
         --bundle bids_msseg/data/default_model
+    python scripts/build_default_model.py curve --run scratch/run --out docs/default_model_training
 
 ``pool`` and ``train`` can run at the same time (training picks up new shards every epoch) and
 both resume after an interruption. Anatomy: nilearn's MNI152 and Debian's mricron-data Colin27
@@ -101,6 +102,29 @@ def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict) -> 
     }, metric_name="synthetic_val_dice")
 
 
+def plot_curve(run: Path, out: Path) -> None:
+    """Copy the run's per-epoch metrics to ``out``.tsv and plot loss and validation Dice to ``out``.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.read_csv(run / "metrics.tsv", sep="\t")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out.with_suffix(".tsv"), sep="\t", index=False)
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(table["epoch"], table["train_loss"], "o-")
+    ax_loss.set(xlabel="epoch", ylabel="weighted BCE (train)", title="training loss")
+    for col in [c for c in table.columns if c.startswith("val_dice@")]:
+        ax_dice.plot(table["epoch"], table[col], "o-", label=col.split("@")[1])
+    ax_dice.set(xlabel="epoch", ylabel="mean Dice", title="synthetic validation scans")
+    ax_dice.legend(title="threshold", fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=100)
+    LOGGER.info("curve written to %s.{tsv,png}", out)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,8 +156,13 @@ def main() -> None:
     e.add_argument("--name", default="msseg-synth-unetpp-r18")
     e.add_argument("--note", action="append", default=[], metavar="KEY=TEXT",
                    help="extra provenance for the card's training section (repeatable)")
+    c = sub.add_parser("curve")
+    c.add_argument("--run", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True, help="path without suffix; .tsv and .png are written")
     args = parser.parse_args()
-    if args.cmd == "pool":
+    if args.cmd == "curve":
+        plot_curve(args.run, args.out)
+    elif args.cmd == "pool":
         build_pool(args.out, args.n, args.seed, args.masks)
     elif args.cmd == "train":
         run_training(args.pool, args.run, args)

@@ -1,7 +1,7 @@
-"""Per-scan metrics and consistency: thin wrappers over :mod:`bids_msseg.metrics`.
+"""Per-scan metrics and consistency of the cross-site study.
 
-The study's tables only see what :func:`scan_metrics` returns, so when ``bids_msseg.metrics``
-gains metrics they appear here by extending :data:`METRICS` (their names are the TSV columns).
+Per-scan metrics are the group level's (:func:`bids_msseg.evaluation.evaluate_scan`); the study's
+tables keep the columns of :data:`METRICS`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from bids_msseg.evaluation import EvaluationOptions, evaluate_scan
 from bids_msseg.lesions import LesionDefinition
-from bids_msseg.metrics import lesion_metrics, voxel_metrics
+from bids_msseg.metrics import voxel_metrics
 
 #: Columns of the per-scan table, in order (voxel-wise, then lesion-wise).
 METRICS = ("dice", "iou", "ppv", "tpr", "avd", "ltpr", "lfpr", "lesion_f1", "n_true_lesions", "n_pred_lesions",
@@ -22,10 +23,7 @@ METRICS = ("dice", "iou", "ppv", "tpr", "avd", "ltpr", "lfpr", "lesion_f1", "n_t
 def scan_metrics(pred: np.ndarray, truth: np.ndarray, voxel_volume_mm3: float,
                  definition: LesionDefinition) -> dict[str, float]:
     """Voxel- and lesion-wise metrics of one predicted mask against its expert mask (same grid)."""
-    p, g = np.asarray(pred, bool), np.asarray(truth, bool)
-    values: dict[str, float] = {**voxel_metrics(p, g), **lesion_metrics(p, g, voxel_volume_mm3, definition)}
-    values["true_volume_ml"] = float(g.sum()) * voxel_volume_mm3 / 1000.0
-    values["pred_volume_ml"] = float(p.sum()) * voxel_volume_mm3 / 1000.0
+    values = evaluate_scan(pred, truth, voxel_volume_mm3, EvaluationOptions(definition=definition))
     return {name: values[name] for name in METRICS}
 
 
