@@ -1,6 +1,7 @@
 """What made an output: the versions of every component and the model's exact weights.
 
-Recorded in every output sidecar (``SoftwareVersions``) and summarized in the derivative
+Recorded in every output sidecar (``ComponentVersions``: an object, so not BIDS's reserved
+``SoftwareVersions``, which must be a string) and summarized in the derivative
 ``dataset_description.json`` (``GeneratedBy[0].Description``), so that a result can be traced to
 the Python, torch, segmentation-models-pytorch, nipype, pybids, ANTsPy, nibabel and numpy versions
 and to the model (id and full sha256 of its weights) that produced it. Versions are read from the
@@ -41,7 +42,7 @@ def software_versions() -> dict[str, str]:
 
 
 def provenance(model_id: str, weights_sha256: str) -> dict[str, str]:
-    """The ``SoftwareVersions`` record of a run: component versions plus the model's id and weights' sha256."""
+    """The ``ComponentVersions`` record of a run: component versions plus the model's id and weights' sha256."""
     return {**software_versions(), "model_id": model_id, "model_weights_sha256": weights_sha256}
 
 

@@ -81,7 +81,7 @@ def test_two_seeded_runs_are_byte_identical(tmp_path: Path, tiny_bundle: Path) -
     relpath = runs[0][0]
     sidecar = json.loads(derivative_paths(out, relpath)["mask_json"].read_text())
     assert sidecar["RandomSeed"] == 42
-    recorded = sidecar["SoftwareVersions"]
+    recorded = sidecar["ComponentVersions"]
     assert {k: v for k, v in recorded.items() if not k.startswith("model_")} == software_versions()
     assert recorded["model_id"] == sidecar["ModelID"]
     from bids_msseg.model.bundle import WEIGHTS_NAME, sha256_file

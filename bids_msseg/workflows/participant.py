@@ -65,7 +65,7 @@ class SegmentationSettings:
     min_lesion_size_mm3: float
     connectivity: int
     normalization: str  # the method actually used: the card's unless overridden
-    weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' SoftwareVersions
+    weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' ComponentVersions
 
     @classmethod
     def resolve(cls, options: Options, card: ModelCard) -> SegmentationSettings:
@@ -217,7 +217,7 @@ def init_single_flair_wf(
                     connectivity=settings.connectivity),
         name="lesion_stats", mem_gb=mem("lesion_stats"))
     extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
-                  "SoftwareVersions": provenance(settings.model_id, settings.weights_sha256)}
+                  "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
     if options.random_seed is not None:
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
