@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bids_msseg.io import load_3d
 from bids_msseg.lesions import LesionDefinition
 from bids_msseg.metrics import (
     Msseg2016Rule,
@@ -163,10 +164,8 @@ def find_expert_masks(bids_dir: Path, masks_dir: Path | None = None,
 
 
 def _load_mask(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
+    """A mask as booleans (a trailing singleton 4th axis dropped) and its image."""
+    data, img = load_3d(path)
     return data > 0, img
 
 

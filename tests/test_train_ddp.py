@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_train import _scan  # the tiny synthetic scan of the training tests
 
 from bids_msseg.train.data import list_shards, make_shard
 from bids_msseg.train.loop import TrainConfig, rank_seed
@@ -59,15 +60,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ddp_shards")
     ref = np.linspace(0, 1, 1001)
     for i in range(6):
-        rng = np.random.default_rng(i)
-        shape = (40, 40, 12)
-        brain = np.zeros(shape, bool)
-        brain[5:35, 5:35, 2:10] = True
-        image = rng.normal(100, 5, shape).astype(np.float32) * brain
-        lesion = np.zeros(shape, bool)
-        c = rng.integers(10, 30, 2)
-        lesion[c[0]: c[0] + 4, c[1]: c[1] + 4, 4:7] = True
-        image[lesion] += 80
+        image, brain, lesion = _scan(i)
         make_shard(d / f"vol_{i:05d}.npz", image, brain, lesion, (1.0, 1.0, 1.0), ref, size=64)
     return d
 

@@ -21,12 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bids_msseg.io import atomic_path, write_text_atomic
+from bids_msseg.io import atomic_path, load_3d, write_text_atomic
 from bids_msseg.reports.participant import (
     LESION_RGBA,
     _bounding_box,
@@ -77,12 +76,6 @@ def _save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _load(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    return data, img
 
 
 def qc_mosaic(flair_path: Path, mask_path: Path, brain_path: Path | None, target: Path,
@@ -92,12 +85,12 @@ def qc_mosaic(flair_path: Path, mask_path: Path, brain_path: Path | None, target
     Slices are spread over those holding predicted or expert lesions (over the brain when there
     are none), cropped to the brain, shown in RAS+ in the neurological convention (L on the left).
     """
-    flair, img = _load(flair_path)
+    flair, img = load_3d(flair_path)
     affine = img.affine
     flair = _to_ras(flair.astype(np.float32), affine)
-    lesions = _to_ras(_load(mask_path)[0] > 0, affine)
-    brain = _to_ras(_load(brain_path)[0] > 0, affine) if brain_path is not None else flair > 0
-    expert = _to_ras(_load(expert_path)[0] > 0, affine) if expert_path is not None else None
+    lesions = _to_ras(load_3d(mask_path)[0] > 0, affine)
+    brain = _to_ras(load_3d(brain_path)[0] > 0, affine) if brain_path is not None else flair > 0
+    expert = _to_ras(load_3d(expert_path)[0] > 0, affine) if expert_path is not None else None
     reference = brain if brain.any() else flair > 0
     values = flair[reference] if reference.any() else flair.ravel()
     low, high = np.percentile(values, (0.5, 99.5)) if values.size else (0.0, 1.0)
