@@ -78,6 +78,12 @@ def main() -> int:
         LOGGER.info("%-22s %s", name, "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                                  for k, v in m.items()))
     np.save(args.out / f"mask-{args.precision}-{args.normalization}.npy", pred)
+    # Agreement with the other precisions evaluated earlier into the same --out (bf16 vs fp32 check).
+    for other in sorted(args.out.glob(f"mask-*-{args.normalization}.npy")):
+        if other.stem != f"mask-{args.precision}-{args.normalization}":
+            other_mask = np.load(other)
+            LOGGER.info("mask agreement with %s: Dice %.4f (%d vs %d voxels)", other.stem,
+                        voxel_metrics(pred, other_mask)["dice"], int(pred.sum()), int(other_mask.sum()))
     return 0
 
 
