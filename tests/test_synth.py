@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_msseg.train.synth import paint_lesions, simulate_acquisition
+from bids_msseg.train.synth import paint_lesions, simulate_acquisition, unlabelled_hyperintensities
 
 
 def _world_scene(flip_x: bool):
@@ -50,3 +50,29 @@ def test_painted_lesion_is_brighter_than_white_matter_and_fades_to_its_rim():
         assert (out[lesion] > 0.5).mean() > 0.95
         core, rim = out[depth >= 4].mean(), out[lesion & (depth <= 1)].mean()
         assert core >= rim * 0.97
+
+
+def test_unknown_voxels_follow_the_acquisition_and_never_cover_lesions():
+    """A real FLAIR's unlabelled hyperintensity stays unknown after resampling; pasted lesions stay known."""
+    image, brain, lesion, affine = _world_scene(False)
+    x = np.arange(64)[:, None, None] - 32
+    unknown = brain & ((x + 15) ** 2 + (np.arange(64)[None, :, None] - 32) ** 2
+                       + (np.arange(64)[None, None, :] - 32) ** 2 < 5**2)  # left side
+    unknown |= lesion  # overlapping a pasted lesion: the lesion label wins
+    vol = simulate_acquisition(image, brain, lesion, np.random.default_rng(1), affine, unknown)
+    assert vol.unknown is not None and vol.unknown.any()
+    assert not (vol.unknown & vol.lesion).any()
+    assert ndimage.center_of_mass(vol.unknown)[0] < ndimage.center_of_mass(vol.brain)[0]
+
+
+def test_unlabelled_hyperintensities_flag_bright_white_matter_only():
+    shape = (30, 30, 30)
+    brain = np.ones(shape, bool)
+    wm = np.zeros(shape, bool)
+    wm[5:25, 5:25, 5:25] = True
+    flair = np.where(wm, 1.0, 1.3).astype(np.float32)  # grey matter 1.3x white matter
+    flair[14:17, 14:17, 14:17] = 1.6  # a lesion in white matter
+    unknown, level = unlabelled_hyperintensities(flair, brain, wm)
+    assert level == pytest.approx(1.0)
+    assert unknown[15, 15, 15] and unknown[13, 15, 15]  # the lesion, grown by one voxel
+    assert not unknown[0, 0, 0]  # grey matter below 1.5x is left known

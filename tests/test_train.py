@@ -8,7 +8,7 @@ import torch
 
 from bids_msseg.model.bundle import BundleError, ModelCard, load_bundle, save_bundle
 from bids_msseg.model.network import build_network, default_architecture
-from bids_msseg.train.data import list_shards, load_shard, make_shard, split_by_scan
+from bids_msseg.train.data import UNKNOWN, list_shards, load_shard, make_shard, split_by_scan
 from bids_msseg.train.loop import TrainConfig, train, weighted_bce
 
 
@@ -53,6 +53,25 @@ def test_weighted_bce_weights_the_lesion_class():
     lesion = torch.ones(1, 1, 2, 2)
     assert weighted_bce(logits, lesion, 0.8).item() == pytest.approx(0.8 * np.log(2), rel=1e-5)
     assert weighted_bce(logits, 1 - lesion, 0.8).item() == pytest.approx(0.2 * np.log(2), rel=1e-5)
+
+
+def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
+    """UNKNOWN labels get no loss and no validation score; the shard keeps lesions over unknown."""
+    logits = torch.full((1, 1, 2, 2), 3.0)
+    target = torch.tensor([[[[1.0, 0.0], [UNKNOWN, UNKNOWN]]]])
+    expected = weighted_bce(logits[..., :1, :], target[..., :1, :], 0.8).item() / 2
+    assert weighted_bce(logits, target, 0.8).item() == pytest.approx(expected, rel=1e-5)
+    img, brain, lesion = _scan(0)
+    unknown = np.zeros_like(lesion)
+    unknown[5:20, 5:20, 2:10] = True
+    path = make_shard(tmp_path / "vol_00000.npz", img, brain, lesion, (1.0, 1.0, 1.0), np.linspace(0, 1, 1001),
+                      size=64, unknown=unknown)
+    labels = load_shard(path).labels
+    plain = make_shard(tmp_path / "vol_00001.npz", img, brain, lesion, (1.0, 1.0, 1.0), np.linspace(0, 1, 1001),
+                       size=64)
+    assert set(np.unique(labels)) == {0, 1, UNKNOWN}
+    assert ((labels == 1) == (load_shard(plain).labels == 1)).all()
+    assert load_shard(path).lesion_slices.tolist() == load_shard(plain).lesion_slices.tolist()
 
 
 def _cfg(epochs):

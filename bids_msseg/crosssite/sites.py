@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bids_msseg.cohort import read_participants
 from bids_msseg.errors import UsageError
 from bids_msseg.train.bids_training import TrainingScan, dataset_root
 
@@ -72,15 +73,10 @@ def choose_rule(scans: Sequence[TrainingScan], column: str | None, fields: Seque
 
 
 def _participants(root: Path, column: str) -> dict[str, str]:
-    """``{subject label: value}`` of one column of a dataset's participants.tsv."""
-    path = root / "participants.tsv"
-    if not path.is_file():
-        raise UsageError(f"--site-column {column}: {path} does not exist")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    if column not in table.columns or "participant_id" not in table.columns:
-        raise UsageError(f"--site-column {column}: {path} has no such column (columns: {list(table.columns)})")
-    ids = table["participant_id"].str.removeprefix("sub-")
-    return {pid: value for pid, value in zip(ids, table[column], strict=True) if value not in ("", "n/a")}
+    """``{subject label: value}`` of one column of a dataset's participants.tsv (the cohort's reader)."""
+    rows, _ = read_participants(root, column)
+    values = {pid.removeprefix("sub-"): row.get(column) for pid, row in rows.items()}
+    return {pid: str(v).strip() for pid, v in values.items() if not pd.isna(v) and str(v).strip() not in ("", "n/a")}
 
 
 def assign_sites(scans: Sequence[TrainingScan], rule: SiteRule) -> dict[str, str]:

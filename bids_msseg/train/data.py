@@ -2,7 +2,9 @@
 
 A shard is one scan turned into what the network sees at inference: brain-masked, normalized (both
 quantile and linear, for the paper's ablation), cut into 224x224 slices by :mod:`bids_msseg.slicing`
-exactly as at inference, with its lesion label slices. Shards are ``.npz`` files (no pickles),
+exactly as at inference, with its lesion label slices: 1 lesion, 0 background and
+:data:`UNKNOWN` where the truth is not known (hyperintensities of a real FLAIR used as anatomy that
+no expert labelled: the loss and validation skip them). Shards are ``.npz`` files (no pickles),
 written atomically so a reader never sees a partial one. Splits are by scan (by shard), never by
 slice, so no scan is on both sides.
 """
@@ -24,6 +26,9 @@ from bids_msseg.slicing import cut_label_slices, cut_slices, plan_geometry
 
 LOGGER = logging.getLogger(__name__)
 
+#: Label value of voxels whose truth is unknown (neither taught nor scored).
+UNKNOWN = 255
+
 
 def make_shard(
     path: Path,
@@ -34,18 +39,21 @@ def make_shard(
     reference: np.ndarray,
     size: int = 224,
     meta: dict | None = None,
+    unknown: np.ndarray | None = None,
 ) -> Path:
-    """Normalize, slice and save one RAS+ scan as a shard."""
+    """Normalize, slice and save one RAS+ scan as a shard (``unknown``: voxels labelled UNKNOWN)."""
     geom = plan_geometry(brain, zooms, size)
     quant = cut_slices(quantile_normalize(image, brain, reference), geom)[:, 0]
     lin = cut_slices(linear_normalize(image, brain), geom)[:, 0]
-    label = cut_label_slices(lesion, geom)[:, 0]
+    label = cut_label_slices(lesion, geom)[:, 0].numpy().astype(np.uint8)
+    if unknown is not None:
+        label[(cut_label_slices(unknown, geom)[:, 0].numpy() > 0) & (label == 0)] = UNKNOWN
     voxel_ml = float(np.prod(zooms)) / 1000.0
     info = dict(meta or {}, lesion_ml=round(float(lesion.sum()) * voxel_ml, 3), n_slices=int(label.shape[0]))
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, quantile=quant.numpy().astype(np.float16), linear=lin.numpy().astype(np.float16),
-                     label=label.numpy().astype(np.uint8), meta=np.array(json.dumps(info)))
+                     label=label, meta=np.array(json.dumps(info)))
     return Path(path)
 
 
@@ -71,7 +79,7 @@ def split_by_scan(shards: list[Path], val_fraction: float = 0.2, seed: int = 0) 
 
 @dataclass
 class Shard:
-    """A loaded shard: images (n, H, W) float16 for one normalization, labels (n, H, W) uint8."""
+    """A loaded shard: images (n, H, W) float16 for one normalization, labels (n, H, W) uint8 (0, 1, UNKNOWN)."""
 
     name: str
     images: np.ndarray
@@ -80,7 +88,7 @@ class Shard:
 
     @property
     def lesion_slices(self) -> np.ndarray:
-        return np.flatnonzero(self.labels.reshape(self.labels.shape[0], -1).any(axis=1))
+        return np.flatnonzero((self.labels == 1).reshape(self.labels.shape[0], -1).any(axis=1))
 
 
 def load_shard(path: Path, normalization: str = "quantile") -> Shard:

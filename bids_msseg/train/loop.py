@@ -37,7 +37,7 @@ from tqdm import tqdm
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.model.network import build_network, default_architecture
 from bids_msseg.model.predict import autocast_context
-from bids_msseg.train.data import SliceSampler, iter_validation, load_shard
+from bids_msseg.train.data import UNKNOWN, SliceSampler, iter_validation, load_shard
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,8 +72,14 @@ class TrainConfig:
 
 
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, lesion_weight: float) -> torch.Tensor:
-    """``-(w y log p + (1 - w)(1 - y) log(1 - p))`` averaged over voxels (see module doc)."""
-    weights = target * lesion_weight + (1 - target) * (1 - lesion_weight)
+    """``-(w y log p + (1 - w)(1 - y) log(1 - p))`` averaged over voxels (see module doc).
+
+    Voxels labelled :data:`~bids_msseg.train.data.UNKNOWN` get weight 0 (they count in the average's
+    denominator only, so a batch's loss scale does not depend on how much of it is unknown).
+    """
+    known = (target != UNKNOWN).to(target.dtype)
+    target = target * known
+    weights = (target * lesion_weight + (1 - target) * (1 - lesion_weight)) * known
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weights)
 
 
@@ -154,9 +160,10 @@ def validate(net: torch.nn.Module, val_paths: list[Path], cfg: TrainConfig, devi
     with autocast_context(device, cfg.precision):
         for i, img, lab in iter_validation(shards):
             prob = torch.sigmoid(net(img.to(device).contiguous(memory_format=torch.channels_last)).float()).cpu()
+            truth, known = lab == 1, lab != UNKNOWN
             for j, t in enumerate(thresholds):
-                pred = prob >= t
-                counts[i, j] += [(pred & (lab > 0)).sum().item(), pred.sum().item(), (lab > 0).sum().item()]
+                pred = (prob >= t) & known
+                counts[i, j] += [(pred & truth).sum().item(), pred.sum().item(), truth.sum().item()]
     net.train()
     dice = np.array([[dice_from_counts(*c) for c in row] for row in counts])
     return {f"val_dice@{t:g}": float(dice[:, j].mean()) for j, t in enumerate(thresholds)}

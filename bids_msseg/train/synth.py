@@ -18,8 +18,11 @@ randomized: an affine and elastic deformation, the acquisition grid (in-plane 0.
 1-5 mm simulated by averaging along z, with random slice orientation tilt), bias field, Rician
 noise, and DeepLesionBrain's image-quality augmentations (Gaussian blur, unsharp masking). The
 model must therefore learn what a lesion looks like relative to its surroundings, not one scanner.
-The raw clinical FLAIRs in ../shared are not used as anatomy: they contain real, unlabelled lesions
-that would be taught as background.
+Real FLAIRs can serve as anatomy too (:func:`load_flair_anatomies`): bias-corrected, brain-masked
+and affinely registered to the lesion-mask grid, they bring real FLAIR contrast, real scanners and
+real brains (atrophy, wide ventricles) that the templates lack. Their own lesions carry no expert
+label, so every hyperintensity that no pasted mask covers is marked *unknown* (see
+:func:`unlabelled_hyperintensities`): neither taught as background nor scored.
 """
 
 from __future__ import annotations
@@ -42,13 +45,20 @@ COLIN27_BRAIN = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
 
 @dataclass
 class Anatomy:
-    """A T1 template resampled to the lesion-mask grid, with its brain mask and tissue centres."""
+    """A T1 template or a real FLAIR on the lesion-mask grid, with its brain mask.
+
+    A template carries its tissue centres (T1 intensities of CSF, GM, WM) for the FLAIR-like
+    contrast map; a real FLAIR is used as it is and carries its white-matter level and the
+    voxels whose truth is unknown (its own, unlabelled hyperintensities).
+    """
 
     name: str
-    t1: np.ndarray  # float32, scaled so that the brain's 99th percentile is 1
+    t1: np.ndarray  # float32, scaled so that the brain's 99th percentile is 1 (a FLAIR for real FLAIRs)
     brain: np.ndarray  # bool
-    centres: tuple[float, float, float]  # T1 intensity of CSF, GM, WM
+    centres: tuple[float, float, float] | None  # T1 intensity of CSF, GM, WM; None for a real FLAIR
     affine: np.ndarray  # voxel -> world (mm) of the grid all arrays live on
+    wm_level: float = 0.0  # median white-matter intensity of a real FLAIR
+    unknown: np.ndarray | None = None  # bool: unlabelled hyperintensities of a real FLAIR
 
 
 @dataclass
@@ -60,6 +70,7 @@ class SynthVolume:
     lesion: np.ndarray  # bool
     zooms: tuple[float, float, float]
     params: dict
+    unknown: np.ndarray | None = None  # bool: truth unknown (a real FLAIR's unlabelled hyperintensities)
 
 
 def _resample_to(img: nib.Nifti1Image, ref: nib.Nifti1Image, order: int) -> np.ndarray:
@@ -103,6 +114,64 @@ def load_anatomies(reference: nib.Nifti1Image) -> list[Anatomy]:
                                   reference.affine))
         LOGGER.info("anatomy %s: brain %.0f mL, tissue centres %s", name, brain.sum() / 1000,
                     np.round(anatomies[-1].centres, 3))
+    return anatomies
+
+
+#: Unlabelled hyperintensities of a real FLAIR: brighter than this many times the white-matter level
+#: inside (template) white matter, where MS lesions are, or than the second factor anywhere in the
+#: brain (grey matter is 1.1-1.4 times white matter on FLAIR, lesions more).
+UNKNOWN_FACTORS = (1.2, 1.5)
+
+
+def unlabelled_hyperintensities(flair: np.ndarray, brain: np.ndarray, wm: np.ndarray) -> tuple[np.ndarray, float]:
+    """(unknown mask, white-matter level) of a brain-masked real FLAIR with a white-matter prior ``wm``.
+
+    Generous on purpose, and grown by one voxel: teaching a real lesion as background would do more
+    harm than leaving some normal tissue untaught.
+    """
+    level = float(np.median(flair[wm & brain]))
+    in_wm, anywhere = UNKNOWN_FACTORS
+    bright = brain & (((flair > in_wm * level) & ndimage.binary_dilation(wm, iterations=2))
+                      | (flair > anywhere * level))
+    return ndimage.binary_dilation(bright, iterations=1) & brain, level
+
+
+def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: int = 0) -> list[Anatomy]:
+    """Real FLAIRs as anatomy on the grid of ``reference``: N4, brain mask, affine registration.
+
+    Each FLAIR goes through the participant pipeline's own preprocessing
+    (:func:`bids_msseg.preproc.preprocess_flair`), then its brain is registered (ANTs, affine, mutual
+    information, seeded) to nilearn's MNI152 brain on the lesion-mask grid.
+    """
+    import ants
+    from nilearn import datasets
+
+    from bids_msseg.preproc import preprocess_flair
+    from bids_msseg.preproc.brain import _ants_seed
+    from bids_msseg.preproc.n4 import to_ants_image
+
+    mni = _resample_to(datasets.load_mni152_template(resolution=1), reference, order=1)
+    mni_brain = _resample_to(datasets.load_mni152_brain_mask(resolution=1), reference, order=1) > 0.5
+    wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
+    fixed = to_ants_image(mni * mni_brain, reference.affine)
+    anatomies = []
+    for path in paths:
+        pre = preprocess_flair(path, random_seed=seed)
+        moving = to_ants_image(pre.corrected * pre.brain_mask, pre.ras.affine)
+        with _ants_seed(seed):
+            reg = ants.registration(fixed, moving, type_of_transform="Affine")
+        warp = reg["fwdtransforms"]
+        flair = ants.apply_transforms(fixed, moving, warp, interpolator="linear").numpy()
+        brain_img = to_ants_image(pre.brain_mask.astype(np.float32), pre.ras.affine)
+        brain = ants.apply_transforms(fixed, brain_img, warp, interpolator="linear").numpy() > 0.5
+        brain = ndimage.binary_fill_holes(brain)
+        flair = np.clip(flair, 0, None) * brain
+        flair = (flair / np.percentile(flair[brain], 99)).astype(np.float32)
+        unknown, level = unlabelled_hyperintensities(flair, brain, wm)
+        name = Path(path).name.split(".nii")[0]
+        anatomies.append(Anatomy(name, flair, brain, None, reference.affine, level, unknown))
+        LOGGER.info("FLAIR anatomy %s: brain %.0f mL, white matter %.3f, unknown %.1f%% of the brain",
+                    name, brain.sum() / 1000, level, 100 * unknown.sum() / max(brain.sum(), 1))
     return anatomies
 
 
@@ -187,7 +256,8 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, cells: int =
 
 
 def simulate_acquisition(
-    image: np.ndarray, brain: np.ndarray, lesion: np.ndarray, rng: np.random.Generator, affine: np.ndarray
+    image: np.ndarray, brain: np.ndarray, lesion: np.ndarray, rng: np.random.Generator, affine: np.ndarray,
+    unknown: np.ndarray | None = None,
 ) -> SynthVolume:
     """Resample the 1 mm MNI-grid volume onto a random scanner grid, through a random deformation.
 
@@ -195,6 +265,7 @@ def simulate_acquisition(
     with in-plane ``s`` and slice thickness ``t``; each output slice averages ``t`` mm of the
     source along its normal (thick-slice partial volume). ``affine`` is the source grid's
     voxel-to-mm matrix: output offsets in RAS mm are mapped to source voxels through its inverse.
+    ``unknown`` (voxels whose truth is unknown) follows the lesion mask through the same resampling.
     """
     s = float(rng.uniform(0.5, 1.3)) if rng.random() < 0.7 else 1.0
     thick = rng.random() < 0.5
@@ -218,9 +289,10 @@ def simulate_acquisition(
     offsets = (np.arange(sub) + 0.5) / sub * t - t / 2
     elastic = [_smooth_field((n_xy, n_xy, n_z), rng, cells=5) * rng.uniform(0, 3.0) for _ in range(3)]
 
-    source = torch.from_numpy(np.stack([image, brain, lesion]).astype(np.float32))[None]
+    channels = [image, brain, lesion] + ([unknown] if unknown is not None else [])
+    source = torch.from_numpy(np.stack(channels).astype(np.float32))[None]
     size = torch.tensor(brain.shape, dtype=torch.float64)
-    acc = torch.zeros((3, n_xy, n_xy, n_z), dtype=torch.float32)
+    acc = torch.zeros((len(channels), n_xy, n_xy, n_z), dtype=torch.float32)
     X, Y = np.meshgrid(gx, gx, indexing="ij")
     for off in offsets:
         pts = np.stack([np.broadcast_to(X[..., None], (n_xy, n_xy, n_z)),
@@ -234,10 +306,10 @@ def simulate_acquisition(
         acc += F.grid_sample(source, grid[None].float(), mode="bilinear", padding_mode="zeros",
                              align_corners=True)[0]
     acc = (acc / len(offsets)).numpy()
-    acc = {"image": acc[0], "brain": acc[1], "lesion": acc[2]}
-    brain_out = acc["brain"] > 0.5
-    lesion_out = (acc["lesion"] >= 0.5) & brain_out
-    out = acc["image"]
+    brain_out = acc[1] > 0.5
+    lesion_out = (acc[2] >= 0.5) & brain_out
+    unknown_out = (acc[3] >= 0.25) & ~lesion_out if unknown is not None else None
+    out = acc[0]
 
     # Bias field, noise, image-quality augmentation (DeepLesionBrain).
     bias = np.exp(_smooth_field(out.shape, rng, cells=3) * rng.uniform(0.0, 0.35)).astype(np.float32)
@@ -260,22 +332,31 @@ def simulate_acquisition(
     out = (np.clip(out, 0, None) * brain_out * rng.uniform(50, 2000)).astype(np.float32)
     params = {"inplane_mm": round(s, 3), "slice_mm": round(t, 3), "quality": round(float(quality), 3),
               "grow": grow}
-    return SynthVolume(out, brain_out, lesion_out & brain_out, (s, s, t), params)
+    return SynthVolume(out, brain_out, lesion_out & brain_out, (s, s, t), params, unknown_out)
 
 
 def synth_volume(
     anatomies: list[Anatomy], masks: list[np.ndarray], rng: np.random.Generator
 ) -> SynthVolume:
-    """Draw one training volume: anatomy, contrast, real lesions, acquisition."""
-    anat = anatomies[int(rng.integers(len(anatomies)))]
+    """Draw one training volume: anatomy, contrast, real lesions, acquisition.
+
+    Templates and real FLAIRs are drawn equally often when both are given, whatever their numbers.
+    """
+    groups = [g for g in ([a for a in anatomies if a.centres is not None],
+                          [a for a in anatomies if a.centres is None]) if g]
+    group = groups[int(rng.integers(2))] if len(groups) == 2 else groups[0]
+    anat = group[int(rng.integers(len(group)))]
     lesion = np.zeros(anat.t1.shape, bool)
     if rng.random() > 0.08:  # a few volumes without lesions
         for _ in range(1 + int(rng.random() < 0.3)):
             m = masks[int(rng.integers(len(masks)))]
             lesion |= m[::-1] if rng.random() < 0.5 else m  # left-right mirror
     lesion &= anat.brain
-    image, wm_level = flair_contrast(anat, rng)
+    if anat.centres is None:  # a real FLAIR: its own contrast
+        image, wm_level = anat.t1 * anat.brain, anat.wm_level
+    else:
+        image, wm_level = flair_contrast(anat, rng)
     image = paint_lesions(image, lesion, wm_level, rng)
-    vol = simulate_acquisition(image, anat.brain, lesion, rng, anat.affine)
+    vol = simulate_acquisition(image, anat.brain, lesion, rng, anat.affine, anat.unknown)
     vol.params["anatomy"] = anat.name
     return vol
