@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce the packaged default model: synthetic pool -> training -> bundle.
 
-    python scripts/build_default_model.py pool  --out scratch/pool --n 600
+    python scripts/build_default_model.py pool  --out scratch/pool --n 600 [--flair-anatomy DIR]
     python scripts/build_default_model.py train --pool scratch/pool --run scratch/run
     python scripts/build_default_model.py export --pool scratch/pool --run scratch/run \
         --bundle bids_msseg/data/default_model
@@ -9,8 +9,11 @@
 
 ``pool`` and ``train`` can run at the same time (training picks up new shards every epoch) and
 both resume after an interruption. Anatomy: nilearn's MNI152 and Debian's mricron-data Colin27
-(``apt-get install mricron-data``); lesion shapes: the 27 3D-MR-MS masks in
-../shared/data/3d-mr-ms/lesion-masks-mni (Lesjak et al. 2017, CC-BY). Patient 26 is never read.
+(``apt-get install mricron-data``), and with ``--flair-anatomy`` real FLAIRs (the default model's
+stage 3 used ../shared/data/raw-flair: Lesjak et al. 2016, CC-BY, and py_synthsr); lesion shapes:
+the 27 3D-MR-MS masks in ../shared/data/3d-mr-ms/lesion-masks-mni (Lesjak et al. 2017, CC-BY).
+Patient 26 is never read. The default model's stage-2 pool: ``pool --n 84``; stage 3 added
+``pool --n 150 --flair-anatomy ../shared/data/raw-flair`` into the same folder.
 """
 
 from __future__ import annotations
@@ -105,9 +108,10 @@ def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict) -> 
 
     ref = json.loads((pool / "reference.json").read_text())
     export_bundle(run, bundle, np.asarray(ref["reference"]), name, {
-        "data": "synthetic FLAIR from MNI152 2009 / Colin27 anatomy with the 27 real 3D-MR-MS expert "
-                "lesion masks (patients 01-30 except 07, 19, 26), randomized contrast, lesions, "
-                "deformation, acquisition grid, bias, noise, blur (see docs/model_card.md)",
+        "data": "synthetic FLAIR from MNI152 2009 / Colin27 anatomy and real FLAIRs (pool shards "
+                "with FLAIR anatomy) with the 27 real 3D-MR-MS expert lesion masks (patients 01-30 "
+                "except 07, 19, 26), randomized contrast, lesions, deformation, acquisition grid, "
+                "bias, noise, blur (see docs/model_card.md)",
         "threshold_chosen_on": "synthetic validation scans (max mean Dice), never patient 26",
         **extra_info,
     }, metric_name="synthetic_val_dice")
