@@ -9,6 +9,7 @@ import torch
 from bids_msseg.model.bundle import BundleError, ModelCard, load_bundle, save_bundle
 from bids_msseg.model.network import build_network, default_architecture
 from bids_msseg.train.data import UNKNOWN, list_shards, load_shard, make_shard, split_by_scan
+from bids_msseg.train.export import export_bundle
 from bids_msseg.train.loop import TrainConfig, train, weighted_bce
 
 
@@ -93,6 +94,12 @@ def test_train_resume_equals_uninterrupted(shards, tmp_path):
     assert rows[0].startswith("epoch") and len(rows) == 3
     assert (tmp_path / "full" / "best.safetensors").exists()
     assert not list((tmp_path / "full").glob("*.pt"))
+    # Export: training's threshold by default, a calibrated (threshold, Dice) when given.
+    ref = np.linspace(0, 1, 1001)
+    card = load_bundle(export_bundle(tmp_path / "full", tmp_path / "b1", ref, "t", {})).card
+    assert card.threshold == full["best_threshold"] and card.metrics["val_dice"] == round(full["best_dice"], 4)
+    card = load_bundle(export_bundle(tmp_path / "full", tmp_path / "b2", ref, "t", {}, calibrated=(0.25, 0.5))).card
+    assert card.threshold == 0.25 and card.metrics["val_dice"] == 0.5 and card.training["epochs_run"] == 2
 
 
 def test_bundle_round_trip_and_checksum(tmp_path):

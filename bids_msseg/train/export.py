@@ -23,6 +23,25 @@ LOGGER = logging.getLogger(__name__)
 RECIPE_KEYS = ("lr", "lr_schedule", "weight_decay", "betas", "lesion_weight", "seed", "crop")
 
 
+def load_run_network(run_dir: Path, which: str = "best") -> tuple[Any, dict]:
+    """(network in eval mode, checkpoint state) of a training run's ``best`` or ``last`` checkpoint."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from bids_msseg.model.network import build_network, default_architecture
+
+    run_dir = Path(run_dir)
+    meta = run_dir / f"{which}.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {which} checkpoint ({meta.name}); has an epoch finished?")
+    state = json.loads(meta.read_text())
+    net = build_network(default_architecture(state["config"]["architecture"]))
+    tensors = load_file(str(run_dir / f"{which}.safetensors"))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return net.eval(), state
+
+
 def export_bundle(
     run_dir: Path,
     bundle_dir: Path,
@@ -31,6 +50,7 @@ def export_bundle(
     training_info: Mapping[str, Any],
     *,
     metric_name: str = "val_dice",
+    calibrated: tuple[float, float] | None = None,
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as a bundle in ``bundle_dir``; return the directory.
 
@@ -38,29 +58,23 @@ def export_bundle(
     None, for a linearly normalized run); ``name`` becomes the card's model id (``name@sha``);
     ``training_info`` is merged over the generic provenance (epochs, best epoch, steps, batch size,
     recipe, machine), so callers describe their data and may override any generic entry. The best
-    validation Dice is stored under ``metrics[metric_name]`` and its threshold as the card's.
+    validation Dice is stored under ``metrics[metric_name]`` and its threshold as the card's, unless
+    ``calibrated`` gives (threshold, its validation Dice) chosen by the caller on a finer grid.
     """
     import json
 
     import torch
-    from safetensors.torch import load_file
 
     from bids_msseg.model.bundle import ModelCard, save_bundle
-    from bids_msseg.model.network import build_network, default_architecture
+    from bids_msseg.model.network import default_architecture
 
     run_dir = Path(run_dir)
-    best = run_dir / "best.json"
-    if not best.is_file():
-        raise FileNotFoundError(f"{run_dir}: no best checkpoint (best.json) to export; has an epoch finished?")
-    state = json.loads(best.read_text())
+    net, state = load_run_network(run_dir, "best")
     # The best checkpoint's state stops at the best epoch; the last one knows how long the run went.
     last = run_dir / "last.json"
     last_state = json.loads(last.read_text()) if last.is_file() else state
     cfg = state["config"]
     arch = default_architecture(cfg["architecture"])
-    net = build_network(arch)
-    tensors = load_file(str(run_dir / "best.safetensors"))
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     quantile = cfg["normalization"] == "quantile"
     if quantile and reference is None:
         raise ValueError("a quantile-normalized model needs its reference quantiles")
@@ -79,12 +93,12 @@ def export_bundle(
         input_size=int(cfg.get("input_size", 224)),
         normalization=cfg["normalization"],
         reference_quantiles=[round(float(x), 6) for x in np.asarray(reference)] if quantile else [],
-        threshold=float(state.get("best_threshold", 0.5)),
+        threshold=float(calibrated[0] if calibrated else state.get("best_threshold", 0.5)),
         model_id=name,
         training=info,
-        metrics={metric_name: round(float(state["best_dice"]), 4)},
+        metrics={metric_name: round(float(calibrated[1] if calibrated else state["best_dice"]), 4)},
     )
     save_bundle(bundle_dir, net, card)
     LOGGER.info("bundle written to %s (%s, %s %.4f at threshold %.2f)", bundle_dir, card.model_id,
-                metric_name, state["best_dice"], card.threshold)
+                metric_name, card.metrics[metric_name], card.threshold)
     return Path(bundle_dir)
