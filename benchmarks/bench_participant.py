@@ -46,8 +46,8 @@ def main() -> int:
     if not SHARED.exists():
         LOGGER.error("%s is absent", SHARED)
         return 2
-    for name, (flair, goal) in CASES.items():
-        root = args.work / name.split()[0]
+    for i, (name, (flair, goal)) in enumerate(CASES.items()):
+        root = args.work / f"case{i}"
         shutil.rmtree(root, ignore_errors=True)
         bids = one_subject_dataset(root, flair)
         cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(root / "out"), "participant",
