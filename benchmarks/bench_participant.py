@@ -5,7 +5,8 @@
 
 Two single-subject BIDS datasets linking ../shared/data: 3D-MR-MS patient 26 (skull-stripped,
 1 mm; goal <= 15 s) and a raw clinical FLAIR with skull (N4 + brain extraction; goal <= 60 s).
-Each is run once cold (fresh output and work directories). Prints seconds and the ratio to goal.
+Each is run once cold (fresh output and work directories). Prints seconds and the ratio to goal,
+then each workflow node's duration as nipype recorded it (``_report/report.rst``).
 Run it on a quiet machine: the figures are wall clock.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +40,16 @@ def one_subject_dataset(root: Path, flair: Path) -> Path:
     return root / "bids"
 
 
+def node_durations(work: Path) -> list[tuple[str, float]]:
+    """(node name, seconds) of every finished node under a work directory, from nipype's reports."""
+    found = []
+    for report in sorted(work.rglob("_report/report.rst")):
+        match = re.search(r"^\* duration : ([0-9.]+)", report.read_text(errors="replace"), re.MULTILINE)
+        if match:
+            found.append((report.parent.parent.name, float(match.group(1))))
+    return found
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +68,7 @@ def main() -> int:
         code = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         dt = time.perf_counter() - t0
         LOGGER.info("%-48s exit %d  %6.1f s  goal %4.0f s  ratio %.2f", name, code, dt, goal, dt / goal)
+        LOGGER.info("    nodes: %s", ", ".join(f"{node} {sec:.1f} s" for node, sec in node_durations(root / "work")))
     return 0
 
 

@@ -56,7 +56,7 @@ def make_demo_dataset(bids_dir: Path, n_subjects: int = 2, seed: int = 0) -> Pat
         rng = np.random.default_rng([seed, i])
         sub = f"sub-demo{i + 1:02d}"
         image, wm_level = flair_contrast(anatomy, rng)
-        lesion = _random_lesions(anatomy.brain, anatomy.t1, anatomy.centres[2], rng, n=int(rng.integers(4, 12)))
+        lesion = _random_lesions(anatomy.brain, anatomy.image, anatomy.centres[2], rng, n=int(rng.integers(4, 12)))
         image = paint_lesions(image, lesion, wm_level, rng)
         vol = simulate_acquisition(image, anatomy.brain, lesion, rng, anatomy.affine)
         affine = np.diag([*vol.zooms, 1.0])

@@ -10,7 +10,7 @@ from bids_msseg.model.bundle import BundleError, ModelCard, load_bundle, save_bu
 from bids_msseg.model.network import build_network, default_architecture
 from bids_msseg.train.data import UNKNOWN, list_shards, load_shard, make_shard, split_by_scan
 from bids_msseg.train.export import export_bundle
-from bids_msseg.train.loop import TrainConfig, train, weighted_bce
+from bids_msseg.train.loop import TrainConfig, train, validate, weighted_bce
 
 
 def _scan(seed, shape=(40, 40, 12)):
@@ -73,6 +73,14 @@ def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
     assert set(np.unique(labels)) == {0, 1, UNKNOWN}
     assert ((labels == 1) == (load_shard(plain).labels == 1)).all()
     assert load_shard(path).lesion_slices.tolist() == load_shard(plain).lesion_slices.tolist()
+    # A network predicting lesion everywhere: unknown voxels must not count as false positives.
+    class Everywhere(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x, 10.0)
+
+    scores = validate(Everywhere(), [path], TrainConfig(precision="fp32"), torch.device("cpu"), (0.5,))
+    n_lesion, n_known = (labels == 1).sum(), (labels != UNKNOWN).sum()
+    assert scores["val_dice@0.5"] == pytest.approx(2 * n_lesion / (n_known + n_lesion))
 
 
 def _cfg(epochs):

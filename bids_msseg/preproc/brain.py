@@ -168,7 +168,7 @@ def _clipped(data: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _ants_seed(seed: int) -> Iterator[None]:
+def ants_seed(seed: int) -> Iterator[None]:
     """Set ANTsPy's registration seed (read by ``ants.registration`` at call time), then restore it."""
     import ants
 
@@ -216,7 +216,7 @@ def extract_brain(
     fixed_data, fixed_affine = downsample(_clipped(data), img_ras.affine, REG_GRID_MM)
     fixed = to_ants_image(fixed_data, fixed_affine)
     moving = to_ants_image(tmpl_head, tmpl_head_affine)
-    with tempfile.TemporaryDirectory(prefix="bids_msseg_reg_") as tmp, _ants_seed(
+    with tempfile.TemporaryDirectory(prefix="bids_msseg_reg_") as tmp, ants_seed(
             REGISTRATION_SEED if seed is None else seed):
         affine_reg = ants.registration(
             fixed, moving, type_of_transform="Affine", aff_metric="mattes",

@@ -76,8 +76,6 @@ def _save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-
-
 def qc_mosaic(flair_path: Path, mask_path: Path, brain_path: Path | None, target: Path,
               expert_path: Path | None = None) -> Path:
     """A small PNG: QC_SLICES axial slices of the FLAIR, predicted lesions in colour, expert outline.

@@ -53,7 +53,7 @@ class Anatomy:
     """
 
     name: str
-    t1: np.ndarray  # float32, scaled so that the brain's 99th percentile is 1 (a FLAIR for real FLAIRs)
+    image: np.ndarray  # float32, brain 99th percentile = 1: a T1 template or a real FLAIR
     brain: np.ndarray  # bool
     centres: tuple[float, float, float] | None  # T1 intensity of CSF, GM, WM; None for a real FLAIR
     affine: np.ndarray  # voxel -> world (mm) of the grid all arrays live on
@@ -147,7 +147,7 @@ def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: in
     from nilearn import datasets
 
     from bids_msseg.preproc import preprocess_flair
-    from bids_msseg.preproc.brain import _ants_seed
+    from bids_msseg.preproc.brain import ants_seed
     from bids_msseg.preproc.n4 import to_ants_image
 
     mni = _resample_to(datasets.load_mni152_template(resolution=1), reference, order=1)
@@ -158,7 +158,7 @@ def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: in
     for path in paths:
         pre = preprocess_flair(path, random_seed=seed)
         moving = to_ants_image(pre.corrected * pre.brain_mask, pre.ras.affine)
-        with _ants_seed(seed):
+        with ants_seed(seed):
             reg = ants.registration(fixed, moving, type_of_transform="Affine")
         warp = reg["fwdtransforms"]
         flair = ants.apply_transforms(fixed, moving, warp, interpolator="linear").numpy()
@@ -204,9 +204,9 @@ def flair_contrast(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray,
     f_gm = f_wm * rng.uniform(1.08, 1.45)
     xp = [0.0, c_csf, c_gm, c_wm, max(1.5, c_wm + 0.3)]
     fp = [f_csf * rng.uniform(0.3, 1.0), f_csf, f_gm, f_wm, f_wm * rng.uniform(0.9, 1.1)]
-    image = np.interp(anat.t1, xp, fp).astype(np.float32)
+    image = np.interp(anat.image, xp, fp).astype(np.float32)
     # Tissue heterogeneity: smooth multiplicative texture the template (an average) lacks.
-    image *= 1.0 + _texture(anat.t1.shape, rng, rng.uniform(0.7, 2.0), rng.uniform(0.03, 0.10))
+    image *= 1.0 + _texture(anat.image.shape, rng, rng.uniform(0.7, 2.0), rng.uniform(0.03, 0.10))
     return image * anat.brain, f_wm
 
 
@@ -346,14 +346,14 @@ def synth_volume(
                           [a for a in anatomies if a.centres is None]) if g]
     group = groups[int(rng.integers(2))] if len(groups) == 2 else groups[0]
     anat = group[int(rng.integers(len(group)))]
-    lesion = np.zeros(anat.t1.shape, bool)
+    lesion = np.zeros(anat.image.shape, bool)
     if rng.random() > 0.08:  # a few volumes without lesions
         for _ in range(1 + int(rng.random() < 0.3)):
             m = masks[int(rng.integers(len(masks)))]
             lesion |= m[::-1] if rng.random() < 0.5 else m  # left-right mirror
     lesion &= anat.brain
     if anat.centres is None:  # a real FLAIR: its own contrast
-        image, wm_level = anat.t1 * anat.brain, anat.wm_level
+        image, wm_level = anat.image * anat.brain, anat.wm_level
     else:
         image, wm_level = flair_contrast(anat, rng)
     image = paint_lesions(image, lesion, wm_level, rng)
