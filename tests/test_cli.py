@@ -232,3 +232,41 @@ def test_boilerplate_only(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Pat
     citation = tmp_path / "out" / "logs" / "CITATION.md"
     assert citation.is_file() and "tiny-random@" in citation.read_text()
     assert not list((tmp_path / "out").glob("sub-*"))
+
+
+# ------------------------------------------------------------------------------ start-up cost
+
+
+def test_main_process_needs_no_torch() -> None:
+    """The scheduler process finds runs, checks the bundle and builds the workflow without torch:
+    importing it cost ~2 s per run, and its many objects made each of nipype's gc.collect() calls
+    in the scheduling loop ~0.3 s."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from bids_msseg.cli.run import resolve_bundle, _participant\n"
+        "import bids_msseg.bids, bids_msseg.derivatives, bids_msseg.validate, bids_msseg.provenance\n"
+        "import bids_msseg.workflows.participant\n"
+        "path, card = resolve_bundle(None)\n"
+        "assert card.model_id\n"
+        "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'ants') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_worker_preload_keeps_the_bundle_and_leaves_errors_to_the_node(tiny_bundle: Path) -> None:
+    from bids_msseg.interfaces import segment
+    from bids_msseg.model.bundle import read_card
+    from bids_msseg.workflows.participant import _Worker
+
+    model_id = read_card(tiny_bundle).model_id
+    segment._BUNDLES.clear()
+    _Worker.preload(str(tiny_bundle), model_id)
+    assert (str(tiny_bundle.resolve()), model_id) in segment._BUNDLES
+    assert segment.get_bundle(tiny_bundle, model_id) is segment._BUNDLES[(str(tiny_bundle.resolve()), model_id)]
+    _Worker.preload(str(tiny_bundle / "missing"), "x@y")  # logged, not raised
+    assert len(segment._BUNDLES) == 1
+    segment._BUNDLES.clear()

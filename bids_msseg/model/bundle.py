@@ -13,12 +13,12 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from bids_msseg.model.network import build_network
+if TYPE_CHECKING:  # torch is imported where weights are handled: reading cards stays light
+    import torch
 
 LOGGER = logging.getLogger(__name__)
 
@@ -76,13 +76,16 @@ def sha256_file(path: Path) -> str:
 
 
 def save_bundle(
-    directory: Path, network: torch.nn.Module, card: ModelCard, dtype: torch.dtype = torch.float16
+    directory: Path, network: torch.nn.Module, card: ModelCard, dtype: torch.dtype | None = None
 ) -> Path:
-    """Write weights (cast to ``dtype``) and card; the card gets the weights' sha256 and an id."""
+    """Write weights (cast to ``dtype``, default float16) and card; the card gets the weights'
+    sha256 and an id."""
+    import torch
     from safetensors.torch import save_file
 
     from bids_msseg.io import atomic_path
 
+    dtype = torch.float16 if dtype is None else dtype
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
@@ -153,6 +156,8 @@ def load_bundle(directory: Path | None = None, verify: bool = True) -> ModelBund
     """Load a bundle (the packaged default when ``directory`` is None), checking its sha256."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from bids_msseg.model.network import build_network
 
     directory = Path(directory) if directory is not None else DEFAULT_BUNDLE
     card = verify_bundle(directory, verify=verify)
