@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the command line on 3D-MR-MS patient 26 and score it against the expert mask.
 
-    python scripts/evaluate_real.py --out /tmp/eval [--precision fp32] [--model BUNDLE]
+    python scripts/evaluate_real.py --out /tmp/eval [--precision fp32] [--model BUNDLE] [--threshold T]
 
 Builds a one-subject BIDS dataset linking ../shared/data/3d-mr-ms/patient26 (Lesjak et al. 2017,
 CC-BY), runs ``bids_msseg ... participant`` as a user would, then prints voxel-wise and lesion-wise
@@ -46,17 +46,22 @@ def main() -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--model", default=None)
     ap.add_argument("--normalization", default="model")
+    ap.add_argument("--threshold", type=float, default=None, help="instead of the bundle's (e.g. to compare "
+                    "models at one threshold)")
     args = ap.parse_args()
     if not P26.exists():
         LOGGER.error("%s is absent", P26)
         return 2
     bids = make_dataset(args.out)
-    out = args.out / f"out-{args.precision}-{args.normalization}"
+    setting = args.normalization + (f"-t{args.threshold:g}" if args.threshold is not None else "")
+    out = args.out / f"out-{args.precision}-{setting}"
     cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(out), "participant", "--skip-bids-validation",
            "-w", str(args.out / "work"), "--precision", args.precision, "--normalization", args.normalization,
            "--overwrite"]
     if args.model:
         cmd += ["--model", args.model]
+    if args.threshold is not None:
+        cmd += ["--threshold", str(args.threshold)]
     t0 = time.time()
     code = subprocess.call(cmd)
     LOGGER.info("command: %s\nexit %d in %.1f s", " ".join(cmd), code, time.time() - t0)
@@ -77,10 +82,10 @@ def main() -> int:
         m = {**voxel_metrics(mask, truth), **lesion_metrics(mask, truth, voxel, definition)}
         LOGGER.info("%-22s %s", name, "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                                  for k, v in m.items()))
-    np.save(args.out / f"mask-{args.precision}-{args.normalization}.npy", pred)
+    np.save(args.out / f"mask-{args.precision}-{setting}.npy", pred)
     # Agreement with the other precisions evaluated earlier into the same --out (bf16 vs fp32 check).
-    for other in sorted(args.out.glob(f"mask-*-{args.normalization}.npy")):
-        if other.stem != f"mask-{args.precision}-{args.normalization}":
+    for other in sorted(args.out.glob(f"mask-*-{setting}.npy")):
+        if other.stem != f"mask-{args.precision}-{setting}":
             other_mask = np.load(other)
             LOGGER.info("mask agreement with %s: Dice %.4f (%d vs %d voxels)", other.stem,
                         voxel_metrics(pred, other_mask)["dice"], int(pred.sum()), int(other_mask.sum()))
