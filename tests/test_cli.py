@@ -256,17 +256,3 @@ def test_main_process_needs_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
-
-def test_worker_preload_keeps_the_bundle_and_leaves_errors_to_the_node(tiny_bundle: Path) -> None:
-    from bids_msseg.interfaces import segment
-    from bids_msseg.model.bundle import read_card
-    from bids_msseg.workflows.participant import _Worker
-
-    model_id = read_card(tiny_bundle).model_id
-    segment._BUNDLES.clear()
-    _Worker.preload(str(tiny_bundle), model_id)
-    assert (str(tiny_bundle.resolve()), model_id) in segment._BUNDLES
-    assert segment.get_bundle(tiny_bundle, model_id) is segment._BUNDLES[(str(tiny_bundle.resolve()), model_id)]
-    _Worker.preload(str(tiny_bundle / "missing"), "x@y")  # logged, not raised
-    assert len(segment._BUNDLES) == 1
-    segment._BUNDLES.clear()

@@ -83,6 +83,32 @@ def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
     assert scores["val_dice@0.5"] == pytest.approx(2 * n_lesion / (n_known + n_lesion))
 
 
+
+def test_validation_dice_leaves_lesion_free_scans_out(tmp_path):
+    """A lesion-free scan scores 0 or 1 (all or nothing); it must not move the mean over scans
+    with lesions, unless no scan has lesions."""
+    img, brain, lesion = _scan(0)
+    ref = np.linspace(0, 1, 1001)
+    with_lesions = make_shard(tmp_path / "vol_00000.npz", img, brain, lesion, (1.0, 1.0, 1.0), ref, size=64)
+    free = make_shard(tmp_path / "vol_00001.npz", img, brain, np.zeros_like(lesion), (1.0, 1.0, 1.0), ref, size=64)
+
+    class Constant(torch.nn.Module):
+        def __init__(self, logit):
+            super().__init__()
+            self.logit = logit
+
+        def forward(self, x):
+            return torch.full_like(x, self.logit)
+
+    cfg, cpu = TrainConfig(precision="fp32"), torch.device("cpu")
+    for logit in (10.0, -10.0):  # lesion everywhere (0 on the free scan), nothing (1 there)
+        alone = validate(Constant(logit), [with_lesions], cfg, cpu, (0.5,))
+        both = validate(Constant(logit), [with_lesions, free], cfg, cpu, (0.5,))
+        assert both == alone
+    assert validate(Constant(-10.0), [free], cfg, cpu, (0.5,)) == {"val_dice@0.5": 1.0}
+    assert validate(Constant(10.0), [free], cfg, cpu, (0.5,)) == {"val_dice@0.5": 0.0}
+
+
 def _cfg(epochs):
     return TrainConfig(epochs=epochs, steps_per_epoch=2, batch_size=2, precision="fp32", seed=7,
                        architecture="Unet")

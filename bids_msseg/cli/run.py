@@ -275,7 +275,7 @@ def _participant(options: Options) -> int:
     workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir)
     tracker = RunTracker(todo, on_finish=progress)
     start = time.perf_counter()
-    run_participant_wf(workflow, options=options, tracker=tracker, bundle=(str(bundle_path), settings.model_id))
+    run_participant_wf(workflow, options=options, tracker=tracker)
     elapsed = time.perf_counter() - start
 
     return _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)

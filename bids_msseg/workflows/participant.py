@@ -26,7 +26,6 @@ import logging
 import multiprocessing as mp
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -140,8 +139,8 @@ def init_participant_wf(
         "crashfile_format": "txt",
         "stop_on_first_crash": str(options.stop_on_first_crash).lower(),
         # The scheduler's loop sums a sparse dependency matrix on every pass (a few ms of CPU):
-        # polling every 50 ms took ~14% of a core from the workers; 250 ms costs at most a
-        # quarter of a second per finished node.
+        # polling every 50 ms, it spent ~12% of a core that the workers need (cProfile of a
+        # patient-26 run); 250 ms delays each next node by at most a quarter of a second.
         "poll_sleep_duration": 0.25,
         "remove_unnecessary_outputs": "false",
         "get_linked_libs": "false",
@@ -369,12 +368,10 @@ def crash_reason(crash_file: Path) -> str | None:
 
 
 class _Worker:
-    """Set-up of each worker process: working directory, thread limits, quiet logging, and the
-    model bundle loaded in the background."""
+    """Set-up of each worker process: working directory, thread limits, quiet logging."""
 
     @staticmethod
-    def init(cwd: str, omp_nthreads: int, log_level: int, nipype_level: int, itk_threads: int,
-             bundle: tuple[str, str] | None = None) -> None:
+    def init(cwd: str, omp_nthreads: int, log_level: int, nipype_level: int, itk_threads: int) -> None:
         os.chdir(cwd)
         os.environ["NIPYPE_NO_ET"] = "1"
         for var in THREAD_VARIABLES:
@@ -390,21 +387,6 @@ class _Worker:
             logger.addHandler(handler)
         for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
             logging.getLogger(name).setLevel(nipype_level)
-        if bundle is not None:
-            threading.Thread(target=_Worker.preload, args=bundle, daemon=True).start()
-
-    @staticmethod
-    def preload(path: str, model_id: str) -> None:
-        """Import torch and load the bundle while the worker's first job (preprocessing) runs:
-        :func:`~bids_msseg.interfaces.segment.get_bundle` keeps it, and a segmentation job that
-        comes early waits on its lock instead of loading a second copy. Errors are left to that
-        job, which loads again and reports them in its crash file."""
-        from bids_msseg.interfaces.segment import get_bundle
-
-        try:
-            get_bundle(path, model_id)
-        except Exception as err:  # noqa: BLE001 - reported by the Segment node's own load
-            LOGGER.debug("bundle preload failed: %s", err)
 
 
 class _WorkerInitMultiProcPlugin(MultiProcPlugin):
@@ -416,7 +398,7 @@ class _WorkerInitMultiProcPlugin(MultiProcPlugin):
     Depth-first, each run completes (outputs written, progress line shown) as early as possible.
     """
 
-    def __init__(self, plugin_args: dict[str, Any], worker_args: tuple[Any, ...],
+    def __init__(self, plugin_args: dict[str, Any], worker_args: tuple[int, int, int, int],
                  run_order: Sequence[str] = ()) -> None:
         super().__init__(plugin_args=plugin_args)
         self._run_order = {name: i for i, name in enumerate(run_order)}
@@ -441,11 +423,8 @@ class _WorkerInitMultiProcPlugin(MultiProcPlugin):
         return sorted(jobids, key=lambda jobid: (self._run_rank(jobid), jobid))
 
 
-def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunTracker,
-                       bundle: tuple[str, str] | None = None) -> bool:
+def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunTracker) -> bool:
     """Execute ``workflow``; return True when every node succeeded.
-
-    ``bundle`` (path, model id): MultiProc workers load it in the background from their start.
 
     The default is MultiProc with ``--nprocs`` workers (see :class:`_WorkerInitMultiProcPlugin`);
     ``options.nipype_plugin`` names another nipype plugin (Linear, SLURM, SGE, PBS...), which gets
@@ -466,8 +445,7 @@ def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunT
             plugin_args.update(user_args, status_callback=tracker)
             log_level = logging.DEBUG if options.verbose >= 1 else logging.WARNING
             itk_threads = 1 if options.random_seed is not None else max(1, options.omp_nthreads)
-            worker_args = (max(1, options.omp_nthreads), log_level, nipype_log_level(options.verbose),
-                           itk_threads, bundle)
+            worker_args = (max(1, options.omp_nthreads), log_level, nipype_log_level(options.verbose), itk_threads)
             plugin = _WorkerInitMultiProcPlugin(plugin_args, worker_args, run_order=list(tracker.status))
             workflow.run(plugin=plugin)
         else:
