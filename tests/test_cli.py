@@ -237,22 +237,25 @@ def test_boilerplate_only(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Pat
 # ------------------------------------------------------------------------------ start-up cost
 
 
-def test_main_process_needs_no_torch() -> None:
-    """The scheduler process finds runs, checks the bundle and builds the workflow without torch:
-    importing it cost ~2 s per run, and its many objects made each of nipype's gc.collect() calls
-    in the scheduling loop ~0.3 s."""
+def test_main_process_needs_no_torch(synthetic_bids: Path, tmp_path: Path) -> None:
+    """The scheduler process (discovery, bundle check, screening, sidecars, workflow build) runs
+    without torch, smp or ANTs: only the workers need them. Torch there was a slow import and made
+    each of nipype's ``gc.collect()`` calls in the scheduling loop slow."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
-        "from bids_msseg.cli.run import resolve_bundle, _participant\n"
-        "import bids_msseg.bids, bids_msseg.derivatives, bids_msseg.validate, bids_msseg.provenance\n"
-        "import bids_msseg.workflows.participant\n"
-        "path, card = resolve_bundle(None)\n"
-        "assert card.model_id\n"
-        "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'ants') if m in sys.modules))\n"
+        "import bids_msseg.workflows.participant as wp\n"
+        "from bids_msseg.cli.run import main\n"
+        "def scheduler(workflow, *, options, tracker):\n"
+        "    heavy = ('torch', 'segmentation_models_pytorch', 'ants')\n"
+        "    print(sorted(m for m in heavy if m in sys.modules))\n"
+        "    return True\n"
+        "wp.run_participant_wf = scheduler\n"
+        "main(sys.argv[1:])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
+    args = [str(synthetic_bids), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+            "-w", str(tmp_path / "work")]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]

@@ -56,6 +56,17 @@ def test_weighted_bce_weights_the_lesion_class():
     assert weighted_bce(logits, 1 - lesion, 0.8).item() == pytest.approx(0.2 * np.log(2), rel=1e-5)
 
 
+class _Constant(torch.nn.Module):
+    """A stub network whose logit is ``logit`` at every voxel."""
+
+    def __init__(self, logit: float):
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x):
+        return torch.full_like(x, self.logit)
+
+
 def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
     """UNKNOWN labels get no loss and no validation score; the shard keeps lesions over unknown."""
     logits = torch.full((1, 1, 2, 2), 3.0)
@@ -74,14 +85,9 @@ def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
     assert ((labels == 1) == (load_shard(plain).labels == 1)).all()
     assert load_shard(path).lesion_slices.tolist() == load_shard(plain).lesion_slices.tolist()
     # A network predicting lesion everywhere: unknown voxels must not count as false positives.
-    class Everywhere(torch.nn.Module):
-        def forward(self, x):
-            return torch.full_like(x, 10.0)
-
-    scores = validate(Everywhere(), [path], TrainConfig(precision="fp32"), torch.device("cpu"), (0.5,))
+    scores = validate(_Constant(10.0), [path], TrainConfig(precision="fp32"), torch.device("cpu"), (0.5,))
     n_lesion, n_known = (labels == 1).sum(), (labels != UNKNOWN).sum()
     assert scores["val_dice@0.5"] == pytest.approx(2 * n_lesion / (n_known + n_lesion))
-
 
 
 def test_validation_dice_leaves_lesion_free_scans_out(tmp_path):
@@ -92,21 +98,13 @@ def test_validation_dice_leaves_lesion_free_scans_out(tmp_path):
     with_lesions = make_shard(tmp_path / "vol_00000.npz", img, brain, lesion, (1.0, 1.0, 1.0), ref, size=64)
     free = make_shard(tmp_path / "vol_00001.npz", img, brain, np.zeros_like(lesion), (1.0, 1.0, 1.0), ref, size=64)
 
-    class Constant(torch.nn.Module):
-        def __init__(self, logit):
-            super().__init__()
-            self.logit = logit
-
-        def forward(self, x):
-            return torch.full_like(x, self.logit)
-
     cfg, cpu = TrainConfig(precision="fp32"), torch.device("cpu")
     for logit in (10.0, -10.0):  # lesion everywhere (0 on the free scan), nothing (1 there)
-        alone = validate(Constant(logit), [with_lesions], cfg, cpu, (0.5,))
-        both = validate(Constant(logit), [with_lesions, free], cfg, cpu, (0.5,))
+        alone = validate(_Constant(logit), [with_lesions], cfg, cpu, (0.5,))
+        both = validate(_Constant(logit), [with_lesions, free], cfg, cpu, (0.5,))
         assert both == alone
-    assert validate(Constant(-10.0), [free], cfg, cpu, (0.5,)) == {"val_dice@0.5": 1.0}
-    assert validate(Constant(10.0), [free], cfg, cpu, (0.5,)) == {"val_dice@0.5": 0.0}
+    assert validate(_Constant(-10.0), [free], cfg, cpu, (0.5,)) == {"val_dice@0.5": 1.0}
+    assert validate(_Constant(10.0), [free], cfg, cpu, (0.5,)) == {"val_dice@0.5": 0.0}
 
 
 def _cfg(epochs):

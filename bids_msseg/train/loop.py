@@ -156,10 +156,9 @@ def validate(net: torch.nn.Module, val_paths: list[Path], cfg: TrainConfig, devi
     """Mean per-scan Dice on the validation scans at each threshold (scan-level, not slice-level).
 
     Scans without lesion voxels are left out of the mean when any scan has lesions: their Dice is
-    all or nothing (1 with an empty prediction, 0 with one false voxel), so a few of them decide
-    the best epoch and threshold by whether the network predicts nothing at all. (Two such scans
-    among six gave a linear-normalization run its 0.90 threshold, which removed almost every
-    lesion of a real scan.) About 8% of the synthetic scans have no lesions on purpose."""
+    all or nothing (1 with an empty prediction, 0 with one false voxel), so a few of them would
+    pick the best epoch and threshold by whether the network predicts nothing at all (see
+    docs/model_card.md). About 8% of the synthetic scans have no lesions on purpose."""
     net.eval()
     shards = [load_shard(p, cfg.normalization) for p in val_paths[: cfg.max_val_scans]]
     counts = np.zeros((len(shards), len(thresholds), 3))

@@ -138,9 +138,8 @@ def init_participant_wf(
         "crashdump_dir": str(options.logs_dir),
         "crashfile_format": "txt",
         "stop_on_first_crash": str(options.stop_on_first_crash).lower(),
-        # The scheduler's loop sums a sparse dependency matrix on every pass (a few ms of CPU):
-        # polling every 50 ms, it spent ~12% of a core that the workers need (cProfile of a
-        # patient-26 run); 250 ms delays each next node by at most a quarter of a second.
+        # Each pass of the scheduler's loop sums a sparse dependency matrix, CPU the workers need:
+        # 250 ms between passes delays each next node by at most a quarter of a second.
         "poll_sleep_duration": 0.25,
         "remove_unnecessary_outputs": "false",
         "get_linked_libs": "false",
