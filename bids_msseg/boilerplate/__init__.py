@@ -1,7 +1,7 @@
 """Methods boilerplate: a citable description of what a bids_msseg run did, with its references.
 
-Installed as ``bids_msseg.boilerplate`` (setup.py maps this folder there). The methods text is a
-jinja2 markdown template (``methods.md.j2``) that cites pandoc-style (``[@key]``) the entries of
+A subpackage of bids_msseg (``bids_msseg/boilerplate/``, templates as package data). The methods
+text is a jinja2 markdown template (``methods.md.j2``) that cites pandoc-style (``[@key]``) the entries of
 ``references.bib``; both files are found next to this module through ``importlib.resources``, so
 nothing depends on the working directory or on the package being unzipped.
 
