@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 
+from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
 
 LOGGER = logging.getLogger(__name__)
@@ -94,8 +95,6 @@ def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
         LOGGER.debug("boilerplate context: unused keys %s", sorted(unknown))
     full = {**DEFAULT_CONTEXT, **context}
     if full["version"] is None:
-        from bids_msseg import __version__
-
         full["version"] = __version__
     if full["software"] is None:
         full["software"] = software_versions()
