@@ -32,7 +32,6 @@ setup(
         "bids_msseg.reports",
         "bids_msseg.boilerplate",
     ],
-    package_dir={"bids_msseg.boilerplate": "boilerplate"},
     package_data={
         "bids_msseg": ["data/default_model/*", "data/templates/*"],
         "bids_msseg.boilerplate": ["*.j2", "*.bib", "*.md"],

@@ -58,7 +58,7 @@ def _torchvision_ops_loadable() -> bool:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.origin is None:
         return True  # nothing to patch
-    import torch
+    import torch  # lazy: torch stays out of the command line's start-up
 
     lib = Path(spec.origin).parent / "_C.so"
     if not lib.exists():
@@ -78,7 +78,7 @@ def patch_torchvision() -> None:
     _TORCHVISION_PATCHED = True
     if _torchvision_ops_loadable():
         return
-    import torch
+    import torch  # lazy: torch stays out of the command line's start-up
 
     lib = torch.library.Library("torchvision", "FRAGMENT")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
@@ -91,6 +91,6 @@ def import_smp() -> ModuleType:
     """Import segmentation_models_pytorch after making torchvision importable."""
     configure_environment()
     patch_torchvision()
-    import segmentation_models_pytorch as smp
+    import segmentation_models_pytorch as smp  # lazy: smp (and torch) only where a network is built
 
     return smp

@@ -68,7 +68,7 @@ class FlairRun:
 
 def _dataset_fingerprint(bids_dir: Path, validate: bool) -> str:
     """Hash of the root, every indexed file's relative path, size and mtime, and the indexing options."""
-    import bids
+    import bids  # lazy: pybids is slow to import; only dataset indexing needs it
 
     digest = hashlib.sha256()
     digest.update(f"{bids_dir}\npybids={bids.__version__};validate={validate}\n".encode())
@@ -100,7 +100,7 @@ def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
     metadata, in memory, and :func:`read_sidecars` reads each FLAIR's own sidecars, so a broken
     file costs at most the run it belongs to.
     """
-    from bids.exceptions import BIDSValidationError
+    from bids.exceptions import BIDSValidationError  # lazy: pybids is slow to import; only dataset indexing needs it
 
     try:
         return _open_indexed_layout(bids_dir, validate, database_dir), True
@@ -113,7 +113,7 @@ def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
         LOGGER.warning("indexing the sidecar metadata of %s failed: %s; the FLAIRs' sidecars are read "
                        "one by one instead (a FLAIR whose own sidecar is unreadable is not processed)",
                        bids_dir, cause)
-    from bids import BIDSLayout, BIDSLayoutIndexer
+    from bids import BIDSLayout, BIDSLayoutIndexer  # lazy: pybids is slow to import; only dataset indexing needs it
 
     indexer = BIDSLayoutIndexer(validate=validate, index_metadata=False)
     return BIDSLayout(str(bids_dir), validate=validate, indexer=indexer), False
@@ -127,7 +127,7 @@ def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | No
     place, so participant jobs started together on one work directory (a common cluster pattern)
     never read a half-written database: the first rename wins, the others reuse it.
     """
-    from bids import BIDSLayout
+    from bids import BIDSLayout  # lazy: pybids is slow to import; only dataset indexing needs it
 
     if database_dir is None:
         return BIDSLayout(str(bids_dir), validate=validate)
@@ -157,7 +157,7 @@ def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | No
 
 def _as_query_values(filters: Mapping[str, Any]) -> dict[str, Any]:
     """Translate filter-file values: ``null`` -> entity absent, ``"*"`` -> entity present."""
-    from bids.layout import Query
+    from bids.layout import Query  # lazy: pybids is slow to import; only dataset indexing needs it
 
     def convert(value: Any) -> Any:
         if value is None:

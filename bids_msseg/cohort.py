@@ -7,14 +7,14 @@
    participant level, so its presence marks a complete run). Nothing is recomputed: a run
    without a summary is ``failed`` when a crash file in ``output_dir/logs`` names it, else
    ``missing``; both are listed, neither stops the group level;
-3. name each run's site and scanner (:func:`site_of`) and write ``group_lesions.tsv`` with its
+3. name each run's site and scanner (:func:`bids_msseg.sites.site_of`) and write ``group_lesions.tsv`` with its
    JSON data dictionary at the output root;
 4. evaluate the runs that have expert masks (:mod:`bids_msseg.evaluation`): ``group_evaluation.tsv``
    and ``group_evaluation_summary.tsv`` (+ JSON);
 5. write the HTML report ``group_report.html`` (:mod:`bids_msseg.reports.group`).
 
-The site of a run follows :data:`SITE_RULE` (:func:`site_of`); ``site_source`` records which
-source applied. It is written into ``group_lesions.json`` too.
+The site of a run follows :data:`bids_msseg.sites.SITE_RULE` (:func:`~bids_msseg.sites.site_of`);
+``site_source`` records which source applied. It is written into ``group_lesions.json`` too.
 """
 
 from __future__ import annotations
@@ -26,23 +26,26 @@ from typing import Any
 
 import pandas as pd
 
-from bids_msseg.cli.parser import Options
-from bids_msseg.errors import EXIT_OK, NoInputError, UsageError
+from bids_msseg.bids import collect_flair_runs
+from bids_msseg.crashfiles import crash_reason, flair_wf_name, latest_crash_by_workflow
+from bids_msseg.derivatives import (
+    COHORT_TSV,
+    EVALUATION_SUMMARY_TSV,
+    EVALUATION_TSV,
+    derivative_paths,
+    parse_source,
+    write_json,
+    write_tsv,
+)
+from bids_msseg.errors import EXIT_OK, NoInputError
+from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
+from bids_msseg.reports.group import render_group_report
+from bids_msseg.settings import Options
+from bids_msseg.sites import SITE_RULE, read_participants, scanner_of, site_of
+from bids_msseg.workdirs import check_work_dir
 
 LOGGER = logging.getLogger(__name__)
 
-COHORT_TSV = "group_lesions.tsv"
-EVALUATION_TSV = "group_evaluation.tsv"
-EVALUATION_SUMMARY_TSV = "group_evaluation_summary.tsv"
-#: Sidecar fields naming the scanner, in the order they are joined.
-SCANNER_FIELDS = ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength")
-#: participants.tsv column used for the site when --site-column is not given.
-DEFAULT_SITE_COLUMN = "site"
-SITE_RULE = (
-    "The site is the first of: the --site-column of participants.tsv (default: its 'site' column when there is "
-    "one); the FLAIR sidecar's InstitutionName; the scanner, i.e. the sidecar's Manufacturer, "
-    "ManufacturersModelName and MagneticFieldStrength (as '3T') joined by spaces; else n/a."
-)
 
 #: Columns of group_lesions.tsv with their descriptions (its JSON data dictionary).
 COHORT_COLUMNS: dict[str, dict[str, str]] = {
@@ -81,82 +84,7 @@ _SUMMARY_RENAME = {"preproc_n4": "n4", "preproc_reasons_n4": "n4_reason",
                    "preproc_skullstrip": "brain_extraction", "preproc_reasons_skullstrip": "brain_extraction_reason"}
 
 
-# ----------------------------------------------------------------------------------- site rule
-
-
-def scanner_of(metadata: Mapping[str, Any]) -> str | None:
-    """``"Siemens TrioTim 3T"`` from a sidecar's Manufacturer, ManufacturersModelName, MagneticFieldStrength."""
-    parts = []
-    for key in SCANNER_FIELDS:
-        value = metadata.get(key)
-        if value in (None, ""):
-            continue
-        if key == "MagneticFieldStrength":
-            try:
-                value = f"{float(value):g}T"
-            except (TypeError, ValueError):
-                value = f"{value}T"
-        parts.append(str(value).strip())
-    return " ".join(parts) or None
-
-
-def site_of(metadata: Mapping[str, Any], participant: Mapping[str, Any] | None,
-            site_column: str | None) -> tuple[str, str]:
-    """``(site, site_source)`` of a run by the rule of the module docstring."""
-    if site_column and participant:
-        value = participant.get(site_column)
-        if value is not None and not pd.isna(value) and str(value).strip() not in ("", "n/a"):
-            return str(value).strip(), f"participants.tsv:{site_column}"
-    institution = metadata.get("InstitutionName")
-    if institution not in (None, ""):
-        return str(institution).strip(), "InstitutionName"
-    scanner = scanner_of(metadata)
-    if scanner:
-        return scanner, "scanner"
-    return "n/a", "n/a"
-
-
-def read_participants(bids_dir: Path, site_column: str | None) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Rows of ``participants.tsv`` by ``participant_id``, and the site column to use.
-
-    An explicit ``site_column`` that the file lacks is a usage error (64); without one, the
-    ``site`` column is used when present.
-    """
-    path = Path(bids_dir) / "participants.tsv"
-    if not path.is_file():
-        if site_column:
-            raise UsageError(f"--site-column {site_column}: {path} does not exist")
-        return {}, None
-    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
-    if "participant_id" not in table.columns:
-        LOGGER.warning("%s has no participant_id column; not used", path)
-        return {}, None
-    if site_column and site_column not in table.columns:
-        raise UsageError(f"--site-column {site_column}: {path} has no such column "
-                         f"(columns: {', '.join(table.columns)})")
-    column = site_column or (DEFAULT_SITE_COLUMN if DEFAULT_SITE_COLUMN in table.columns else None)
-    rows = {str(r["participant_id"]): r for r in table.to_dict("records")}
-    return rows, column
-
-
 # ------------------------------------------------------------------------------- cohort table
-
-
-def _crash_files(logs_dir: Path) -> dict[str, Path]:
-    """The newest crash file of each participant sub-workflow (``single_flair_<run>_wf``) in ``logs_dir``."""
-    found: dict[str, tuple[float, Path]] = {}
-    for path in sorted(Path(logs_dir).glob("crash-*.txt")) if Path(logs_dir).is_dir() else []:
-        try:
-            first = path.read_text(errors="replace").splitlines()[0]
-            mtime = path.stat().st_mtime
-        except (OSError, IndexError):
-            continue
-        if not first.startswith("Node: "):
-            continue
-        for part in first[len("Node: "):].strip().split("."):
-            if part.startswith("single_flair_") and (part not in found or found[part][0] < mtime):
-                found[part] = (mtime, path)
-    return {name: path for name, (_, path) in found.items()}
 
 
 def _read_summary(path: Path) -> dict[str, Any]:
@@ -169,11 +97,8 @@ def _read_summary(path: Path) -> dict[str, Any]:
 def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapping[str, Mapping[str, Any]],
                        site_column: str | None) -> pd.DataFrame:
     """One row per run (a :class:`~bids_msseg.bids.FlairRun`), columns of :data:`COHORT_COLUMNS`."""
-    from bids_msseg.derivatives import derivative_paths, parse_source
-    from bids_msseg.workflows.participant import crash_reason, flair_wf_name
-
     output_dir = Path(output_dir)
-    crashes = _crash_files(output_dir / "logs")
+    crashes = latest_crash_by_workflow(output_dir / "logs")
     rows = []
     for run in runs:
         _, entities, _ = parse_source(run.relpath)
@@ -216,11 +141,9 @@ def _data_dictionary(columns: Sequence[str], known: Mapping[str, Mapping[str, st
 def write_table(output_dir: Path, name: str, frame: pd.DataFrame, known: Mapping[str, Mapping[str, str]],
                 description: str, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``frame`` as ``output_dir/name`` (BIDS TSV) with its JSON data dictionary beside it."""
-    from bids_msseg.derivatives import _write_json, _write_tsv
-
     path = Path(output_dir) / name
-    _write_tsv(path, frame)
-    _write_json(path.with_suffix(".json"), {**_data_dictionary(frame.columns, known, description),
+    write_tsv(path, frame)
+    write_json(path.with_suffix(".json"), {**_data_dictionary(frame.columns, known, description),
                                             **dict(extra or {})})
     return path
 
@@ -239,18 +162,13 @@ def _remove_stale(output_dir: Path, names: Sequence[str]) -> None:
 
 def run_cohort(options: Options) -> int:
     """The group level without ``--train`` (steps in the module docstring); return the exit code."""
-    from bids_msseg.bids import collect_flair_runs
-    from bids_msseg.cli.run import check_work_dir
-    from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
-    from bids_msseg.reports.group import render_group_report
-
-    extra = dict(options.extra)
+    settings = options.group.cohort
     check_work_dir(options.bids_dir, options.work_dir)  # holds the pybids index; never inside the dataset
     runs = collect_flair_runs(options.bids_dir, participant_labels=options.participant_label,
                               session_labels=options.session_label, bids_filters=options.flair_filters,
                               skip_validation=options.skip_bids_validation,
                               database_dir=options.work_dir / "bids_db")
-    participants, site_column = read_participants(options.bids_dir, extra.get("site_column"))
+    participants, site_column = read_participants(options.bids_dir, settings.site_column)
     cohort = build_cohort_table(runs, options.output_dir, participants, site_column)
     counts = cohort["status"].value_counts().to_dict()
     if not counts.get("ok"):
@@ -263,8 +181,8 @@ def run_cohort(options: Options) -> int:
                 "One row per FLAIR run: lesion load, brain volume, preprocessing decisions, model, site.",
                 {"SiteRule": SITE_RULE})
 
-    masks = find_expert_masks(options.bids_dir, extra.get("masks_dir"), exclude=[options.output_dir])
-    evaluation = evaluate_cohort(cohort, options.output_dir, masks, msseg2016=bool(extra.get("msseg2016")),
+    masks = find_expert_masks(options.bids_dir, settings.masks_dir, exclude=[options.output_dir])
+    evaluation = evaluate_cohort(cohort, options.output_dir, masks, msseg2016=settings.msseg2016,
                                  relative_to=options.bids_dir)
     summary = None
     if len(evaluation):

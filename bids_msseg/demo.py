@@ -20,6 +20,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bids_msseg.cli.run import configure_logging
+from bids_msseg.cli.run import main as cli_main
+
 LOGGER = logging.getLogger("bids_msseg.demo")
 
 
@@ -38,8 +41,9 @@ def _random_lesions(brain: np.ndarray, t1: np.ndarray, wm_level: float, rng: np.
 
 def make_demo_dataset(bids_dir: Path, n_subjects: int = 2, seed: int = 0) -> Path:
     """Write a BIDS dataset of ``n_subjects`` synthetic FLAIRs with expert masks in derivatives."""
-    from nilearn import datasets
+    from nilearn import datasets  # lazy: nilearn (scikit-learn) only to fetch the templates
 
+    # lazy: torch and nilearn, only when a demo dataset is built
     from bids_msseg.train.synth import flair_contrast, load_anatomies, paint_lesions, simulate_acquisition
 
     bids_dir = Path(bids_dir)
@@ -77,9 +81,6 @@ def make_demo_dataset(bids_dir: Path, n_subjects: int = 2, seed: int = 0) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     """Build the demo dataset under ``argv[0]`` and run both analysis levels on it."""
-    from bids_msseg.cli.run import configure_logging
-    from bids_msseg.cli.run import main as cli_main
-
     configure_logging(0)  # the CLI's own handler, so messages are not printed twice
     argv = sys.argv[1:] if argv is None else argv
     root = Path(argv[0] if argv else "bids_msseg_demo").resolve()

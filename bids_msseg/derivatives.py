@@ -52,7 +52,12 @@ LOGGER = logging.getLogger(__name__)
 BIDS_VERSION = "1.10.0"
 #: Name of the raw dataset in BIDS URIs (``bids:raw:...``) and in ``DatasetLinks``.
 RAW_LINK = "raw"
+#: Name of this pipeline in ``GeneratedBy`` (folders it generated never hold expert masks).
 PIPELINE_NAME = "bids_msseg"
+#: Group-level tables at the output root (``group`` without ``--train``).
+COHORT_TSV = "group_lesions.tsv"
+EVALUATION_TSV = "group_evaluation.tsv"
+EVALUATION_SUMMARY_TSV = "group_evaluation_summary.tsv"
 DATASET_NAME = "bids_msseg: multiple-sclerosis lesion segmentation of FLAIR images"
 HOW_TO_ACKNOWLEDGE = (
     "Please cite Badea & Popa (2024), 'Toward Generalizable Multiple Sclerosis Lesion Segmentation "
@@ -240,12 +245,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_json(path: Path, content: Mapping[str, Any]) -> Path:
+def write_json(path: Path, content: Mapping[str, Any]) -> Path:
     """Write a JSON file atomically, indented and with a final newline."""
     return write_text_atomic(path, json.dumps(_jsonable(content), indent=2, allow_nan=False) + "\n")
 
 
-def _write_tsv(path: Path, frame: pd.DataFrame) -> Path:
+def write_tsv(path: Path, frame: pd.DataFrame) -> Path:
     """Write a BIDS TSV atomically (tab separated, ``n/a`` for missing values, no index)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
@@ -407,13 +412,13 @@ def write_run_derivatives(
 
     _save_like(prob, np.float32, original_img, paths["probseg"], intent="estimate",
                description="bids_msseg lesion probability")
-    _write_json(paths["probseg_json"], sidecar({
+    write_json(paths["probseg_json"], sidecar({
         "Description": "Voxel-wise lesion probability (sigmoid output of the network), in [0, 1].",
         "Sources": [source_uri], **common}))
 
     _save_like(mask, np.uint8, original_img, paths["mask"], intent="label",
                description="bids_msseg lesion mask")
-    _write_json(paths["mask_json"], sidecar({
+    write_json(paths["mask_json"], sidecar({
         "Description": "Binary lesion mask: connected components of probability >= Threshold that are at "
                        "least MinimumLesionSize_mm3 large.",
         "Type": "Lesion",
@@ -429,15 +434,15 @@ def write_run_derivatives(
         dseg_table.insert(1, "name", [f"lesion-{i:03d}" for i in dseg_table["index"]])
     dseg_table = dseg_table[["index", "name"] + [c for c in dseg_table.columns if c not in ("index", "name")]]
     columns = {c: LESION_COLUMNS.get(c, {"Description": c}) for c in dseg_table.columns[2:]}
-    _write_tsv(paths["dseg_tsv"], dseg_table)
-    _write_json(paths["dseg_json"], sidecar({
+    write_tsv(paths["dseg_tsv"], dseg_table)
+    write_json(paths["dseg_json"], sidecar({
         "Description": "Lesions numbered 1..N by decreasing volume (0 is background); the TSV lists them.",
         "Sources": [source_uri, _self_uri(out_dir, paths["probseg"])],
         **definition_meta, **common, **columns}))
 
     _save_like(brain, np.uint8, original_img, paths["brain"], intent="label",
                description="bids_msseg brain mask")
-    _write_json(paths["brain_json"], sidecar({
+    write_json(paths["brain_json"], sidecar({
         "Description": "Brain mask used for intensity normalization and slice selection.",
         "Type": "Brain", "Sources": [source_uri], **common}))
 
@@ -456,11 +461,11 @@ def write_run_derivatives(
     }
     summary_columns = {c: SUMMARY_COLUMNS.get(c, {"Description": f"Preprocessing decision {c[8:]}."})
                        for c in row}
-    _write_json(paths["summary_json"], sidecar({
+    write_json(paths["summary_json"], sidecar({
         "Description": "Per-run summary of the lesion segmentation (one row).",
         "Sources": [source_uri, _self_uri(out_dir, paths["dseg"]), _self_uri(out_dir, paths["brain"])],
         "ModelID": model_id, "PreprocessingDecisions": decisions, **summary_columns}))
-    _write_tsv(paths["summary"], pd.DataFrame([row]))
+    write_tsv(paths["summary"], pd.DataFrame([row]))
     LOGGER.info("%s: %d lesions, %.2f mL, written under %s", rel, n_lesions,
                 row["total_lesion_volume_ml"], paths["mask"].parent)
     return paths
@@ -553,9 +558,9 @@ def write_dataset_description(
                 changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
                 LOGGER.warning("%s: replacing fields %s written by an earlier run (%s)", target, changed,
                                existing.get("GeneratedBy"))
-                _write_json(target, wanted)
+                write_json(target, wanted)
         else:
-            _write_json(target, wanted)
+            write_json(target, wanted)
         _update_bidsignore(out_dir / ".bidsignore")
         readme = out_dir / "README.md"
         if not readme.exists():

@@ -29,8 +29,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bids_msseg.derivatives import derivative_paths
 from bids_msseg.io import load_3d
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.lesions import LesionDefinition, connectivity_of
+from bids_msseg.masks import index_masks, mask_roots, name_entities, pick_mask
 from bids_msseg.metrics import (
     Msseg2016Rule,
     hybrid_score,
@@ -146,16 +148,13 @@ def find_expert_masks(bids_dir: Path, masks_dir: Path | None = None,
     """Expert masks by the raw entities of their FLAIR (``frozenset`` of ``(key, value)`` pairs).
 
     Searches ``masks_dir``, else ``bids_dir/derivatives/*/`` minus ``exclude`` and bids_msseg's
-    own outputs (:func:`bids_msseg.train.bids_training.mask_roots`). Where several masks share
-    entities, one without ``desc`` is preferred, then the first by name.
+    own outputs (:func:`bids_msseg.masks.mask_roots`). Where several masks share entities,
+    :func:`bids_msseg.masks.pick_mask` chooses (one without ``desc``, then the first by name).
     """
-    from bids_msseg.train.bids_training import index_masks, mask_roots, name_entities
-
     roots = mask_roots(bids_dir, masks_dir, exclude)
     found: dict[frozenset, Path] = {}
     for key, candidates in index_masks(roots).items():
-        plain = [p for p in candidates if "desc" not in name_entities(p.name)[0]]
-        found[key] = sorted(plain or candidates)[0]
+        found[key] = pick_mask(candidates)
         if len(candidates) > 1:
             LOGGER.warning("%d expert masks share the entities %s; using %s", len(candidates),
                            dict(sorted(key)), found[key])
@@ -182,9 +181,6 @@ def evaluate_cohort(cohort: pd.DataFrame, output_dir: Path, masks: Mapping[froze
     ``evaluation_status`` (``ok``, ``not segmented`` or ``grid mismatch``/``unreadable`` with
     details) and the metrics of :func:`evaluate_scan` under the run's own lesion definition.
     """
-    from bids_msseg.derivatives import derivative_paths
-    from bids_msseg.train.bids_training import name_entities
-
     rows = []
     for _, run in cohort.iterrows():
         entities, _ = name_entities(Path(run["source"]).name)
@@ -212,7 +208,7 @@ def evaluate_cohort(cohort: pd.DataFrame, output_dir: Path, masks: Mapping[froze
                          run["source"], mask_path, truth_img.shape, pred_img.shape)
             rows.append({**row, "evaluation_status": "grid mismatch: the expert mask is not on the FLAIR's grid"})
             continue
-        connectivity = {6: 1, 18: 2, 26: 3}.get(int(run["connectivity"]), 3)
+        connectivity = connectivity_of(int(run["connectivity"]))
         options = replace(EvaluationOptions(msseg2016=msseg2016),
                           definition=LesionDefinition(connectivity, float(run["min_lesion_size_mm3"])))
         voxel_volume = float(abs(np.linalg.det(pred_img.affine[:3, :3])))

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import logging
 
-from bids_msseg.cli.parser import Options
+from bids_msseg.cohort import run_cohort
+from bids_msseg.crosssite.run import run_study
+from bids_msseg.settings import Options
+from bids_msseg.train.bids_training import train_from_bids
 
 LOGGER = logging.getLogger(__name__)
 
 
 def run_group(options: Options) -> int:
-    """Run the group level for ``options``; return the exit code."""
-    if options.extra.get("cross_site"):
-        from bids_msseg.crosssite.run import run_study
-
+    """Run the group level for ``options`` (its :class:`~bids_msseg.settings.GroupSettings`); return the exit code."""
+    if options.group.cross_site:
         return run_study(options)
-    if options.extra.get("train"):
-        from bids_msseg.train.bids_training import train_from_bids
-
+    if options.group.train:
         return train_from_bids(options)
-    from bids_msseg.cohort import run_cohort
-
     return run_cohort(options)

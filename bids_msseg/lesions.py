@@ -14,6 +14,14 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+#: Neighbours of a voxel for each ``scipy.ndimage`` connectivity (1, 2, 3), as the outputs record it.
+NEIGHBOURS = {1: 6, 2: 18, 3: 26}
+
+
+def connectivity_of(neighbours: int, default: int = 3) -> int:
+    """The connectivity (1, 2, 3) of a neighbourhood of 6, 18 or 26 voxels; ``default`` for any other."""
+    return {n: c for c, n in NEIGHBOURS.items()}.get(int(neighbours), default)
+
 
 @dataclass(frozen=True)
 class LesionDefinition:
@@ -30,7 +38,7 @@ class LesionDefinition:
 
     @property
     def neighbours(self) -> int:
-        return {1: 6, 2: 18, 3: 26}[self.connectivity]
+        return NEIGHBOURS[self.connectivity]
 
 
 def label_lesions(

@@ -35,7 +35,9 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError, HeaderTypeError, ImageDataError
 from nibabel.wrapstruct import WrapStructError
 
+from bids_msseg.derivatives import derivative_paths
 from bids_msseg.errors import InputError, OutputError
+from bids_msseg.io import write_text_atomic
 
 if TYPE_CHECKING:
     from bids_msseg.bids import FlairRun
@@ -248,8 +250,6 @@ def write_crash_report(logs_dir: Path, run: FlairRun, message: str, step: str = 
     Written atomically next to nipype's own crash files (same folder, same ``crash-*.txt`` form);
     returns None (with a warning) when the logs folder cannot be written.
     """
-    from bids_msseg.io import write_text_atomic
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = Path(logs_dir) / f"crash-{stamp}-{run.name}-{step}.txt"
     text = (f"Run: {run.relpath}\nFile: {run.path}\nStep: {step} (checks before the workflow; nothing "
@@ -269,8 +269,6 @@ def screen_run(run: FlairRun, output_dir: Path) -> None:
     name that would not give safe BIDS derivative names is refused here rather than stopping
     every run later.
     """
-    from bids_msseg.derivatives import derivative_paths
-
     problem = getattr(run, "problem", None)
     if problem:
         raise InputError(problem)

@@ -54,7 +54,7 @@ echo "[install] bids_msseg and its dependencies (constraints.txt keeps torch $TO
 # Build from a copy: the source may be a read-only mount, and no build litter stays behind.
 BUILD=$(mktemp -d)
 cp -r "$SRC/setup.py" "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/constraints.txt" \
-      "$SRC/bids_msseg" "$SRC/boilerplate" "$BUILD/"
+      "$SRC/bids_msseg" "$BUILD/"
 $PIP install -q -c "$BUILD/constraints.txt" "$BUILD"
 rm -rf "$BUILD"
 

@@ -9,7 +9,6 @@ import pytest
 from conftest import make_bids_dataset
 
 from bids_msseg import __version__
-from bids_msseg.cli import run as cli_run
 from bids_msseg.cli.parser import Options, build_parser, parse_args
 from bids_msseg.cli.run import check_output_dir, main
 from bids_msseg.errors import OutputError
@@ -139,14 +138,6 @@ def test_unknown_analysis_level_exit_17(tmp_path: Path, level: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path), str(tmp_path / "out"), level]) == 17
     assert "unknown analysis level" in capsys.readouterr().err
-
-
-def test_group_level_without_implementation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_find_spec = cli_run.importlib.util.find_spec
-    monkeypatch.setattr(cli_run.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "bids_msseg.group" else real_find_spec(name, *a))
-    bids = make_bids_dataset(tmp_path / "bids")
-    assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "w")]) == 0
 
 
 # -------------------------------------------------------------- dataset errors: 16, 18, 66

@@ -16,7 +16,7 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 SINGULARITY = REPO_ROOT / "singularity"
 INSTALL = REPO_ROOT / "containers" / "install.sh"
 #: What install.sh copies from the source tree (its `cp` line): both recipes must provide it.
-SOURCES = ("setup.py", "pyproject.toml", "README.md", "constraints.txt", "bids_msseg", "boilerplate")
+SOURCES = ("setup.py", "pyproject.toml", "README.md", "constraints.txt", "bids_msseg")
 
 
 def test_hadolint_finds_nothing() -> None:

@@ -29,7 +29,7 @@ from bids_msseg.crosssite.stats import anova_tukey, study_stats, wilcoxon_paired
 from bids_msseg.errors import UsageError
 from bids_msseg.lesions import LesionDefinition
 from bids_msseg.train import bids_training
-from bids_msseg.train.bids_training import TrainingScan
+from bids_msseg.train.split import TrainingScan
 
 SHAPE = (32, 32, 12)
 ZOOMS = (6.0, 6.0, 8.0)  # a head of realistic size (the brain-volume check wants 300-2500 mL)

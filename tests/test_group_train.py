@@ -19,14 +19,10 @@ from bids_msseg.bids import collect_flair_runs
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.cli.run import main
 from bids_msseg.errors import EXIT_NO_INPUT, InputError
+from bids_msseg.masks import find_training_pairs, name_entities
 from bids_msseg.train import bids_training
-from bids_msseg.train.bids_training import (
-    TrainingScan,
-    find_training_pairs,
-    load_mask_on_grid,
-    name_entities,
-    split_scans,
-)
+from bids_msseg.train.cache import load_mask_on_grid
+from bids_msseg.train.split import TrainingScan, split_scans
 
 SHAPE = (48, 56, 32)
 ZOOMS = (4.0, 4.0, 4.0)
@@ -102,13 +98,13 @@ def _args(bids: Path, out: Path, work: Path, *more: str, architecture: str | Non
 def test_parser_group_training_flags(tmp_path: Path) -> None:
     opts = parse_args([str(tmp_path), str(tmp_path / "o"), "group", "--train", "--extra-train-dataset", str(tmp_path),
                        "--extra-train-dataset", str(tmp_path), "--augment-quality", "--lr", "3e-4"])
-    extra = opts.extra
-    assert extra["train"] and extra["train_name"] == "msseg-custom" and extra["epochs"] == 50
-    assert extra["batch_size"] == 16 and extra["weight_decay"] == 1e-6 and extra["lesion_weight"] == 0.8
-    assert extra["val_fraction"] == 0.2 and extra["steps_per_epoch"] is None and extra["lr"] == 3e-4
-    assert extra["augment_quality"] == 1 and extra["extra_train_dataset"] == [tmp_path, tmp_path]
-    assert extra["architecture"] is None and extra["init_model"] is None and extra["masks_dir"] is None
-    assert parse_args([str(tmp_path), str(tmp_path / "o"), "group"]).extra["train"] is False
+    train = opts.group.training
+    assert opts.group.train and train.name == "msseg-custom" and train.epochs == 50
+    assert train.batch_size == 16 and train.weight_decay == 1e-6 and train.lesion_weight == 0.8
+    assert train.val_fraction == 0.2 and train.steps_per_epoch is None and train.lr == 3e-4
+    assert train.augment_quality == 1 and train.extra_datasets == (tmp_path, tmp_path)
+    assert train.architecture is None and train.init_model is None and train.masks_dir is None
+    assert parse_args([str(tmp_path), str(tmp_path / "o"), "group"]).group.train is False
     with pytest.raises(SystemExit) as exc:
         parse_args([str(tmp_path), str(tmp_path / "o"), "group", "--train-name", "a/b"])
     assert exc.value.code == 64

@@ -1,4 +1,4 @@
-"""The participant QC report (bids_msseg/reports) and the methods boilerplate (boilerplate/)."""
+"""The participant QC report (bids_msseg/reports) and the methods boilerplate (bids_msseg/boilerplate/)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+
 from bids_msseg.boilerplate import (
     DEFAULT_CONTEXT,
     cited_keys,
@@ -17,7 +18,6 @@ from bids_msseg.boilerplate import (
     render_boilerplate,
     write_citation,
 )
-
 from bids_msseg.lesions import LesionDefinition, binarize, lesion_table
 from bids_msseg.reports.participant import render_participant_report
 

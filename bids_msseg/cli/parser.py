@@ -4,7 +4,9 @@
 documentation tools can call it freely. ``parse_args()`` parses, validates the values that need
 it (the BIDS filter file is read and checked here), resolves machine-dependent defaults (number
 of CPUs, work directory) and returns an immutable :class:`Options`. Nothing else in the package
-reads ``sys.argv`` or a global configuration.
+reads ``sys.argv`` or a global configuration. The settings it builds (:class:`Options`, with the
+group level's typed :class:`~bids_msseg.settings.GroupSettings`), their defaults and the choice
+lists live in :mod:`bids_msseg.settings`, which the rest of the package reads instead of this module.
 
 Exit codes follow ../shared/docs/conventions.md: a usage error exits 64 (argparse's own 2 is
 replaced) and an unknown analysis level exits 17, as the BIDS Apps execution spec asks.
@@ -16,25 +18,45 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+
 from bids_msseg import __version__
 from bids_msseg.errors import EXIT_UNKNOWN_LEVEL, EXIT_USAGE
+from bids_msseg.settings import (
+    ABLATIONS,
+    ARCHITECTURES,
+    COMBINATIONS,
+    DEFAULT_COMBINATIONS,
+    DEVICES,
+    INFERENCE_NORMALIZATIONS,
+    NIPYPE_PLUGINS,
+    NORMALIZATIONS,
+    PRECISIONS,
+    SWITCHES,
+    CohortSettings,
+    CrossSiteSettings,
+    GroupSettings,
+    Options,
+    TrainSettings,
+)
+
+__all__ = ["ARCHITECTURES", "CROSSSITE_ABLATIONS", "CROSSSITE_COMBINATIONS", "NIPYPE_PLUGINS", "Options",
+           "add_crosssite_arguments", "add_group_level_arguments", "build_parser", "parse_args",
+           "validate_bids_filters"]
 
 ANALYSIS_LEVELS = ("participant", "group")
 #: Keys accepted at the top level of a ``--bids-filter-file``.
 FILTER_KEYS = ("flair",)
 #: Entities a filter may not set: the app only ever segments FLAIR NIfTIs of the anat datatype.
 FIXED_ENTITIES = ("suffix", "datatype", "extension")
-#: Networks the group level can train (``bids_msseg.model.network.ARCHITECTURES``, not imported:
-#: building the parser must stay free of torch).
-ARCHITECTURES = ("UnetPlusPlus", "Unet")
-#: nipype execution plugins (``nipype.pipeline.plugins.<name>Plugin``; not imported here).
-NIPYPE_PLUGINS = ("MultiProc", "Linear", "LegacyMultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph",
-                  "PBS", "PBSGraph", "LSF", "Condor", "CondorDAGMan", "OAR", "IPython")
+#: Defaults of the group-level flags: those of the typed settings.
+_TRAIN = TrainSettings()
+_CROSSSITE = CrossSiteSettings()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,7 +165,7 @@ def _existing_dir(value: str) -> Path:
 
 def known_entities() -> tuple[str, ...]:
     """Entity names pybids knows from its ``bids`` configuration (subject, session, acquisition...)."""
-    from bids.layout.models import Config
+    from bids.layout.models import Config  # lazy: pybids is slow to import; only --bids-filter-file needs it
 
     return tuple(Config.load("bids").entities)
 
@@ -213,12 +235,10 @@ def _plugin_args(value: str) -> dict[str, Any]:
 
 
 def _plugin_file(value: str) -> dict[str, Any]:
-    """argparse type: a ``--use-plugin`` YAML/JSON file (fMRIPrep's format), checked.
+    """argparse type: a ``--use-plugin`` YAML/JSON file (fMRIPrep's format; JSON is YAML too), checked.
 
     ``plugin: SLURM`` and optional ``plugin_args: {...}`` (passed to nipype as they are).
     """
-    import yaml  # JSON is YAML too
-
     path = _abs_path(value)
     try:
         obj = yaml.safe_load(path.read_text())
@@ -282,9 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{', '.join(NIPYPE_PLUGINS)}; default MultiProc with --nprocs")
     perf.add_argument("--plugin-args", dest="plugin_args", type=_plugin_args, metavar="JSON",
                       help="arguments of the plugin as a JSON object, merged over --use-plugin's")
-    perf.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    perf.add_argument("--device", choices=DEVICES, default="auto",
                       help="where the network runs; auto = CUDA when available")
-    perf.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    perf.add_argument("--precision", choices=PRECISIONS, default="auto",
                       help="auto = bf16 on CPUs that have it natively, fp16 on CUDA; fp32 forces full "
                            "precision (slower, bitwise reproducible across CPUs)")
 
@@ -296,14 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="probability above which a voxel is lesion (default: the bundle's)")
     model.add_argument("--min-lesion-size", dest="min_lesion_size", type=_non_negative_float, metavar="MM3",
                        help="smallest lesion kept, in mm^3 (default: the bundle's)")
-    model.add_argument("--normalization", choices=("model", "quantile", "linear"), default="model",
+    model.add_argument("--normalization", choices=INFERENCE_NORMALIZATIONS, default="model",
                        help="intensity normalization; 'model' uses the one the bundle was trained with "
                             "(anything else is an ablation)")
 
     pre = parser.add_argument_group("Preprocessing")
-    pre.add_argument("--n4", choices=("auto", "on", "off"), default="auto",
+    pre.add_argument("--n4", choices=SWITCHES, default="auto",
                      help="N4 bias-field correction; auto decides from the image and its sidecar")
-    pre.add_argument("--skullstrip", choices=("auto", "on", "off"), default="auto",
+    pre.add_argument("--skullstrip", choices=SWITCHES, default="auto",
                      help="brain extraction; auto skips it for images that are already skull-stripped")
 
     run = parser.add_argument_group("Running")
@@ -328,9 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The argument group for the ``group`` analysis level.
 
-    Flags for the group level belong here. Their values need no field in :class:`Options`:
-    any parsed argument that is not a field lands in ``Options.extra`` (read it with
-    ``options.extra["my_flag"]``).
+    Flags for the group level belong here; :func:`parse_args` turns them into the typed
+    :class:`~bids_msseg.settings.GroupSettings` (``Options.group``), whose fields give the defaults.
     """
     group = parser.add_argument_group(
         "Group level",
@@ -349,7 +368,7 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
                        help="also score lesion detection with the MSSEG-2016 rules (animaSegPerfAnalyzer)")
     group.add_argument("--train", action="store_true",
                        help="train a model on this dataset's expert lesion masks")
-    group.add_argument("--train-name", dest="train_name", type=_model_name, default="msseg-custom",
+    group.add_argument("--train-name", dest="train_name", type=_model_name, default=_TRAIN.name,
                        metavar="NAME", help="name of the trained model (its bundle folder and model id)")
     group.add_argument("--masks-dir", "--expert-masks", dest="masks_dir", type=_existing_dir, metavar="DIR",
                        help="derivatives folder holding the expert masks of bids_dir (for evaluation and "
@@ -360,24 +379,26 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
                        action="append", metavar="DIR",
                        help="another BIDS dataset merged into the training set (repeatable); its masks are "
                             "searched in its own derivatives/*/")
-    group.add_argument("--epochs", type=_positive_int, default=50, metavar="N", help="training epochs")
+    group.add_argument("--epochs", type=_positive_int, default=_TRAIN.epochs, metavar="N", help="training epochs")
     group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, metavar="N",
                        help="optimizer steps per epoch (default: one pass over the training slices / batch size)")
-    group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=16, metavar="N",
+    group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=_TRAIN.batch_size, metavar="N",
                        help="slices per optimizer step")
-    group.add_argument("--lr", type=_positive_float, default=1e-3, metavar="LR", help="Adam learning rate")
-    group.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float, default=1e-6,
-                       metavar="WD", help="Adam weight decay")
-    group.add_argument("--lesion-weight", dest="lesion_weight", type=_probability, default=0.8, metavar="W",
+    group.add_argument("--lr", type=_positive_float, default=_TRAIN.lr, metavar="LR", help="Adam learning rate")
+    group.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float,
+                       default=_TRAIN.weight_decay, metavar="WD", help="Adam weight decay")
+    group.add_argument("--lesion-weight", dest="lesion_weight", type=_probability, default=_TRAIN.lesion_weight,
+                       metavar="W",
                        help="weight of the lesion class in the binary cross-entropy (background: 1 - W)")
-    group.add_argument("--val-fraction", dest="val_fraction", type=_probability, default=0.2, metavar="F",
+    group.add_argument("--val-fraction", dest="val_fraction", type=_probability, default=_TRAIN.val_fraction,
+                       metavar="F",
                        help="share of subjects held out for validation (model selection and threshold)")
     group.add_argument("--architecture", choices=ARCHITECTURES,
                        help="network (default: the --init-model's, else UnetPlusPlus)")
-    group.add_argument("--train-normalization", dest="train_normalization", choices=("quantile", "linear"),
+    group.add_argument("--train-normalization", dest="train_normalization", choices=NORMALIZATIONS,
                        help="intensity normalization (default: the --init-model's, else quantile)")
     group.add_argument("--augment-quality", dest="augment_quality", type=_non_negative_int, nargs="?",
-                       const=1, default=0, metavar="N",
+                       const=1, default=_TRAIN.augment_quality, metavar="N",
                        help="add N image-quality-degraded copies of each training scan (DeepLesionBrain: "
                             "blur, unsharp masking, thick slices); the flag alone means 1")
     group.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
@@ -385,10 +406,9 @@ def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._Argu
     return group
 
 
-#: Training sets and ablations of ``group --cross-site`` (``bids_msseg.crosssite.plan``; not imported,
-#: building the parser stays free of torch).
-CROSSSITE_COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
-CROSSSITE_ABLATIONS = ("normalization", "architecture")
+#: Training sets and ablations of ``group --cross-site`` (the lists of :mod:`bids_msseg.settings`).
+CROSSSITE_COMBINATIONS = COMBINATIONS
+CROSSSITE_ABLATIONS = ABLATIONS
 
 
 def add_crosssite_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -412,60 +432,16 @@ def add_crosssite_arguments(parser: argparse.ArgumentParser) -> argparse._Argume
                             "MagneticFieldStrength that the sidecars have)")
     group.add_argument("--sites", nargs="+", metavar="SITE", help="only these sites (labels as logged)")
     group.add_argument("--combinations", nargs="+", choices=CROSSSITE_COMBINATIONS,
-                       default=["single", "leave-one-out", "all"],
+                       default=list(DEFAULT_COMBINATIONS),
                        help="training sets: each site alone, all but one, all together, merged (leave-one-out and "
                             "all), every two")
-    group.add_argument("--test-fraction", dest="test_fraction", type=_probability, default=0.3, metavar="F",
+    group.add_argument("--test-fraction", dest="test_fraction", type=_probability,
+                       default=_CROSSSITE.test_fraction, metavar="F",
                        help="share of each site's subjects held out of every training and tested on")
     group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],
                        help="add ablation arms: the other intensity normalization (quantile/linear) or "
                             "architecture (UNet++/UNet), compared with Wilcoxon signed-rank tests")
     return group
-
-
-@dataclass(frozen=True)
-class Options:
-    """Every setting of one invocation, immutable. Built by :func:`parse_args`."""
-
-    bids_dir: Path
-    output_dir: Path
-    analysis_level: str
-    participant_label: tuple[str, ...] | None = None
-    session_label: tuple[str, ...] | None = None
-    bids_filters: Mapping[str, Mapping[str, Any]] | None = None
-    skip_bids_validation: bool = False
-    work_dir: Path = field(default_factory=lambda: Path("work").absolute())
-    nprocs: int = 1
-    omp_nthreads: int = 1
-    mem_gb: float | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    model: Path | None = None
-    threshold: float | None = None
-    min_lesion_size: float | None = None
-    normalization: str = "model"
-    n4: str = "auto"
-    skullstrip: str = "auto"
-    stop_on_first_crash: bool = False
-    boilerplate_only: bool = False
-    random_seed: int | None = None
-    #: nipype execution plugin and its arguments (``--use-plugin``/``--nipype-plugin``/``--plugin-args``).
-    nipype_plugin: str = "MultiProc"
-    plugin_args: Mapping[str, Any] = field(default_factory=dict)
-    overwrite: bool = False
-    verbose: int = 0
-    #: Parsed arguments without a field of their own (e.g. group-level flags added later).
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def flair_filters(self) -> dict[str, Any]:
-        """The pybids entity filters for the FLAIR query (empty when no filter file was given)."""
-        return dict((self.bids_filters or {}).get("flair", {}))
-
-    @property
-    def logs_dir(self) -> Path:
-        """``<output_dir>/logs``: crash reports and CITATION.md."""
-        return self.output_dir / "logs"
 
 
 def available_cpus() -> int:
@@ -490,10 +466,32 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     plugin_file = ns.pop("use_plugin") or {}
     ns["nipype_plugin"] = ns["nipype_plugin"] or plugin_file.get("plugin") or "MultiProc"
     ns["plugin_args"] = {**plugin_file.get("plugin_args", {}), **(ns["plugin_args"] or {})}
+    group = _group_settings(ns)
     names = {f.name for f in fields(Options)}
     known = {k: v for k, v in ns.items() if k in names}
     extra = {k: v for k, v in ns.items() if k not in names}
     for key in ("participant_label", "session_label"):
         if known.get(key) is not None:
             known[key] = tuple(known[key])
-    return Options(nprocs=nprocs, omp_nthreads=omp, work_dir=work_dir, extra=extra, **known)
+    return Options(nprocs=nprocs, omp_nthreads=omp, work_dir=work_dir, group=group, extra=extra, **known)
+
+
+def _group_settings(ns: dict[str, Any]) -> GroupSettings:
+    """Pop the group-level flags from the parsed namespace ``ns`` into typed settings (built once, here)."""
+    train_name, masks_dir, site_column = ns.pop("train_name"), ns.pop("masks_dir"), ns.pop("site_column")
+    seed = ns["random_seed"] if ns.get("random_seed") is not None else 0
+    training = TrainSettings(
+        name=train_name, masks_dir=masks_dir, extra_datasets=tuple(ns.pop("extra_train_dataset") or ()),
+        epochs=ns.pop("epochs"), steps_per_epoch=ns.pop("steps_per_epoch"), batch_size=ns.pop("batch_size"),
+        lr=ns.pop("lr"), weight_decay=ns.pop("weight_decay"), lesion_weight=ns.pop("lesion_weight"),
+        val_fraction=ns.pop("val_fraction"), architecture=ns.pop("architecture"),
+        normalization=ns.pop("train_normalization"), augment_quality=ns.pop("augment_quality"),
+        init_model=ns.pop("init_model"), seed=seed)
+    crosssite = CrossSiteSettings(
+        extra_bids_dirs=tuple(ns.pop("extra_bids_dir") or ()), site_column=site_column,
+        site_fields=tuple(ns.pop("site_field") or ()), sites=tuple(ns.pop("sites") or ()),
+        combinations=tuple(ns.pop("combinations")), test_fraction=ns.pop("test_fraction"),
+        ablations=tuple(ns.pop("ablation")))
+    cohort = CohortSettings(site_column=site_column, masks_dir=masks_dir, msseg2016=ns.pop("msseg2016"))
+    return GroupSettings(train=ns.pop("train"), cross_site=ns.pop("cross_site"), cohort=cohort,
+                         training=training, crosssite=crosssite)

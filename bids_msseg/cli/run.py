@@ -21,7 +21,6 @@ Order of work, each step failing with the exit code of the BIDS Apps spec:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -29,11 +28,28 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bids_msseg import __version__
-from bids_msseg.cli.parser import Options, parse_args
-from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, OutputError, UsageError
+from bids_msseg._compat import configure_environment
+from bids_msseg.bids import FlairRun, collect_flair_runs
+from bids_msseg.boilerplate import write_citation
+from bids_msseg.cli.parser import parse_args
+from bids_msseg.derivatives import derivative_paths, write_dataset_description
+from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
+from bids_msseg.lesions import NEIGHBOURS
+from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
+from bids_msseg.provenance import describe, provenance
+from bids_msseg.runtime import check_device
+from bids_msseg.settings import Options, SegmentationSettings
+from bids_msseg.validate import screen_runs
+from bids_msseg.workdirs import check_output_dir, check_work_dir
+
+if TYPE_CHECKING:
+    from bids_msseg.workflows.participant import RunStatus
+
+__all__ = ["check_output_dir", "check_work_dir", "configure_logging", "container_info", "main", "outputs_complete",
+           "resolve_bundle"]
 
 LOGGER = logging.getLogger("bids_msseg.cli")
 _HANDLER_FLAG = "_bids_msseg_cli_handler"
@@ -57,65 +73,18 @@ def configure_logging(verbose: int) -> None:
 
 def _configure_nipype_logging(verbose: int) -> None:
     """nipype's own loggers (in this process; workers are set up by the workflow runner)."""
-    from bids_msseg.workflows.participant import nipype_log_level
+    from bids_msseg.workflows.participant import nipype_log_level  # lazy: nipype, only for participant runs
 
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
         logging.getLogger(name).setLevel(nipype_log_level(verbose))
 
 
-def _is_within(path: Path, parent: Path) -> bool:
-    return path == parent or path.is_relative_to(parent)
-
-
-def check_output_dir(bids_dir: Path, output_dir: Path) -> None:
-    """Refuse an output directory that would write into the raw dataset; create it; check writes.
-
-    Allowed: anywhere outside ``bids_dir``, or strictly below ``bids_dir/derivatives/``.
-    Raises :class:`OutputError` (73) otherwise, or when the directory cannot be created or written.
-    """
-    bids = Path(bids_dir).resolve()
-    out = Path(output_dir).resolve()
-    if out == bids:
-        raise OutputError(f"the output directory is the BIDS directory ({bids}); use e.g. "
-                          f"{bids / 'derivatives' / 'bids_msseg'}")
-    derivatives = bids / "derivatives"
-    if _is_within(out, bids) and not (out != derivatives and _is_within(out, derivatives)):
-        raise OutputError(f"the output directory {out} lies inside the BIDS dataset; put it under "
-                          f"{derivatives}/ (e.g. {derivatives / 'bids_msseg'}) or outside the dataset")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create the output directory {output_dir}: {err.strerror or err}") from err
-    probe = out / f".bids_msseg_write_test_{os.getpid()}"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(
-            f"cannot write into the output directory {output_dir}: {err.strerror or err}"
-        ) from err
-
-
-def check_work_dir(bids_dir: Path, work_dir: Path) -> None:
-    """Create the work directory; refuse one inside the raw dataset (pybids would index it)."""
-    bids = Path(bids_dir).resolve()
-    work = Path(work_dir).resolve()
-    if _is_within(work, bids) and not work.is_relative_to(bids / "derivatives"):
-        raise UsageError(f"the work directory {work} lies inside the BIDS dataset; choose another one (-w)")
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create the work directory {work_dir}: {err.strerror or err}") from err
-
-
-def resolve_bundle(model: Path | None):
+def resolve_bundle(model: Path | None) -> tuple[Path, ModelCard]:
     """The bundle directory and its card, checked (card readable, weights' sha256 as recorded).
 
     The weights are not loaded here (each worker loads them once); a bad or missing bundle is a
     usage error (64) reported before any work starts.
     """
-    from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, verify_bundle
-
     path = Path(model) if model is not None else DEFAULT_BUNDLE
     if model is None and not (path / "model.json").is_file():
         raise UsageError(f"the packaged model is missing ({path}); pass a model bundle with --model")
@@ -137,10 +106,8 @@ def container_info() -> dict[str, str] | None:
     return None
 
 
-def outputs_complete(run, output_dir: Path, settings) -> bool:
+def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSettings) -> bool:
     """True when every derivative of ``run`` exists and was made with the same model and settings."""
-    from bids_msseg.derivatives import derivative_paths
-
     paths = derivative_paths(output_dir, run.relpath)
     if not all(p.is_file() for p in paths.values()):
         return False
@@ -148,7 +115,7 @@ def outputs_complete(run, output_dir: Path, settings) -> bool:
         meta = json.loads(paths["mask_json"].read_text())
     except (OSError, ValueError):
         return False
-    neighbours = {1: 6, 2: 18, 3: 26}[settings.connectivity]
+    neighbours = NEIGHBOURS[settings.connectivity]
     recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("MinimumLesionSize_mm3"),
                 meta.get("Connectivity"), meta.get("NormalizationMethod"))
     wanted = (settings.model_id, settings.threshold, settings.min_lesion_size_mm3, neighbours,
@@ -159,18 +126,8 @@ def outputs_complete(run, output_dir: Path, settings) -> bool:
     return True
 
 
-def _check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda was asked for but no CUDA device is available")
-
-
-def _summary_line(output_dir: Path, run) -> str:
+def _summary_line(output_dir: Path, run: FlairRun) -> str:
     """``12 lesions, 3.41 mL`` from a run's summary TSV (empty when unreadable)."""
-    from bids_msseg.derivatives import derivative_paths
-
     try:
         lines = derivative_paths(output_dir, run.relpath)["summary"].read_text().splitlines()
         row = dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=False))
@@ -180,11 +137,8 @@ def _summary_line(output_dir: Path, run) -> str:
 
 
 def _run_group(options: Options) -> int:
-    """The group level lives in ``bids_msseg.group`` (built separately); absent, it is a no-op."""
-    if importlib.util.find_spec("bids_msseg.group") is None:
-        LOGGER.warning("the group level is not implemented in this version; nothing to do")
-        return EXIT_OK
-    from bids_msseg.group import run_group
+    """The group level (:func:`bids_msseg.group.run_group`)."""
+    from bids_msseg.group import run_group  # lazy: torch and matplotlib, only for the group level
 
     result = run_group(options)
     return EXIT_OK if result is None else int(result)
@@ -192,9 +146,6 @@ def _run_group(options: Options) -> int:
 
 def _boilerplate_only(options: Options) -> int:
     """Write logs/CITATION.md for the chosen model and options, and nothing else."""
-    from bids_msseg.boilerplate import write_citation
-    from bids_msseg.workflows.participant import SegmentationSettings
-
     try:
         _, card = resolve_bundle(options.model)
         context = SegmentationSettings.resolve(options, card).citation_context(options, card)
@@ -208,15 +159,9 @@ def _boilerplate_only(options: Options) -> int:
 
 def _participant(options: Options) -> int:
     """Steps 5-9 of the module docstring."""
-    from bids_msseg.bids import collect_flair_runs
-    from bids_msseg.boilerplate import write_citation
-    from bids_msseg.derivatives import write_dataset_description
-    from bids_msseg.provenance import describe, provenance
-    from bids_msseg.validate import screen_runs
-    from bids_msseg.workflows.participant import (
+    from bids_msseg.workflows.participant import (  # lazy: nipype, only once the inputs are checked
         RunStatus,
         RunTracker,
-        SegmentationSettings,
         init_participant_wf,
         run_participant_wf,
     )
@@ -235,8 +180,8 @@ def _participant(options: Options) -> int:
         database_dir=options.work_dir / "bids_db",
     )
     bundle_path, card = resolve_bundle(options.model)
-    _check_device(options.device)
-    settings = SegmentationSettings.resolve(options, card)
+    check_device(options.device)
+    settings = SegmentationSettings.resolve(options, card)  # once per run, passed down
     context: dict[str, Any] = settings.citation_context(options, card)
     write_dataset_description(options.output_dir, options.bids_dir, version=__version__,
                               container=container_info(),
@@ -261,7 +206,7 @@ def _participant(options: Options) -> int:
                 "%d process(es) x %d thread(s)", len(todo), settings.model_id, settings.threshold,
                 settings.min_lesion_size_mm3, options.nprocs, options.omp_nthreads)
 
-    def progress(status, done: int, total: int) -> None:
+    def progress(status: RunStatus, done: int, total: int) -> None:
         seconds = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
         if status.state == "ok":
             detail = _summary_line(options.output_dir, status.run)
@@ -272,7 +217,8 @@ def _participant(options: Options) -> int:
                          status.failed_node, seconds)
 
     cache_dir = options.work_dir / f"bids_msseg_{__version__.replace('.', '_')}"
-    workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir)
+    workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir,
+                                   settings=settings)
     tracker = RunTracker(todo, on_finish=progress)
     start = time.perf_counter()
     run_participant_wf(workflow, options=options, tracker=tracker)
@@ -304,8 +250,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0), usage (64), analysis level (17)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 64)
-
-    from bids_msseg._compat import configure_environment
 
     try:
         configure_environment(options.work_dir)

@@ -25,14 +25,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bids_msseg.errors import NoInputError, UsageError
-from bids_msseg.train.bids_training import TrainingScan
+from bids_msseg.settings import (
+    ABLATIONS,
+    COMBINATIONS,
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_COMBINATIONS,
+    DEFAULT_NORMALIZATION,
+)
 from bids_msseg.train.data import split_rank
+from bids_msseg.train.split import TrainingScan, split_scans
 
 LOGGER = logging.getLogger(__name__)
 
-COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
-DEFAULT_COMBINATIONS = ("single", "leave-one-out", "all")
-ABLATIONS = ("normalization", "architecture")
+__all__ = ["ABLATIONS", "COMBINATIONS", "DEFAULT_COMBINATIONS", "Arm", "Experiment", "StudyPlan", "arms",
+           "build_plan", "split_test", "training_sets"]
 _OTHER = {"quantile": "linear", "linear": "quantile", "UnetPlusPlus": "Unet", "Unet": "UnetPlusPlus"}
 
 
@@ -40,8 +46,8 @@ _OTHER = {"quantile": "linear", "linear": "quantile", "UnetPlusPlus": "Unet", "U
 class Arm:
     """One network recipe: the architecture and intensity normalization trained with."""
 
-    architecture: str = "UnetPlusPlus"
-    normalization: str = "quantile"
+    architecture: str = DEFAULT_ARCHITECTURE
+    normalization: str = DEFAULT_NORMALIZATION
     ablation: str | None = None  # the ablation this arm stands for; None for the baseline
 
     @property
@@ -115,7 +121,7 @@ def training_sets(sites: Sequence[str], combinations: Sequence[str]) -> list[tup
 
 def arms(architecture: str | None, normalization: str | None, ablations: Sequence[str]) -> list[Arm]:
     """The baseline arm and one arm per ablation (the other architecture / normalization)."""
-    base = Arm(architecture or "UnetPlusPlus", normalization or "quantile")
+    base = Arm(architecture or DEFAULT_ARCHITECTURE, normalization or DEFAULT_NORMALIZATION)
     out = [base]
     for ablation in dict.fromkeys(ablations):
         if ablation == "normalization":
@@ -147,8 +153,6 @@ def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinat
     A site needs at least 3 subjects (or scans): one to test on and two to train and validate on;
     smaller sites are left out with a warning. At least two sites must remain.
     """
-    from bids_msseg.train.bids_training import split_scans
-
     by_site: dict[str, list[TrainingScan]] = {}
     for scan in scans:
         if scan.key in sites:

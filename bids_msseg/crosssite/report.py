@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from bids_msseg.crosssite.plan import Experiment, StudyPlan
 from bids_msseg.crosssite.stats import study_stats
 from bids_msseg.io import write_text_atomic
+from bids_msseg.model.bundle import read_card
 
 LOGGER = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def heatmap(matrix: pd.DataFrame, sites: list[str], arm: str) -> str:
 
 def experiments_summary(out: Path, experiments: Sequence[Experiment]) -> pd.DataFrame:
     """One row per experiment: model id, validation Dice, threshold, epochs and best epoch (bundle cards)."""
-    from bids_msseg.model.bundle import read_card
-
     rows = []
     for e in experiments:
         card = read_card(out / "models" / e.id)

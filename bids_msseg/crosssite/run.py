@@ -27,7 +27,6 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,46 +34,27 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bids_msseg.cli.parser import Options
 from bids_msseg.crosssite.evaluate import pairwise_dice, scan_metrics
-from bids_msseg.crosssite.plan import DEFAULT_COMBINATIONS, Experiment, StudyPlan, arms, build_plan
+from bids_msseg.crosssite.plan import Experiment, StudyPlan, arms, build_plan
+from bids_msseg.crosssite.report import write_outputs
 from bids_msseg.crosssite.sites import assign_sites, choose_rule
 from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path, write_text_atomic
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.lesions import LesionDefinition, binarize
+from bids_msseg.masks import find_training_pairs
+from bids_msseg.model.bundle import load_bundle
+from bids_msseg.model.predict import resolve_device
+from bids_msseg.runtime import check_device, set_threads
+from bids_msseg.segment import segment_volume
+from bids_msseg.settings import Options, TrainSettings
 from bids_msseg.train import bids_training
-from bids_msseg.train.bids_training import TrainingScan, TrainSettings
+from bids_msseg.train.cache import load_preprocessed, preprocess_scans
+from bids_msseg.train.split import TrainingScan, scans_from_pairs
+from bids_msseg.workdirs import check_work_dir
 
 LOGGER = logging.getLogger(__name__)
 
 SPEC_NAME = "crosssite.json"
-
-
-@dataclass(frozen=True)
-class CrossSiteSettings:
-    """The ``--cross-site`` flags (``Options.extra``), typed."""
-
-    extra_bids_dirs: tuple[Path, ...] = ()
-    site_column: str | None = None
-    site_fields: tuple[str, ...] = ()
-    sites: tuple[str, ...] = ()
-    combinations: tuple[str, ...] = DEFAULT_COMBINATIONS
-    test_fraction: float = 0.3
-    ablations: tuple[str, ...] = ()
-
-    @classmethod
-    def from_options(cls, options: Options) -> CrossSiteSettings:
-        """Read the flags of :func:`bids_msseg.cli.parser.add_crosssite_arguments`."""
-        extra = dict(options.extra)
-        return cls(
-            extra_bids_dirs=tuple(extra.get("extra_bids_dir") or ()),
-            site_column=extra.get("site_column"),
-            site_fields=tuple(extra.get("site_field") or ()),
-            sites=tuple(extra.get("sites") or ()),
-            combinations=tuple(extra.get("combinations") or DEFAULT_COMBINATIONS),
-            test_fraction=extra.get("test_fraction") or cls.test_fraction,
-            ablations=tuple(extra.get("ablation") or ()),
-        )
 
 
 def study_dir(options: Options) -> Path:
@@ -152,16 +132,11 @@ def _predict(experiment: Experiment, plan: StudyPlan, plan_scans: Mapping[str, T
     if not todo:
         LOGGER.info("%s: predictions done, skipped", experiment.id)
         return
-    from bids_msseg.lesions import binarize
-    from bids_msseg.model.bundle import load_bundle
-    from bids_msseg.model.predict import resolve_device
-    from bids_msseg.segment import segment_volume
-
     bundle = load_bundle(out / "models" / experiment.id)
     device = resolve_device(options.device)
     definition = LesionDefinition(bundle.card.connectivity, bundle.card.min_lesion_size_mm3)
     for key in todo:
-        vol = bids_training.load_preprocessed(cache[key])
+        vol = load_preprocessed(cache[key])
         zooms = tuple(float(z) for z in vol["zooms"])
         probability = segment_volume(vol["corrected"], vol["brain"].astype(bool), zooms, bundle, device,
                                      options.precision)
@@ -179,7 +154,7 @@ def evaluate(plan: StudyPlan, plan_scans: Mapping[str, TrainingScan], cache: Map
     rows: list[dict] = []
     agreement: list[dict] = []
     for key in plan.test_scans:
-        vol = bids_training.load_preprocessed(cache[key])
+        vol = load_preprocessed(cache[key])
         truth = vol["lesion"].astype(bool)
         voxel_volume = float(np.prod(vol["zooms"]))
         masks: dict[Experiment, np.ndarray] = {}
@@ -206,29 +181,22 @@ def evaluate(plan: StudyPlan, plan_scans: Mapping[str, TrainingScan], cache: Map
 
 def run_study(options: Options) -> int:
     """The whole study (module docstring) for ``options``; return the exit code."""
-    import torch
-
-    from bids_msseg.cli.run import check_work_dir
-    from bids_msseg.crosssite.report import write_outputs
-    from bids_msseg.interfaces.common import set_threads
-
-    settings = TrainSettings.from_options(options)
-    cs = CrossSiteSettings.from_options(options)
+    settings = options.group.training
+    cs = options.group.crosssite
     if settings.extra_datasets:
         raise UsageError("--extra-train-dataset adds data to one training; a cross-site study takes its sites' "
                          "datasets with --extra-bids-dir")
     check_work_dir(options.bids_dir, options.work_dir)
-    if options.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    check_device(options.device)
     set_threads(options.omp_nthreads)
     out, work = study_dir(options), options.work_dir / "crosssite"
 
-    pairs = bids_training.find_training_pairs(
+    pairs = find_training_pairs(
         list(dict.fromkeys([options.bids_dir, *cs.extra_bids_dirs])), settings.masks_dir,
         participant_labels=options.participant_label, session_labels=options.session_label,
         bids_filters=options.flair_filters, skip_validation=options.skip_bids_validation,
         database_dir=options.work_dir / "bids_db", exclude=[options.output_dir])
-    scans, names = bids_training.scans_from_pairs(pairs)
+    scans, names = scans_from_pairs(pairs)
     rule = choose_rule(scans, cs.site_column, cs.site_fields)
     sites = assign_sites(scans, rule)
     study_arms = arms(settings.architecture, settings.normalization, cs.ablations)
@@ -239,8 +207,7 @@ def run_study(options: Options) -> int:
     write_text_atomic(out / "plan.json", json.dumps(plan_json, indent=1) + "\n")
 
     plan_scans = {s.key: s for s in scans if s.key in plan.site_of}
-    cache = bids_training.preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4,
-                                           options.skullstrip)
+    cache = preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4, options.skullstrip)
     for i, experiment in enumerate(plan.experiments, 1):
         LOGGER.info("[%d/%d] experiment %s", i, len(plan.experiments), experiment.id)
         _train(experiment, plan_scans, names, settings, options, out, work)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_msseg.cohort import read_participants
 from bids_msseg.errors import UsageError
-from bids_msseg.train.bids_training import TrainingScan, dataset_root
+from bids_msseg.masks import dataset_root
+from bids_msseg.sites import read_participants
+from bids_msseg.train.split import TrainingScan
 
 LOGGER = logging.getLogger(__name__)
 

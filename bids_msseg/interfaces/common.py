@@ -1,11 +1,13 @@
-"""Helpers shared by the interfaces: intermediate files, the original image, threads, seeds."""
+"""Helpers shared by the interfaces: intermediate files and the original image.
+
+Threads and seeds are set up by :mod:`bids_msseg.runtime` (shared with the group level).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,49 +15,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bids_msseg.preproc.orient import load_flair
+
 LOGGER = logging.getLogger(__name__)
-
-#: Environment variables that bound the threads of BLAS, OpenMP and ITK (ANTs).
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-
-
-def set_threads(n_threads: int, itk_threads: int | None = None) -> None:
-    """Bound the threads this process uses: torch's intra-op pool and, for later starts, ITK/BLAS.
-
-    ``itk_threads`` (default ``n_threads``) applies to ITK (ANTs), which reads its variable once,
-    when ``ants`` is first used in the process: one thread makes N4 and registration repeat exactly.
-    """
-    n_threads = max(1, int(n_threads))
-    for var in THREAD_VARIABLES:
-        os.environ[var] = str(n_threads)
-    if itk_threads is not None:
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(itk_threads)))
-    import torch
-
-    if torch.get_num_threads() != n_threads:
-        torch.set_num_threads(n_threads)
-
-
-def seed_everything(seed: int | None) -> None:
-    """Seed Python, numpy, torch and ANTs (``ANTS_RANDOM_SEED``) and make torch deterministic.
-
-    Only when a seed is given (``--random-seed``): with it, two runs on the same input and
-    machine give bit-identical outputs (ITK on one thread is set by the caller, see set_threads).
-    """
-    if seed is None:
-        return
-    os.environ["ANTS_RANDOM_SEED"] = str(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    import torch
-
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
 
 def load_original(path: str | Path) -> nib.Nifti1Image:
     """The source FLAIR as the derivatives must match it: its own grid, shape and affine.
@@ -64,8 +26,6 @@ def load_original(path: str | Path) -> nib.Nifti1Image:
     checked, 3D, NIfTI-1, the input's affine and qform/sform codes), so arrays mapped back with
     ``from_ras`` and this image always agree.
     """
-    from bids_msseg.preproc.orient import load_flair
-
     return load_flair(path)
 
 

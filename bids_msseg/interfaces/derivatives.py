@@ -19,7 +19,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_msseg.derivatives import write_run_derivatives
 from bids_msseg.interfaces.common import load_array, load_original, read_json
+from bids_msseg.lesions import LesionDefinition
 
 LOGGER = logging.getLogger(__name__)
 
@@ -61,9 +63,6 @@ class WriteDerivatives(SimpleInterface):
     always_run = True
 
     def _run_interface(self, runtime):
-        from bids_msseg.derivatives import write_run_derivatives
-        from bids_msseg.lesions import LesionDefinition
-
         extra = dict(self.inputs.extra_meta) if self.inputs.extra_meta else {}
         if self.inputs.device:
             extra["InferenceDevice"] = self.inputs.device
@@ -111,6 +110,7 @@ class ParticipantReport(SimpleInterface):
     always_run = True
 
     def _run_interface(self, runtime):
+        # lazy: matplotlib, only in the worker that renders the report
         from bids_msseg.reports.participant import render_participant_report
 
         flair = load_original(self.inputs.in_file)

@@ -15,6 +15,8 @@ from nipype.interfaces.base import (
 )
 
 from bids_msseg.interfaces.common import load_array, load_original, save_nifti
+from bids_msseg.lesions import LesionDefinition, binarize, lesion_table
+from bids_msseg.preproc.orient import from_ras
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,9 +50,6 @@ class LesionStats(SimpleInterface):
     output_spec = _LesionStatsOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_msseg.lesions import LesionDefinition, binarize, lesion_table
-        from bids_msseg.preproc.orient import from_ras
-
         original = load_original(self.inputs.in_file)
         probability = np.asarray(from_ras(load_array(self.inputs.probability, np.float32), original),
                                  dtype=np.float32)

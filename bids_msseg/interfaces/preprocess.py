@@ -15,11 +15,13 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.interfaces.common import save_nifti, seed_everything, set_threads, write_json
+from bids_msseg.interfaces.common import save_nifti, write_json
+from bids_msseg.preproc import preprocess_flair
+from bids_msseg.runtime import seed_everything, set_threads
+from bids_msseg.settings import force_flag
 
 LOGGER = logging.getLogger(__name__)
 
-_FORCE = {"auto": None, "on": True, "off": False}
 
 
 class _PreprocessInputSpec(BaseInterfaceInputSpec):
@@ -49,16 +51,14 @@ class Preprocess(SimpleInterface):
     output_spec = _PreprocessOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_msseg.preproc import preprocess_flair
-
         seeded = self.inputs.random_seed is not None
         set_threads(self.inputs.omp_nthreads, itk_threads=1 if seeded else None)  # exact repeats when seeded
         seed_everything(self.inputs.random_seed)
         result = preprocess_flair(
             self.inputs.in_file,
             sidecar=dict(self.inputs.metadata) or None,
-            force_n4=_FORCE[self.inputs.n4],
-            force_skullstrip=_FORCE[self.inputs.skullstrip],
+            force_n4=force_flag(self.inputs.n4),
+            force_skullstrip=force_flag(self.inputs.skullstrip),
             random_seed=self.inputs.random_seed,
         )
         cwd = Path(runtime.cwd)

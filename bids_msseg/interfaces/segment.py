@@ -24,7 +24,9 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.interfaces.common import load_array, save_nifti, seed_everything, set_threads
+from bids_msseg.interfaces.common import load_array, save_nifti
+from bids_msseg.model.bundle import load_bundle
+from bids_msseg.runtime import seed_everything, set_threads
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ _LOCK = threading.Lock()
 
 def get_bundle(path: str | Path, model_id: str = ""):
     """The :class:`~bids_msseg.model.bundle.ModelBundle` at ``path``, loaded once per process."""
-    from bids_msseg.model.bundle import load_bundle
-
     key = (str(Path(path).resolve()), model_id)
     with _LOCK:
         if key not in _BUNDLES:
@@ -76,8 +76,8 @@ class Segment(SimpleInterface):
     output_spec = _SegmentOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_msseg.model.predict import resolve_device
-        from bids_msseg.segment import segment_volume
+        from bids_msseg.model.predict import resolve_device  # lazy: torch, only in the worker that segments
+        from bids_msseg.segment import segment_volume  # lazy: torch, only in the worker that segments
 
         set_threads(self.inputs.omp_nthreads)
         seed_everything(self.inputs.random_seed)

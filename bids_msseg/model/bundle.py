@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bids_msseg.io import atomic_path
+
 if TYPE_CHECKING:  # torch is imported where weights are handled: reading cards stays light
     import torch
 
@@ -80,10 +82,8 @@ def save_bundle(
 ) -> Path:
     """Write weights (cast to ``dtype``, default float16) and card; the card gets the weights'
     sha256 and an id."""
-    import torch
-    from safetensors.torch import save_file
-
-    from bids_msseg.io import atomic_path
+    import torch  # lazy: torch stays out of the command line's start-up
+    from safetensors.torch import save_file  # lazy: safetensors.torch imports torch
 
     dtype = torch.float16 if dtype is None else dtype
     directory = Path(directory)
@@ -154,10 +154,10 @@ def verify_bundle(directory: Path, verify: bool = True) -> ModelCard:
 
 def load_bundle(directory: Path | None = None, verify: bool = True) -> ModelBundle:
     """Load a bundle (the packaged default when ``directory`` is None), checking its sha256."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # lazy: safetensors.torch imports torch
+    from safetensors.torch import load_file  # lazy: safetensors.torch imports torch
 
-    from bids_msseg.model.network import build_network
+    from bids_msseg.model.network import build_network  # lazy: torch and smp, only when the weights are loaded
 
     directory = Path(directory) if directory is not None else DEFAULT_BUNDLE
     card = verify_bundle(directory, verify=verify)

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from bids_msseg._compat import import_smp
+from bids_msseg.settings import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
-#: Architectures the paper compared; UNet++ is the default, UNet the ablation.
-ARCHITECTURES = ("UnetPlusPlus", "Unet")
+__all__ = ["ARCHITECTURES", "build_network", "default_architecture"]
 
 
-def default_architecture(name: str = "UnetPlusPlus") -> dict[str, Any]:
+def default_architecture(name: str = DEFAULT_ARCHITECTURE) -> dict[str, Any]:
     """The paper's network: resnet18 encoder, one FLAIR channel in, one lesion logit out."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {ARCHITECTURES}")
@@ -33,7 +33,7 @@ def build_network(arch: dict[str, Any], encoder_weights_file: Path | None = None
         raise ValueError(f"unknown architecture {arch['name']!r}; choose one of {ARCHITECTURES}")
     net = getattr(smp, arch["name"])(encoder_weights=None, **kwargs)
     if encoder_weights_file is not None:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: safetensors.torch imports torch
 
         state = load_file(str(encoder_weights_file))
         missing, unexpected = net.encoder.load_state_dict(state, strict=False)

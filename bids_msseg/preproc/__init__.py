@@ -21,7 +21,10 @@ import nibabel as nib
 import numpy as np
 
 from bids_msseg.errors import InputError
+from bids_msseg.preproc.brain import extract_brain, mask_from_background
 from bids_msseg.preproc.decisions import PreprocDecisions, decide_preprocessing
+from bids_msseg.preproc.n4 import n4_correct
+from bids_msseg.preproc.orient import load_flair, to_ras
 
 __all__ = ["BRAIN_VOLUME_RANGE_ML", "PreprocDecisions", "PreprocResult", "preprocess_flair"]
 
@@ -63,10 +66,6 @@ def preprocess_flair(
     volume is outside :data:`BRAIN_VOLUME_RANGE_ML` (no brain found). ``random_seed`` seeds the
     registration of the brain extraction (default: its fixed seed).
     """
-    from bids_msseg.preproc.brain import extract_brain, mask_from_background
-    from bids_msseg.preproc.n4 import n4_correct
-    from bids_msseg.preproc.orient import load_flair, to_ras
-
     path = Path(path)
     timings: dict[str, float] = {}
     start = time.perf_counter()

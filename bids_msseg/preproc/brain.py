@@ -170,7 +170,7 @@ def _clipped(data: np.ndarray) -> np.ndarray:
 @contextlib.contextmanager
 def ants_seed(seed: int) -> Iterator[None]:
     """Set ANTsPy's registration seed (read by ``ants.registration`` at call time), then restore it."""
-    import ants
+    import ants  # lazy: ANTs starts ITK's thread pool; only the workers need it
 
     old = getattr(ants.config, "_random_seed", None)
     ants.config._random_seed = seed
@@ -205,7 +205,7 @@ def extract_brain(
     (:func:`refine_mask`). ``seed`` seeds ANTs' metric sampling (default :data:`REGISTRATION_SEED`).
     See the module docstring for the method.
     """
-    import ants
+    import ants  # lazy: ANTs starts ITK's thread pool; only the workers need it
 
     if data is None:
         data = img_ras.get_fdata(dtype=np.float32)

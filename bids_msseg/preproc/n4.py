@@ -42,7 +42,7 @@ def to_ants_image(data: np.ndarray, affine: np.ndarray) -> Any:
     rotation (polar decomposition), which moves the image by far less than a voxel for the small
     shears found in scanner headers.
     """
-    import ants
+    import ants  # lazy: ANTs starts ITK's thread pool; only the workers need it
 
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
     spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
@@ -61,7 +61,7 @@ def head_mask(data: np.ndarray) -> np.ndarray:
     Otsu on a FLAIR separates air from tissue; half of it keeps darker tissue (CSF, skull marrow)
     near the edge, and filling holes brings back ventricles and bone inside the head.
     """
-    from skimage.filters import threshold_otsu
+    from skimage.filters import threshold_otsu  # lazy: scikit-image only for N4's Otsu mask
 
     data = np.asarray(data, dtype=np.float32)
     threshold = 0.5 * float(threshold_otsu(data))
@@ -81,7 +81,7 @@ def n4_correct(data: np.ndarray, affine: np.ndarray, mask: np.ndarray | None = N
     ``mask`` (bool, same grid as ``data``) defaults to :func:`head_mask` of the image. Voxels
     outside the mask are divided by the smooth continuation of the field.
     """
-    import ants
+    import ants  # lazy: ANTs starts ITK's thread pool; only the workers need it
 
     data = np.asarray(data, dtype=np.float32)
     coarse, coarse_affine = downsample(data, affine, N4_GRID_MM)

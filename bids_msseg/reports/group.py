@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bids_msseg.derivatives import COHORT_TSV, EVALUATION_SUMMARY_TSV, EVALUATION_TSV, derivative_paths
 from bids_msseg.io import atomic_path, load_3d, write_text_atomic
 from bids_msseg.reports.participant import (
     LESION_RGBA,
@@ -38,6 +39,7 @@ from bids_msseg.reports.participant import (
     _to_ras,
     _version,
 )
+from bids_msseg.sites import SITE_RULE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -208,8 +210,6 @@ def _run_label(row: Mapping[str, Any]) -> str:
 
 def _qc_cards(cohort: pd.DataFrame, output_dir: Path, bids_dir: Path, figures: Path,
               experts: Mapping[str, Path]) -> list[dict[str, Any]]:
-    from bids_msseg.derivatives import derivative_paths
-
     cards = []
     for _, row in cohort[cohort["status"] == "ok"].iterrows():
         paths = derivative_paths(output_dir, row["source"])
@@ -267,8 +267,6 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
                 for _, r in cohort[cohort["status"] != "ok"].iterrows()]
     scan_header, scan_rows = _scan_rows(evaluation) if len(evaluation) else ([], [])
     summary_header, summary_rows = _summary_rows(summary) if summary is not None else ([], [])
-    from bids_msseg.cohort import COHORT_TSV, EVALUATION_SUMMARY_TSV, EVALUATION_TSV, SITE_RULE
-
     html = _environment().get_template(TEMPLATE).render(
         n_runs=len(cohort), counts=counts, run_rows=run_rows, problems=problems, cards=cards, plots=plots,
         scan_header=scan_header, scan_rows=scan_rows, summary_header=summary_header, summary_rows=summary_rows,

@@ -29,6 +29,7 @@ import pandas as pd
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
+from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
 
 LOGGER = logging.getLogger(__name__)
@@ -254,6 +255,4 @@ def render_participant_report(
 
 
 def _version() -> str:
-    from bids_msseg import __version__
-
     return __version__

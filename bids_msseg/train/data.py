@@ -11,6 +11,7 @@ slice, so no scan is on both sides.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from bids_msseg.io import atomic_path
-from bids_msseg.normalize import brain_quantiles, linear_normalize, quantile_normalize
+from bids_msseg.normalize import brain_quantiles, linear_normalize, quantile_normalize, reference_from_quantiles
 from bids_msseg.slicing import cut_label_slices, cut_slices, plan_geometry
 
 LOGGER = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ def list_shards(directory: Path) -> list[Path]:
 
 def split_rank(name: str, seed: int = 0) -> float:
     """A scan's seeded position in [0, 1] for splitting: depends on its name and the seed only."""
-    import hashlib
-
     return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
@@ -156,6 +155,4 @@ def iter_validation(shards: list[Shard], batch: int = 8) -> Iterator[tuple[int, 
 
 def reference_from_volumes(volumes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Quantile reference of a training set: the average of its scans' brain quantile curves."""
-    from bids_msseg.normalize import reference_from_quantiles
-
     return reference_from_quantiles(np.stack([brain_quantiles(img, mask) for img, mask in volumes]))

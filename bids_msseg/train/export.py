@@ -9,6 +9,7 @@ what the caller says about the training data.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bids_msseg.model.bundle import ModelCard, save_bundle
 
 LOGGER = logging.getLogger(__name__)
 
@@ -25,10 +28,9 @@ RECIPE_KEYS = ("lr", "lr_schedule", "weight_decay", "betas", "lesion_weight", "s
 
 def load_run_network(run_dir: Path, which: str = "best") -> tuple[Any, dict]:
     """(network in eval mode, checkpoint state) of a training run's ``best`` or ``last`` checkpoint."""
-    import json
+    from safetensors.torch import load_file  # lazy: safetensors.torch imports torch
 
-    from safetensors.torch import load_file
-
+    # lazy: torch and smp, only when a checkpoint is exported
     from bids_msseg.model.network import build_network, default_architecture
 
     run_dir = Path(run_dir)
@@ -64,12 +66,9 @@ def export_bundle(
     ``checkpoint`` names another checkpoint of the run (``last``, or ``epoch_NNN`` of a run with
     ``keep_epochs``) when the epoch was chosen outside training.
     """
-    import json
+    import torch  # lazy: torch stays out of the command line's start-up
 
-    import torch
-
-    from bids_msseg.model.bundle import ModelCard, save_bundle
-    from bids_msseg.model.network import default_architecture
+    from bids_msseg.model.network import default_architecture  # lazy: torch and smp, only when a checkpoint is exported
 
     run_dir = Path(run_dir)
     net, state = load_run_network(run_dir, checkpoint)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.model.network import build_network, default_architecture
 from bids_msseg.model.predict import autocast_context
-from bids_msseg.train.data import UNKNOWN, SliceSampler, iter_validation, load_shard
+from bids_msseg.train.data import UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
 
 LOGGER = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     The group is set up from torchrun's environment (``MASTER_ADDR``, ``RANK``...): nccl on CUDA,
     where each rank takes the GPU ``LOCAL_RANK``, gloo on CPU. Without torchrun: (0, 1, device).
     """
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch stays out of the command line's start-up
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, device
@@ -126,7 +126,7 @@ def dice_from_counts(inter: float, pred: float, truth: float) -> float:
 
 def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
     """Model and Adam moments as safetensors, the rest as JSON (no pickles)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: safetensors.torch imports torch
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     names = {p: n for n, p in net.named_parameters()}
@@ -142,7 +142,7 @@ def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimize
 
 
 def _load_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: safetensors.torch imports torch
 
     tensors = load_file(str(path.with_suffix(".safetensors")))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -196,8 +196,6 @@ def train(
     ``init_weights`` (a network state dict, e.g. a bundle's, to fine-tune from) are loaded when the
     run starts fresh; a resumed run takes its weights from the checkpoint instead.
     """
-    from bids_msseg.train.data import list_shards, split_by_scan
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -233,7 +231,7 @@ def train(
         sampler.rng.bit_generator.state = saved[rank]
     model: torch.nn.Module = net
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+        from torch.nn.parallel import DistributedDataParallel  # lazy: torch stays out of the command line's start-up
 
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         LOGGER.info("distributed training: rank %d of %d on %s", rank, world, device)
@@ -290,7 +288,7 @@ def train(
         if cfg.keep_epochs:
             _save_checkpoint(run_dir / f"epoch_{epoch:03d}", net, opt, state)
     if world > 1:
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: torch stays out of the command line's start-up
 
         for buffer in net.buffers():  # batch-norm statistics are per rank: every rank ends with rank 0's
             dist.broadcast(buffer, src=0)
@@ -306,7 +304,7 @@ def _sync_ranks(state: dict, sampler: SliceSampler, loss: float, world: int) -> 
     Rank 0's sampler state stays in ``state["sampler"]``; ``state["sampler_by_rank"]`` lets each
     rank resume its own stream (when resumed with the same number of ranks).
     """
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch stays out of the command line's start-up
 
     samplers: list = [None] * world
     dist.all_gather_object(samplers, sampler.rng.bit_generator.state)

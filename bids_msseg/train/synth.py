@@ -36,6 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from scipy.cluster.vq import kmeans2
+
+from bids_msseg.preproc import preprocess_flair
+from bids_msseg.preproc.brain import ants_seed
+from bids_msseg.preproc.n4 import to_ants_image
 
 from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, register_template
 
@@ -106,8 +111,6 @@ def _resample_to(img: nib.Nifti1Image, ref: nib.Nifti1Image, order: int) -> np.n
 
 def _tissue_centres(t1: np.ndarray, brain: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """CSF, GM and WM T1 intensities by 3-class k-means on brain voxels."""
-    from scipy.cluster.vq import kmeans2
-
     values = t1[brain].astype(np.float64)
     rng = np.random.default_rng(seed)
     sample = rng.choice(values, size=min(200_000, values.size), replace=False)
@@ -119,7 +122,7 @@ def _tissue_centres(t1: np.ndarray, brain: np.ndarray, seed: int = 0) -> tuple[f
 
 def load_anatomies(reference: nib.Nifti1Image) -> list[Anatomy]:
     """The offline T1 templates available here, on the grid of ``reference`` (a lesion mask)."""
-    from nilearn import datasets
+    from nilearn import datasets  # lazy: nilearn (scikit-learn) only to fetch the templates
 
     sources = [("mni152_2009", datasets.load_mni152_template(resolution=1),
                 datasets.load_mni152_brain_mask(resolution=1))]
@@ -169,12 +172,8 @@ def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: in
     expected (:func:`bids_msseg.anatomy.lesion_free_regions`) are taught as background instead of
     being left unknown: the real negatives the network otherwise never sees.
     """
-    import ants
-    from nilearn import datasets
-
-    from bids_msseg.preproc import preprocess_flair
-    from bids_msseg.preproc.brain import ants_seed
-    from bids_msseg.preproc.n4 import to_ants_image
+    import ants  # lazy: ANTs starts ITK's thread pool; only the workers need it
+    from nilearn import datasets  # lazy: nilearn (scikit-learn) only to fetch the templates
 
     mni = _resample_to(datasets.load_mni152_template(resolution=1), reference, order=1)
     mni_brain = _resample_to(datasets.load_mni152_brain_mask(resolution=1), reference, order=1) > 0.5

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -38,13 +37,19 @@ from nipype.pipeline import engine as pe
 from nipype.pipeline.plugins import MultiProcPlugin
 
 from bids_msseg.bids import FlairRun
+from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_wf_name
+from bids_msseg.derivatives import derivative_paths
 from bids_msseg.interfaces import LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
-from bids_msseg.interfaces.common import THREAD_VARIABLES
+from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
+from bids_msseg.runtime import THREAD_VARIABLES
+from bids_msseg.settings import SegmentationSettings
 
 if TYPE_CHECKING:
-    from bids_msseg.cli.parser import Options
-    from bids_msseg.model.bundle import ModelCard
+    from bids_msseg.settings import Options
+
+__all__ = ["FINAL_NODE", "RunStatus", "RunTracker", "SegmentationSettings", "crash_reason", "flair_wf_name",
+           "init_participant_wf", "init_single_flair_wf", "nipype_log_level", "run_participant_wf"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,55 +58,6 @@ FINAL_NODE = "report"
 #: Memory the scheduler plans per node, GB (a 1 mm head FLAIR; small images need far less).
 NODE_MEM_GB = {"preprocess": 3.0, "segment": 3.0, "lesion_stats": 1.0, "write_derivatives": 1.0,
                "report": 1.0}
-_ARCH_NAMES = {"UnetPlusPlus": "UNet++", "Unet": "U-Net"}
-
-
-@dataclass(frozen=True)
-class SegmentationSettings:
-    """What defines the outputs besides the image: the options resolved against the model card."""
-
-    model_id: str
-    threshold: float
-    min_lesion_size_mm3: float
-    connectivity: int
-    normalization: str  # the method actually used: the card's unless overridden
-    weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' ComponentVersions
-
-    @classmethod
-    def resolve(cls, options: Options, card: ModelCard) -> SegmentationSettings:
-        """Command-line values where given, else the bundle's."""
-        return cls(
-            model_id=card.model_id,
-            threshold=float(options.threshold if options.threshold is not None else card.threshold),
-            min_lesion_size_mm3=float(options.min_lesion_size if options.min_lesion_size is not None
-                                      else card.min_lesion_size_mm3),
-            connectivity=int(card.connectivity),
-            normalization=card.normalization if options.normalization == "model" else options.normalization,
-            weights_sha256=card.weights_sha256,
-        )
-
-    def citation_context(self, options: Options, card: ModelCard) -> dict[str, Any]:
-        """The context of the methods boilerplate (``bids_msseg.boilerplate.write_citation``)."""
-        force = {"auto": "auto", "on": True, "off": False}
-        arch = card.architecture or {}
-        return {
-            "model_id": self.model_id,
-            "architecture": _ARCH_NAMES.get(arch.get("name", ""), arch.get("name", "UNet++")),
-            "encoder": arch.get("encoder_name", "resnet18"),
-            "input_size": card.input_size,
-            "normalization": self.normalization,
-            "precision": options.precision,
-            "threshold": self.threshold,
-            "min_lesion_size_mm3": self.min_lesion_size_mm3,
-            "connectivity": self.connectivity,
-            "n4": force[options.n4],
-            "brain_extraction": force[options.skullstrip],
-        }
-
-
-def flair_wf_name(run: FlairRun) -> str:
-    """The sub-workflow name of a run, e.g. ``single_flair_sub_01_ses_1_FLAIR_wf``."""
-    return f"single_flair_{re.sub(r'[^0-9A-Za-z]', '_', run.name)}_wf"
 
 
 def init_participant_wf(
@@ -110,6 +66,7 @@ def init_participant_wf(
     options: Options,
     bundle_path: Path,
     work_dir: Path,
+    settings: SegmentationSettings | None = None,
     name: str = "bids_msseg_participant_wf",
 ) -> pe.Workflow:
     """The participant-level workflow: one :func:`init_single_flair_wf` per FLAIR run.
@@ -124,15 +81,16 @@ def init_participant_wf(
         The model bundle directory; its card gives the default threshold and lesion definition.
     work_dir
         Base directory of the nipype cache.
+    settings
+        The options resolved against the bundle's card, resolved once by the caller (the command
+        line); read from ``bundle_path`` when not given.
     name
         Name of the workflow (and of its folder in ``work_dir``).
 
     The workflow's ``execution`` config writes text crash files into ``<output_dir>/logs``.
     """
-    from bids_msseg.model.bundle import read_card
-
-    card = read_card(bundle_path)
-    settings = SegmentationSettings.resolve(options, card)
+    if settings is None:
+        settings = SegmentationSettings.resolve(options, read_card(bundle_path))
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     workflow.config["execution"] = {
         "crashdump_dir": str(options.logs_dir),
@@ -191,8 +149,6 @@ def init_single_flair_wf(
     mask, summary, report
         The lesion mask, the per-run summary TSV and the HTML report in the output dataset.
     """
-    from bids_msseg.derivatives import derivative_paths
-
     workflow = pe.Workflow(name=name or flair_wf_name(run))
     threads = max(1, min(options.omp_nthreads, options.nprocs))
 
@@ -211,7 +167,7 @@ def init_single_flair_wf(
         name="preprocess", n_procs=threads, mem_gb=mem("preprocess"))
     segment = pe.Node(
         Segment(bundle_path=str(bundle_path), model_id=settings.model_id,
-                normalization=options.normalization, precision=options.precision, device=options.device,
+                normalization=settings.normalization, precision=options.precision, device=options.device,
                 omp_nthreads=threads, random_seed=options.random_seed),
         name="segment", n_procs=threads, mem_gb=mem("segment"))
     lesion_stats = pe.Node(
@@ -324,18 +280,16 @@ class RunTracker:
 
     def attach_crash_files(self, crash_dir: Path, since: float) -> None:
         """Find the crash file of each failed run among those written to ``crash_dir`` after ``since``."""
-        if not crash_dir.is_dir():
-            return
-        for path in sorted(crash_dir.glob("crash-*.txt")):
+        for path in crash_files(crash_dir):
             try:
                 if path.stat().st_mtime < since:
                     continue
-                first = path.read_text(errors="replace").splitlines()[0]
-            except (OSError, IndexError):
+            except OSError:
                 continue
-            if not first.startswith("Node: "):
+            node = crash_node(path)
+            if node is None:
                 continue
-            status, _ = self._lookup(first[len("Node: "):].strip())
+            status, _ = self._lookup(node)
             if status is not None and status.crash_file is None:
                 status.crash_file = path
                 status.reason = crash_reason(path)
@@ -349,21 +303,6 @@ def nipype_log_level(verbose: int) -> int:
     each failed run with its exception and crash file, instead of nipype's full tracebacks.
     """
     return {0: logging.CRITICAL, 1: logging.WARNING, 2: logging.INFO}.get(verbose, logging.DEBUG)
-
-
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:?")
-
-
-def crash_reason(crash_file: Path) -> str | None:
-    """The innermost exception of a nipype crash file (``ValueError: ...``), for the summary."""
-    try:
-        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines()]
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if _EXCEPTION_LINE.match(line) and "NodeExecutionError" not in line:
-            return line
-    return None
 
 
 class _Worker:

@@ -1,7 +1,7 @@
 """Methods boilerplate: a citable description of what a bids_msseg run did, with its references.
 
-Installed as ``bids_msseg.boilerplate`` (setup.py maps this folder there). The methods text is a
-jinja2 markdown template (``methods.md.j2``) that cites pandoc-style (``[@key]``) the entries of
+A subpackage of bids_msseg (``bids_msseg/boilerplate/``, templates as package data). The methods
+text is a jinja2 markdown template (``methods.md.j2``) that cites pandoc-style (``[@key]``) the entries of
 ``references.bib``; both files are found next to this module through ``importlib.resources``, so
 nothing depends on the working directory or on the package being unzipped.
 
@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 
+from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
 
 LOGGER = logging.getLogger(__name__)
@@ -94,8 +95,6 @@ def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
         LOGGER.debug("boilerplate context: unused keys %s", sorted(unknown))
     full = {**DEFAULT_CONTEXT, **context}
     if full["version"] is None:
-        from bids_msseg import __version__
-
         full["version"] = __version__
     if full["software"] is None:
         full["software"] = software_versions()

@@ -1,0 +1,65 @@
+"""Runtime set-up of a process that computes: thread limits, seeds, the device check.
+
+Shared by the participant workers (the nipype interfaces), ``group --train`` and the cross-site
+study, so the group level needs no nipype interface to set itself up. torch is imported inside
+the functions only: importing this module stays cheap for the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+from bids_msseg.errors import UsageError
+
+#: Environment variables that bound the threads of BLAS, OpenMP and ITK (ANTs).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+
+
+def set_threads(n_threads: int, itk_threads: int | None = None) -> None:
+    """Bound the threads this process uses: torch's intra-op pool and, for later starts, ITK/BLAS.
+
+    ``itk_threads`` (default ``n_threads``) applies to ITK (ANTs), which reads its variable once,
+    when ``ants`` is first used in the process: one thread makes N4 and registration repeat exactly.
+    """
+    n_threads = max(1, int(n_threads))
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n_threads)
+    if itk_threads is not None:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(itk_threads)))
+    import torch  # lazy: torch stays out of the command line's start-up
+
+    if torch.get_num_threads() != n_threads:
+        torch.set_num_threads(n_threads)
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, numpy, torch and ANTs (``ANTS_RANDOM_SEED``) and make torch deterministic.
+
+    Only when a seed is given (``--random-seed``): with it, two runs on the same input and
+    machine give bit-identical outputs (ITK on one thread is set by the caller, see set_threads).
+    """
+    if seed is None:
+        return
+    os.environ["ANTS_RANDOM_SEED"] = str(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    import torch  # lazy: torch stays out of the command line's start-up
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def check_device(device: str) -> None:
+    """Refuse ``--device cuda`` without a CUDA device (usage error, 64) before any work starts."""
+    if device == "cuda":
+        import torch  # lazy: torch stays out of the command line's start-up (only --device cuda needs it)
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but no CUDA device is available")
