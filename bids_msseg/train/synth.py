@@ -38,11 +38,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
+from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, register_template
 from bids_msseg.preproc import preprocess_flair
 from bids_msseg.preproc.brain import ants_seed
 from bids_msseg.preproc.n4 import to_ants_image
-
-from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, register_template
 
 LOGGER = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def load_flair_average(image_path: Path, brain_path: Path, reference: nib.Nifti1
     Its normal FLAIR-bright structures (hippocampus, periventricular caps, choroid plexus, septum)
     are taught as background: everything in it is known.
     """
-    from nilearn import datasets
+    from nilearn import datasets  # lazy: nilearn is heavy, needed only to build training data
 
     image = _resample_to(nib.load(image_path), reference, order=1)
     brain = ndimage.binary_fill_holes(_resample_to(nib.load(brain_path), reference, order=1) > 0.5)
@@ -237,7 +236,7 @@ def small_lesion_shapes(masks: list[np.ndarray], min_voxels: int = 3, max_voxels
 
 def white_matter_sites(reference: nib.Nifti1Image, erode: int = 2) -> np.ndarray:
     """Voxel indices of (eroded) MNI152 white matter on the lesion-mask grid: where small lesions go."""
-    from nilearn import datasets
+    from nilearn import datasets  # lazy: nilearn is heavy, needed only to build training data
 
     wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
     return np.argwhere(ndimage.binary_erosion(wm, iterations=erode))
