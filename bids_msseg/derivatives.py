@@ -122,6 +122,7 @@ SUMMARY_COLUMNS: dict[str, dict[str, str]] = {
     "total_lesion_volume_ml": {"Description": "Total volume of all lesions.", "Units": "mL"},
     "brain_volume_ml": {"Description": "Volume of the brain mask.", "Units": "mL"},
     "threshold": {"Description": "Probability threshold of the lesion mask."},
+    "seed_threshold": {"Description": "Probability every lesion reaches somewhere (hysteresis; 0: off)."},
     "min_lesion_size_mm3": {"Description": "Smallest lesion kept.", "Units": "mm^3"},
     "connectivity": {"Description": "Neighbourhood of connected components (6, 18 or 26)."},
     "model_id": {"Description": "Identifier of the model bundle (name@sha256 prefix of the weights)."},
@@ -362,6 +363,7 @@ def write_run_derivatives(
     *,
     threshold: float,
     definition: LesionDefinition,
+    seed_threshold: float = 0.0,
     model_id: str,
     decisions: Mapping[str, Any],
     extra_meta: Mapping[str, Any] | None = None,
@@ -401,6 +403,7 @@ def write_run_derivatives(
     decisions = dict(decisions)
     definition_meta = {
         "Threshold": float(threshold),
+        "SeedThreshold": float(seed_threshold),
         "MinimumLesionSize_mm3": float(definition.min_size_mm3),
         "Connectivity": definition.neighbours,
     }
@@ -420,7 +423,7 @@ def write_run_derivatives(
                description="bids_msseg lesion mask")
     write_json(paths["mask_json"], sidecar({
         "Description": "Binary lesion mask: connected components of probability >= Threshold that are at "
-                       "least MinimumLesionSize_mm3 large.",
+                       "least MinimumLesionSize_mm3 large and reach SeedThreshold somewhere.",
         "Type": "Lesion",
         "Sources": [source_uri, _self_uri(out_dir, paths["probseg"])],
         **definition_meta, **common}))
@@ -454,6 +457,7 @@ def write_run_derivatives(
         "total_lesion_volume_ml": round(float(mask.sum()) * voxel_mm3 / 1000.0, 4),
         "brain_volume_ml": round(float(brain.sum()) * voxel_mm3 / 1000.0, 3),
         "threshold": float(threshold),
+        "seed_threshold": float(seed_threshold),
         "min_lesion_size_mm3": float(definition.min_size_mm3),
         "connectivity": definition.neighbours,
         "model_id": model_id,

@@ -59,13 +59,27 @@ def label_lesions(
 
 
 def binarize(
-    probability: np.ndarray, threshold: float, voxel_volume_mm3: float, definition: LesionDefinition
+    probability: np.ndarray, threshold: float, voxel_volume_mm3: float, definition: LesionDefinition,
+    seed_threshold: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Threshold a probability map and apply the lesion definition.
 
+    With ``seed_threshold`` above ``threshold`` (hysteresis), a component of the thresholded map is
+    kept only when its probability reaches ``seed_threshold`` somewhere: a lesion needs a confident
+    core, its extent follows the lower threshold. Faint, uncertain blobs (mostly normal FLAIR-bright
+    anatomy) are dropped without shrinking the lesions that are kept.
+
     Returns the binary mask (uint8), the numbered lesion map (int32) and the lesion count.
     """
-    labels, n = label_lesions(np.asarray(probability) >= threshold, voxel_volume_mm3, definition)
+    probability = np.asarray(probability)
+    mask = probability >= threshold
+    if seed_threshold > threshold:
+        structure = ndimage.generate_binary_structure(3, definition.connectivity)
+        components, n = ndimage.label(mask, structure=structure)
+        if n:
+            peaks = ndimage.maximum(probability, components, np.arange(1, n + 1))
+            mask = np.concatenate([[False], np.asarray(peaks) >= seed_threshold])[components]
+    labels, n = label_lesions(mask, voxel_volume_mm3, definition)
     return (labels > 0).astype(np.uint8), labels, n
 
 

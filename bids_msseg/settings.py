@@ -124,6 +124,7 @@ class Options:
     precision: str = "auto"
     model: Path | None = None
     threshold: float | None = None
+    seed_threshold: float | None = None
     min_lesion_size: float | None = None
     normalization: str = "model"
     n4: str = "auto"
@@ -163,6 +164,7 @@ class SegmentationSettings:
     model_id: str
     threshold: float
     min_lesion_size_mm3: float
+    seed_threshold: float
     connectivity: int
     normalization: str  # the method actually used: the card's unless overridden
     weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' ComponentVersions
@@ -175,6 +177,8 @@ class SegmentationSettings:
             threshold=float(options.threshold if options.threshold is not None else card.threshold),
             min_lesion_size_mm3=float(options.min_lesion_size if options.min_lesion_size is not None
                                       else card.min_lesion_size_mm3),
+            seed_threshold=float(options.seed_threshold if options.seed_threshold is not None
+                                 else card.seed_threshold),
             connectivity=int(card.connectivity),
             normalization=card.normalization if options.normalization == "model" else options.normalization,
             weights_sha256=card.weights_sha256,
@@ -196,6 +200,7 @@ class SegmentationSettings:
             "normalization": self.normalization,
             "precision": options.precision,
             "threshold": self.threshold,
+            "seed_threshold": self.seed_threshold,
             "min_lesion_size_mm3": self.min_lesion_size_mm3,
             "connectivity": self.connectivity,
             "n4": switch(options.n4),

@@ -102,7 +102,7 @@ def score(pred: np.ndarray, truth: np.ndarray | None, free: np.ndarray, voxel_ml
         lm = lesion_metrics(pred, truth, voxel_ml * 1000, definition)
         hit = np.unique(lp[(lp > 0) & truth])
         false = ~np.isin(ids, hit)
-        row.update(dice=voxel_metrics(pred, truth)["dice"], lesion_f1=lm["lesion_f1"],
+        row.update(dice=voxel_metrics(pred, truth)["dice"], lesion_f1=lm["lesion_f1"], lesion_tpr=lm["ltpr"],
                    true_lesions=lm["n_true_lesions"], fp_lesions=int(false.sum()),
                    fp_ml=float(sizes[false].sum() * voxel_ml), true_ml=float(truth.sum() * voxel_ml))
     return row
@@ -153,7 +153,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per-patient means (P14's visits are one patient), then their mean."""
     labelled = table.dropna(subset=["dice"]).copy()
     labelled["patient"] = labelled["scan"].str.split("_").str[0]
-    cols = ["dice", "lesion_f1", "fp_lesions", "fp_ml", "free_lesions", "free_ml"]
+    cols = ["dice", "lesion_f1", "lesion_tpr", "fp_lesions", "fp_ml", "free_lesions", "free_ml"]
     per_patient = labelled.groupby("patient")[cols].mean()
     per_patient.loc["mean of patients"] = per_patient.mean()
     return per_patient

@@ -54,6 +54,7 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "normalization": "quantile",
     "precision": None,
     "threshold": 0.5,
+    "seed_threshold": 0.0,
     "min_lesion_size_mm3": 5.0,
     "connectivity": 3,
     "n4": "auto",

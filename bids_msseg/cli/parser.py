@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "default: the packaged model")
     model.add_argument("--threshold", type=_probability, metavar="P",
                        help="probability above which a voxel is lesion (default: the bundle's)")
+    model.add_argument("--seed-threshold", type=_probability, metavar="P",
+                       help="keep only lesions whose probability reaches P somewhere, 0 = off "
+                            "(default: the bundle's)")
     model.add_argument("--min-lesion-size", dest="min_lesion_size", type=_non_negative_float, metavar="MM3",
                        help="smallest lesion kept, in mm^3 (default: the bundle's)")
     model.add_argument("--normalization", choices=INFERENCE_NORMALIZATIONS, default="model",

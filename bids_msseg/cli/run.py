@@ -116,10 +116,10 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     except (OSError, ValueError):
         return False
     neighbours = NEIGHBOURS[settings.connectivity]
-    recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("MinimumLesionSize_mm3"),
-                meta.get("Connectivity"), meta.get("NormalizationMethod"))
-    wanted = (settings.model_id, settings.threshold, settings.min_lesion_size_mm3, neighbours,
-              settings.normalization)
+    recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("SeedThreshold", 0.0),
+                meta.get("MinimumLesionSize_mm3"), meta.get("Connectivity"), meta.get("NormalizationMethod"))
+    wanted = (settings.model_id, settings.threshold, settings.seed_threshold, settings.min_lesion_size_mm3,
+              neighbours, settings.normalization)
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
         return False

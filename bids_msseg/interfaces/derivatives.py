@@ -41,6 +41,7 @@ class _WriteDerivativesInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the input's grid")
     table = File(exists=True, mandatory=True, desc="lesion table TSV")
     threshold = traits.Float(mandatory=True)
+    seed_threshold = traits.Float(0.0, usedefault=True)
     min_lesion_size_mm3 = traits.Float(mandatory=True)
     connectivity = traits.Enum(1, 2, 3, mandatory=True)
     model_id = traits.Str(mandatory=True)
@@ -76,6 +77,7 @@ class WriteDerivatives(SimpleInterface):
             load_array(self.inputs.brain_mask).astype(bool),
             read_table(self.inputs.table),
             threshold=float(self.inputs.threshold),
+            seed_threshold=float(self.inputs.seed_threshold),
             definition=LesionDefinition(connectivity=int(self.inputs.connectivity),
                                         min_size_mm3=float(self.inputs.min_lesion_size_mm3)),
             model_id=self.inputs.model_id,

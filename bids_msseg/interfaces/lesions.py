@@ -26,6 +26,8 @@ class _LesionStatsInputSpec(BaseInterfaceInputSpec):
     probability = File(exists=True, mandatory=True, desc="lesion probability on the RAS+ grid")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the RAS+ grid")
     threshold = traits.Range(low=0.0, high=1.0, mandatory=True, desc="probability threshold")
+    seed_threshold = traits.Range(low=0.0, high=1.0, value=0.0, usedefault=True,
+                                  desc="a lesion must reach this probability somewhere (0: off)")
     min_lesion_size_mm3 = traits.Float(mandatory=True, desc="smallest lesion kept, mm^3")
     connectivity = traits.Enum(1, 2, 3, mandatory=True, desc="1: 6-, 2: 18-, 3: 26-neighbourhood")
 
@@ -57,7 +59,8 @@ class LesionStats(SimpleInterface):
         definition = LesionDefinition(connectivity=int(self.inputs.connectivity),
                                       min_size_mm3=float(self.inputs.min_lesion_size_mm3))
         voxel_mm3 = float(abs(np.linalg.det(original.affine[:3, :3])))
-        _, labels, n = binarize(probability, float(self.inputs.threshold), voxel_mm3, definition)
+        _, labels, n = binarize(probability, float(self.inputs.threshold), voxel_mm3, definition,
+                                float(self.inputs.seed_threshold))
         table = lesion_table(labels, n, original.affine, probability)
 
         cwd = Path(runtime.cwd)

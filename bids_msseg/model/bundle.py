@@ -44,6 +44,8 @@ class ModelCard:
     normalization: str = "quantile"
     reference_quantiles: list[float] = field(default_factory=list)
     threshold: float = 0.5
+    #: Hysteresis: a lesion must reach this probability somewhere (0: off; see lesions.binarize).
+    seed_threshold: float = 0.0
     min_lesion_size_mm3: float = 5.0
     connectivity: int = 3
     model_id: str = ""

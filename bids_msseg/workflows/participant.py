@@ -171,7 +171,8 @@ def init_single_flair_wf(
                 omp_nthreads=threads, random_seed=options.random_seed),
         name="segment", n_procs=threads, mem_gb=mem("segment"))
     lesion_stats = pe.Node(
-        LesionStats(threshold=settings.threshold, min_lesion_size_mm3=settings.min_lesion_size_mm3,
+        LesionStats(threshold=settings.threshold, seed_threshold=settings.seed_threshold,
+                    min_lesion_size_mm3=settings.min_lesion_size_mm3,
                     connectivity=settings.connectivity),
         name="lesion_stats", mem_gb=mem("lesion_stats"))
     extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
@@ -180,7 +181,8 @@ def init_single_flair_wf(
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
         WriteDerivatives(out_dir=str(options.output_dir), source_relpath=run.relpath,
-                         threshold=settings.threshold, min_lesion_size_mm3=settings.min_lesion_size_mm3,
+                         threshold=settings.threshold, seed_threshold=settings.seed_threshold,
+                         min_lesion_size_mm3=settings.min_lesion_size_mm3,
                          connectivity=settings.connectivity, model_id=settings.model_id,
                          extra_meta=extra_meta),
         name="write_derivatives", mem_gb=mem("write_derivatives"))
