@@ -13,34 +13,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEFAULT_RUNS, make_bids_dataset, run_validator
 
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
-
-NIFTI_KEYS = ("mask", "probseg", "dseg", "brain")
-
-
-def _check_run_outputs(out_dir: Path, bids_dir: Path, relpath: str) -> dict[str, Path]:
-    """Every derivative exists; images have the source's shape and affine; table and count agree."""
-    paths = derivative_paths(out_dir, relpath)
-    missing = [k for k, p in paths.items() if not p.is_file()]
-    assert not missing, f"{relpath}: missing outputs {missing}"
-    source = nib.load(str(bids_dir / relpath))
-    for key in NIFTI_KEYS:
-        img = nib.load(str(paths[key]))
-        assert img.shape == source.shape[:3], f"{key}: {img.shape} != {source.shape}"
-        np.testing.assert_allclose(img.affine, source.affine, atol=1e-5, err_msg=key)
-        assert nib.aff2axcodes(img.affine) == nib.aff2axcodes(source.affine)
-    mask = np.asanyarray(nib.load(str(paths["mask"])).dataobj)
-    dseg = np.asanyarray(nib.load(str(paths["dseg"])).dataobj)
-    assert set(np.unique(mask)) <= {0, 1}
-    np.testing.assert_array_equal(mask > 0, dseg > 0)
-    prob = np.asanyarray(nib.load(str(paths["probseg"])).dataobj)
-    assert prob.dtype == np.float32 and prob.min() >= 0.0 and prob.max() <= 1.0
-    n_rows = len(paths["dseg_tsv"].read_text().strip().splitlines()) - 1
-    assert n_rows == int(dseg.max())
-    return paths
+from tests.e2e.helpers import check_run_outputs
+from tests.helpers import DEFAULT_RUNS
 
 
 def _argv(bids: Path, out: Path, work: Path, *extra: str) -> list[str]:
@@ -55,7 +32,7 @@ def test_synthetic_dataset_end_to_end(synthetic_bids: Path, tmp_path: Path, tiny
     assert main(_argv(synthetic_bids, out, work, "--model", str(tiny_bundle))) == 0
 
     for relpath, _ in DEFAULT_RUNS:
-        paths = _check_run_outputs(out, synthetic_bids, relpath)
+        paths = check_run_outputs(out, synthetic_bids, relpath)
         meta = json.loads(paths["mask_json"].read_text())
         assert meta["ModelID"].startswith("tiny-random@") and meta["Threshold"] == 0.5
         assert meta["InferenceDevice"] == "cpu"
@@ -73,13 +50,13 @@ def test_synthetic_dataset_end_to_end(synthetic_bids: Path, tmp_path: Path, tiny
     caplog.clear()
     assert main(_argv(synthetic_bids, out, work, "--model", str(tiny_bundle), "--threshold", "0.7",
                       "--participant-label", "02")) == 0
-    paths = _check_run_outputs(out, synthetic_bids, "sub-02/anat/sub-02_FLAIR.nii.gz")
+    paths = check_run_outputs(out, synthetic_bids, "sub-02/anat/sub-02_FLAIR.nii.gz")
     assert json.loads(paths["mask_json"].read_text())["Threshold"] == 0.7
     assert "1 ok, 0 failed" in caplog.text
 
 
 def test_a_failing_flair_does_not_stop_the_others(tmp_path: Path, tiny_bundle: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+                                                  caplog: pytest.LogCaptureFixture, make_bids_dataset) -> None:
     runs = [DEFAULT_RUNS[0], DEFAULT_RUNS[2]]
     bids = make_bids_dataset(tmp_path / "bids", runs)
     broken = bids / "sub-03" / "anat" / "sub-03_FLAIR.nii.gz"
@@ -92,7 +69,7 @@ def test_a_failing_flair_does_not_stop_the_others(tmp_path: Path, tiny_bundle: P
 
     assert main(_argv(bids, out, tmp_path / "work", "--model", str(tiny_bundle))) == 1
     for relpath, _ in runs:
-        _check_run_outputs(out, bids, relpath)
+        check_run_outputs(out, bids, relpath)
     crash_files = list((out / "logs").glob("crash-*.txt"))
     assert len(crash_files) == 1
     assert "single_flair_sub_03_FLAIR_wf" in crash_files[0].read_text()
@@ -212,7 +189,7 @@ def real_bids(shared_data: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_flairs_end_to_end(real_bids: Path, tmp_path: Path) -> None:
+def test_real_flairs_end_to_end(real_bids: Path, tmp_path: Path, run_validator) -> None:
     from bids_msseg.model.bundle import DEFAULT_BUNDLE
 
     if not (DEFAULT_BUNDLE / "model.json").is_file():
@@ -221,7 +198,7 @@ def test_real_flairs_end_to_end(real_bids: Path, tmp_path: Path) -> None:
     argv = [str(real_bids), str(out), "participant", "-w", str(tmp_path / "work")]
     assert main(argv) == 0
     for relpath in REAL_RUNS:
-        _check_run_outputs(out, real_bids, relpath)
+        check_run_outputs(out, real_bids, relpath)
     if shutil.which("bids-validator-deno") is None:
         pytest.skip("outputs checked, but bids-validator-deno is not on PATH to validate them")
     errors = [(i["code"], i.get("location")) for i in run_validator(out) if i["severity"] == "error"]

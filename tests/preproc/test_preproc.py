@@ -24,8 +24,8 @@ from bids_msseg.preproc.decisions import (
     measure_background,
 )
 from bids_msseg.preproc.orient import downsample, from_ras, load_flair, to_ras, upsample
+from tests.helpers import SHARED_DATA
 
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 SHAPE = (40, 48, 36)
 ZOOMS = (4.5, 4.5, 4.5)
 VOXEL_ML = float(np.prod(ZOOMS)) / 1000.0

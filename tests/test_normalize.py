@@ -10,19 +10,11 @@ from bids_msseg.normalize import (
     reference_from_quantiles,
 )
 from bids_msseg.slicing import cut_label_slices, cut_slices, paste_slices, plan_geometry
-
-
-def _blob(shape=(40, 48, 30), seed=0):
-    rng = np.random.default_rng(seed)
-    zz = np.indices(shape).astype(float)
-    centre = np.array(shape)[:, None, None, None] / 2
-    mask = (((zz - centre) / (np.array(shape)[:, None, None, None] / 3)) ** 2).sum(0) < 1
-    data = rng.gamma(4.0, 25.0, shape).astype(np.float32) * mask
-    return data, mask
+from tests.helpers import blob_volume
 
 
 def test_quantile_normalization_matches_reference():
-    data, mask = _blob()
+    data, mask = blob_volume()
     ref = np.sort(np.random.default_rng(1).uniform(0, 1, 1001))
     out = quantile_normalize(data, mask, ref)
     assert np.all(out[~mask] == 0)
@@ -31,7 +23,7 @@ def test_quantile_normalization_matches_reference():
 
 
 def test_quantile_normalization_is_invariant_to_monotone_rescaling():
-    data, mask = _blob()
+    data, mask = blob_volume()
     ref = np.linspace(0, 1, 1001)
     a = quantile_normalize(data, mask, ref)
     b = quantile_normalize(3.0 * data**1.3 + 7.0, mask, ref)
@@ -39,27 +31,27 @@ def test_quantile_normalization_is_invariant_to_monotone_rescaling():
 
 
 def test_reference_is_monotone_and_spans_unit_range():
-    curves = np.stack([brain_quantiles(*_blob(seed=s)) * (s + 1) for s in range(3)])
+    curves = np.stack([brain_quantiles(*blob_volume(seed=s)) * (s + 1) for s in range(3)])
     ref = reference_from_quantiles(curves)
     assert np.all(np.diff(ref) >= 0)
     assert ref[5] == pytest.approx(0.0, abs=0.05) and ref[995] == pytest.approx(1.0, abs=0.05)
 
 
 def test_linear_normalization_range():
-    data, mask = _blob()
+    data, mask = blob_volume()
     out = linear_normalize(data, mask)
     assert out.min() >= 0 and out.max() <= 1 and np.all(out[~mask] == 0)
 
 
 def test_empty_mask_is_refused():
-    data, mask = _blob()
+    data, mask = blob_volume()
     with pytest.raises(ValueError, match="empty"):
         quantile_normalize(data, np.zeros_like(mask), np.linspace(0, 1, 1001))
 
 
 @pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (0.7, 0.7, 3.0), (1.0, 0.5, 2.0)])
 def test_slices_round_trip(zooms):
-    data, mask = _blob((60, 50, 20))
+    data, mask = blob_volume((60, 50, 20))
     geom = plan_geometry(mask, zooms, size=64)
     slices = cut_slices(data, geom)
     assert slices.shape == (len(geom.slices), 1, 64, 64)
@@ -77,7 +69,7 @@ def test_slices_round_trip(zooms):
 
 
 def test_label_slices_keep_small_lesions():
-    data, mask = _blob((60, 50, 20))
+    data, mask = blob_volume((60, 50, 20))
     lesion = np.zeros_like(mask)
     lesion[30, 25, 10] = True
     geom = plan_geometry(mask, (1.0, 1.0, 1.0), size=224)
