@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import make_bids_dataset
 
 from bids_msseg.bids import collect_flair_runs
 from bids_msseg.errors import NoInputError, NoMatchError, ValidationError
@@ -21,7 +20,7 @@ RICH_RUNS = (
 
 
 @pytest.fixture
-def rich_bids(tmp_path: Path) -> Path:
+def rich_bids(tmp_path: Path, make_bids_dataset) -> Path:
     """Sessions, acquisitions, repeated runs, an uncompressed .nii, a T1w and a stray file."""
     root = make_bids_dataset(tmp_path / "bids", RICH_RUNS)
     (root / "sub-02" / "anat" / "notes.txt").write_text("not BIDS")
@@ -92,7 +91,7 @@ def test_filters_matching_nothing(rich_bids: Path) -> None:
         collect_flair_runs(rich_bids, bids_filters={"acquisition": "7T"})
 
 
-def test_no_flair_at_all(tmp_path: Path) -> None:
+def test_no_flair_at_all(tmp_path: Path, make_bids_dataset) -> None:
     root = make_bids_dataset(tmp_path / "bids", runs=())  # only a T1w
     with pytest.raises(NoInputError, match="no FLAIR") as err:
         collect_flair_runs(root)
@@ -104,7 +103,7 @@ def test_missing_directory(tmp_path: Path) -> None:
         collect_flair_runs(tmp_path / "nowhere")
 
 
-def test_not_bids_unless_validation_is_skipped(tmp_path: Path) -> None:
+def test_not_bids_unless_validation_is_skipped(tmp_path: Path, make_bids_dataset) -> None:
     root = make_bids_dataset(tmp_path / "bids", description=False)
     with pytest.raises(ValidationError, match="dataset_description") as err:
         collect_flair_runs(root)
@@ -113,7 +112,7 @@ def test_not_bids_unless_validation_is_skipped(tmp_path: Path) -> None:
 
 
 def test_database_is_reused_until_the_dataset_changes(rich_bids: Path, tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+                                                      caplog: pytest.LogCaptureFixture, make_bids_dataset) -> None:
     db = tmp_path / "work" / "bids_db"
     caplog.set_level(logging.DEBUG, logger="bids_msseg.bids")
     assert len(collect_flair_runs(rich_bids, database_dir=db)) == 5
@@ -137,7 +136,7 @@ def test_database_is_reused_until_the_dataset_changes(rich_bids: Path, tmp_path:
 
 
 def test_derivatives_are_neither_indexed_nor_fingerprinted(rich_bids: Path, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+                                                          caplog: pytest.LogCaptureFixture, make_bids_dataset) -> None:
     db = tmp_path / "work" / "bids_db"
     assert len(collect_flair_runs(rich_bids, database_dir=db)) == 5
     # Outputs written under <bids>/derivatives/ (allowed) change neither the runs nor the index.

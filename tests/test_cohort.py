@@ -14,7 +14,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_bids_dataset
 
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths, write_dataset_description, write_run_derivatives
@@ -70,7 +69,7 @@ def _fake_outputs(out: Path, bids: Path, relpath: str, boxes) -> dict[str, Path]
 
 
 @pytest.fixture
-def cohort_dataset(tmp_path: Path) -> tuple[Path, Path]:
+def cohort_dataset(tmp_path: Path, make_bids_dataset) -> tuple[Path, Path]:
     """(bids_dir, output_dir): outputs inside derivatives/, expert masks in derivatives/manual."""
     bids = make_bids_dataset(tmp_path / "bids", RUNS, extra_files=())
     for relpath, meta in SIDECARS.items():

@@ -11,7 +11,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_validator
 
 from bids_msseg import derivatives
 from bids_msseg.derivatives import derivative_paths, write_dataset_description, write_run_derivatives
@@ -338,7 +337,7 @@ def make_raw_dataset(root: Path, sources: list[str]) -> None:
 
 @pytest.mark.skipif(shutil.which("bids-validator-deno") is None,
                     reason="bids-validator-deno is not on PATH (pip install bids-validator-deno)")
-def test_bids_validator_accepts_outputs(tmp_path):
+def test_bids_validator_accepts_outputs(tmp_path, run_validator):
     from bids_msseg.reports.participant import render_participant_report
 
     raw = tmp_path / "raw"

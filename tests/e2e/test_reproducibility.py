@@ -14,11 +14,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEFAULT_RUNS, make_bids_dataset
 
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.provenance import COMPONENTS, software_versions
+from tests.helpers import DEFAULT_RUNS
 
 IMAGE_KEYS = ("mask", "probseg", "dseg", "brain")
 
@@ -62,7 +62,7 @@ def test_software_versions_cover_the_components() -> None:
     assert versions["torch"] == torch.__version__ and versions["nibabel"] == nibabel.__version__
 
 
-def test_two_seeded_runs_are_byte_identical(tmp_path: Path, tiny_bundle: Path) -> None:
+def test_two_seeded_runs_are_byte_identical(tmp_path: Path, tiny_bundle: Path, make_bids_dataset) -> None:
     """The same synthetic FLAIR as two subjects, segmented by two worker processes of one invocation.
 
     Each MultiProc worker starts from a fresh interpreter (forkserver), so the two runs share no

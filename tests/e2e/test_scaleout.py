@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_RUNS, make_bids_dataset
 
 from bids_msseg.cli.parser import NIPYPE_PLUGINS, parse_args
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
+from tests.helpers import DEFAULT_RUNS
 
 
 def _parse(tmp_path: Path, *extra: str):
@@ -66,7 +66,8 @@ def test_every_plugin_name_is_a_nipype_plugin() -> None:
     assert not missing, f"not nipype plugins: {missing}"
 
 
-def test_linear_plugin_runs_the_workflow(tmp_path: Path, tiny_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_linear_plugin_runs_the_workflow(tmp_path: Path, tiny_bundle: Path, caplog: pytest.LogCaptureFixture,
+                                         make_bids_dataset) -> None:
     """Another plugin than MultiProc (Linear, in this process) produces the same complete outputs."""
     relpath = DEFAULT_RUNS[2][0]
     bids = make_bids_dataset(tmp_path / "bids", runs=[DEFAULT_RUNS[2]], extra_files=())

@@ -1,4 +1,4 @@
-"""The cross-site study (``group --cross-site``): plan, sites, statistics, and the whole matrix end to end.
+"""The cross-site study through the command line (``group --cross-site``): refusals, the whole matrix end to end.
 
 The end-to-end test builds two synthetic sites (32x32x12 FLAIRs with blob lesions and their masks
 as a derivatives dataset; the sites differ in contrast and in their sidecars' ``Manufacturer``) and
@@ -15,173 +15,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import head_like_flair
 from scipy import stats
 
-from bids_msseg.bids import FlairRun
-from bids_msseg.cli import parser as cli_parser
 from bids_msseg.cli.run import main
-from bids_msseg.crosssite import plan as plan_module
-from bids_msseg.crosssite.evaluate import pairwise_dice, scan_metrics
-from bids_msseg.crosssite.plan import Arm, arms, split_test, training_sets
-from bids_msseg.crosssite.sites import SiteRule, assign_sites, choose_rule, site_label
-from bids_msseg.crosssite.stats import anova_tukey, study_stats, wilcoxon_paired
-from bids_msseg.errors import UsageError
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.crosssite.stats import wilcoxon_paired
 from bids_msseg.train import bids_training
-from bids_msseg.train.split import TrainingScan
+from tests.helpers import head_like_flair
 
 SHAPE = (32, 32, 12)
 ZOOMS = (6.0, 6.0, 8.0)  # a head of realistic size (the brain-volume check wants 300-2500 mL)
 SITES = {"Siemens": {"scale": 1.0, "lesion": 700.0}, "Philips": {"scale": 0.6, "lesion": 520.0}}
-
-
-# ------------------------------------------------------------------------------------ plan
-
-
-def test_training_sets() -> None:
-    assert training_sets(["B", "A"], ["single", "leave-one-out", "all"]) == [("A",), ("B",), ("A", "B")]
-    three = training_sets(["A", "B", "C"], ["single", "leave-one-out", "all"])
-    assert three == [("A",), ("B",), ("C",), ("A", "B"), ("A", "C"), ("B", "C"), ("A", "B", "C")]
-    assert training_sets(["A", "B", "C"], ["all-pairs"]) == [("A", "B"), ("A", "C"), ("B", "C")]
-    assert training_sets(["A", "B", "C"], ["all"]) == [("A", "B", "C")]
-    assert training_sets(["A", "B", "C"], ["merged"]) == three[3:]
-    with pytest.raises(UsageError):
-        training_sets(["A", "B"], ["everything"])
-
-
-def test_arms_and_parser_choices_agree() -> None:
-    assert arms(None, None, []) == [Arm("UnetPlusPlus", "quantile")]
-    assert [a.label for a in arms("Unet", None, ["normalization", "architecture"])] == [
-        "Unet-quantile", "Unet-linear", "UnetPlusPlus-quantile"]
-    assert arms(None, "linear", ["normalization"])[1] == Arm("UnetPlusPlus", "quantile", "normalization")
-    assert cli_parser.CROSSSITE_COMBINATIONS == plan_module.COMBINATIONS
-    assert cli_parser.CROSSSITE_ABLATIONS == plan_module.ABLATIONS
-
-
-def _scan(subject: str, session: str | None = None, dataset: str = "d", **metadata) -> TrainingScan:
-    name = f"sub-{subject}" + (f"_ses-{session}" if session else "") + "_FLAIR.nii.gz"
-    entities = {"subject": subject, **({"session": session} if session else {})}
-    run = FlairRun(Path(f"/data/{dataset}/sub-{subject}/anat/{name}"), f"sub-{subject}/anat/{name}", entities,
-                   metadata)
-    return TrainingScan(run, Path("/m.nii.gz"), dataset)
-
-
-def test_split_test_is_by_subject_and_seeded() -> None:
-    scans = [_scan(f"{i:02d}", s) for i in range(1, 7) for s in ("1", "2")]
-    for seed in range(5):
-        test, dev = split_test(scans, 0.3, seed)
-        assert sorted(test + dev) == sorted(s.key for s in scans) and not set(test) & set(dev)
-        subjects = {k.split("__")[1].split("_")[0] for k in test}
-        assert len(subjects) == 2 and not subjects & {k.split("__")[1].split("_")[0] for k in dev}  # round(0.3 * 6)
-        assert (test, dev) == split_test(scans, 0.3, seed)
-    assert len({tuple(split_test(scans, 0.3, seed)[0]) for seed in range(8)}) > 1
-    # at least one test subject, never all
-    assert len(split_test(scans[:4], 0.01, 0)[0]) == 2 and split_test(scans[:4], 0.99, 0)[1]
-
-
-# ----------------------------------------------------------------------------------- sites
-
-
-def test_site_rules(tmp_path: Path) -> None:
-    a = _scan("01", Manufacturer="Siemens", MagneticFieldStrength=3)
-    b = _scan("02", Manufacturer="Philips", MagneticFieldStrength=1.5)
-    c = _scan("03")  # no sidecar fields: no site
-    assert site_label("GE MEDICAL / 1.5") == "GE-MEDICAL-1p5"
-    rule = choose_rule([a, b, c], None, None)
-    assert rule == SiteRule("fields", ("Manufacturer", "MagneticFieldStrength"))
-    assert assign_sites([a, b, c], rule) == {a.key: "Siemens-3", b.key: "Philips-1p5"}
-    assert choose_rule([a, _scan("09", dataset="other")], None, None) == SiteRule("dataset")
-    assert assign_sites([a, _scan("09", dataset="other")], SiteRule("dataset")) == {
-        a.key: "d", "other__sub-09_FLAIR": "other"}
-    with pytest.raises(UsageError, match="cannot tell sites apart"):
-        choose_rule([c], None, None)
-    with pytest.raises(UsageError, match="exclusive"):
-        choose_rule([a], "site", ["Manufacturer"])
-    # a participants.tsv column, read from the scan's own dataset
-    root = tmp_path / "ds"
-    (root / "sub-01" / "anat").mkdir(parents=True)
-    (root / "participants.tsv").write_text("participant_id\tcentre\nsub-01\tLyon\nsub-02\tn/a\n")
-    runs = [FlairRun(root / f"sub-{s}" / "anat" / f"sub-{s}_FLAIR.nii.gz", f"sub-{s}/anat/sub-{s}_FLAIR.nii.gz",
-                     {"subject": s}) for s in ("01", "02")]
-    scans = [TrainingScan(r, Path("/m"), "ds") for r in runs]
-    assert assign_sites(scans, choose_rule(scans, "centre", None)) == {scans[0].key: "Lyon"}
-    with pytest.raises(UsageError, match="no such column"):
-        assign_sites(scans, SiteRule("column", ("site",)))
-
-
-# ----------------------------------------------------------------------------------- stats
-
-
-def test_anova_tukey_known_values() -> None:
-    groups = {"a": [1.0, 2.0, 3.0], "b": [2.0, 3.0, 4.0], "c": [5.0, 6.0, 7.0, float("nan")]}
-    anova, pairs = anova_tukey(groups)
-    # by hand: group means 2, 3, 6; SS between 26 (2 dof), SS within 6 (6 dof): F = 13
-    assert anova["statistic"] == pytest.approx(13.0) and anova["n"] == 9 and anova["note"] == ""
-    assert anova["pvalue"] == pytest.approx(stats.f.sf(13.0, 2, 6))
-    clean = [[1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [5.0, 6.0, 7.0]]
-    tukey = stats.tukey_hsd(*clean)
-    ci = tukey.confidence_interval()
-    assert [(p["group_a"], p["group_b"]) for p in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
-    for p, (i, j) in zip(pairs, [(0, 1), (0, 2), (1, 2)], strict=True):
-        assert p["statistic"] == pytest.approx(p["mean_a"] - p["mean_b"]) == pytest.approx(tukey.statistic[i, j])
-        assert p["pvalue"] == pytest.approx(tukey.pvalue[i, j])
-        assert (p["ci_low"], p["ci_high"]) == (pytest.approx(ci.low[i, j]), pytest.approx(ci.high[i, j]))
-    assert pairs[1]["pvalue"] < 0.05 < pairs[0]["pvalue"]  # a vs c differ, a vs b do not
-
-
-def test_anova_tukey_undefined_cases() -> None:
-    for groups, note in (({"a": [1.0, 2.0]}, "fewer than two"), ({"a": [1.0], "b": [2.0]}, "degrees of freedom"),
-                         ({"a": [1.0, 1.0], "b": [2.0, 2.0]}, "no variance")):
-        anova, pairs = anova_tukey(groups)
-        assert np.isnan(anova["pvalue"]) and note in anova["note"]
-        assert all(np.isnan(p["pvalue"]) for p in pairs)
-
-
-def test_wilcoxon_known_values() -> None:
-    a = [0.50, 0.60, 0.70, 0.80, 0.90]
-    b = [0.55, 0.68, 0.71, 0.90, 0.93]  # every difference positive: exact two-sided p = 2 / 2**5
-    result = wilcoxon_paired(a, b)
-    assert result["statistic"] == 0.0 and result["pvalue"] == pytest.approx(0.0625) and result["n"] == 5
-    x, y = [0.1, 0.5, 0.3, 0.9, 0.4, 0.2, float("nan")], [0.2, 0.4, 0.35, 0.7, 0.45, 0.1, 0.3]
-    reference = stats.wilcoxon(x[:6], y[:6])
-    assert wilcoxon_paired(x, y)["pvalue"] == pytest.approx(reference.pvalue) and wilcoxon_paired(x, y)["n"] == 6
-    assert "zero" in wilcoxon_paired([1.0, 2.0], [1.0, 2.0])["note"]
-    assert wilcoxon_paired([], [])["note"] == "no pairs"
-
-
-def test_study_stats_rows() -> None:
-    rng = np.random.default_rng(0)
-    rows = [{"arm": arm, "ablation": ablation, "train_set": t, "test_site": site, "scan": f"{site}{k}",
-             "dice": rng.uniform()}
-            for arm, ablation in (("U-quantile", ""), ("U-linear", "normalization"))
-            for t in ("A", "B", "A+B") for site in ("A", "B") for k in range(4)]
-    table = study_stats(pd.DataFrame(rows))
-    assert len(table[table.test == "anova"]) == 2 * 3  # arms x (A, B, all)
-    assert len(table[table.test == "tukey_hsd"]) == 2 * 3 * 3
-    wil = table[table.test == "wilcoxon"]
-    assert list(wil.scope) == ["A", "B", "all"] and set(wil.n) == {12, 24}
-    frame = pd.DataFrame(rows)
-    base = frame[frame.arm == "U-quantile"].dice.to_numpy()
-    abl = frame[frame.arm == "U-linear"].dice.to_numpy()
-    assert wil[wil.scope == "all"].pvalue.iloc[0] == pytest.approx(stats.wilcoxon(base, abl).pvalue)
-
-
-# ------------------------------------------------------------------------------- evaluation
-
-
-def test_scan_metrics_and_consistency() -> None:
-    truth = np.zeros((10, 10, 10), bool)
-    truth[2:4, 2:4, 2:4] = True  # 8 voxels
-    pred = np.zeros_like(truth)
-    pred[2:4, 2:4, 2:3] = True  # 4 of them
-    pred[7:9, 7:9, 7:9] = True  # a false-positive lesion of 8 voxels
-    m = scan_metrics(pred, truth, 1.0, LesionDefinition(min_size_mm3=1.0))
-    assert m["dice"] == pytest.approx(2 * 4 / (12 + 8)) and m["ppv"] == pytest.approx(4 / 12)
-    assert m["ltpr"] == 1.0 and m["lfpr"] == 0.5 and m["true_volume_ml"] == pytest.approx(0.008)
-    agree = pairwise_dice({"x": pred, "y": truth, "z": np.zeros_like(truth)})
-    assert [(a, b) for a, b, _ in agree] == [("x", "y"), ("x", "z"), ("y", "z")]
-    assert agree[0][2] == pytest.approx(m["dice"]) and agree[1][2] == 0.0
 
 
 # ------------------------------------------------------------------------------- end to end

@@ -1,52 +1,14 @@
-"""Training: a few steps on tiny shards, resume, reproducibility, and the bundle round trip."""
+"""The training loop (bids_msseg/train/loop.py): loss, validation, resume, schedule, export."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from bids_msseg.model.bundle import BundleError, ModelCard, load_bundle, save_bundle
-from bids_msseg.model.network import build_network, default_architecture
-from bids_msseg.train.data import UNKNOWN, list_shards, load_shard, make_shard, split_by_scan
+from bids_msseg.model.bundle import load_bundle
+from bids_msseg.train.data import UNKNOWN, list_shards, load_shard, make_shard
 from bids_msseg.train.export import export_bundle
 from bids_msseg.train.loop import TrainConfig, train, validate, weighted_bce
-
-
-def _scan(seed, shape=(40, 40, 12)):
-    rng = np.random.default_rng(seed)
-    brain = np.zeros(shape, bool)
-    brain[5:35, 5:35, 2:10] = True
-    image = rng.normal(100, 5, shape).astype(np.float32) * brain
-    lesion = np.zeros(shape, bool)
-    c = rng.integers(10, 30, 2)
-    lesion[c[0] : c[0] + 4, c[1] : c[1] + 4, 4:7] = True
-    image[lesion] += 80
-    return image, brain, lesion
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shards")
-    ref = np.linspace(0, 1, 1001)
-    for i in range(6):
-        img, brain, lesion = _scan(i)
-        make_shard(d / f"vol_{i:05d}.npz", img, brain, lesion, (1.0, 1.0, 1.0), ref, size=64, meta={"i": i})
-    return d
-
-
-def test_shard_content(shards):
-    s = load_shard(list_shards(shards)[0])
-    assert s.images.shape == s.labels.shape and s.images.shape[1:] == (64, 64)
-    assert s.lesion_slices.size == 3 and s.meta["i"] == 0
-    assert np.isfinite(s.images.astype(np.float32)).all()
-
-
-def test_split_is_by_scan_and_deterministic(shards):
-    paths = list_shards(shards)
-    tr, va = split_by_scan(paths, 0.34, seed=3)
-    assert set(tr).isdisjoint(va) and len(tr) + len(va) == len(paths)
-    assert (tr, va) == split_by_scan(paths, 0.34, seed=3)
 
 
 def test_weighted_bce_weights_the_lesion_class():
@@ -67,13 +29,13 @@ class _Constant(torch.nn.Module):
         return torch.full_like(x, self.logit)
 
 
-def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
+def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path, training_scan):
     """UNKNOWN labels get no loss and no validation score; the shard keeps lesions over unknown."""
     logits = torch.full((1, 1, 2, 2), 3.0)
     target = torch.tensor([[[[1.0, 0.0], [UNKNOWN, UNKNOWN]]]])
     expected = weighted_bce(logits[..., :1, :], target[..., :1, :], 0.8).item() / 2
     assert weighted_bce(logits, target, 0.8).item() == pytest.approx(expected, rel=1e-5)
-    img, brain, lesion = _scan(0)
+    img, brain, lesion = training_scan(0)
     unknown = np.zeros_like(lesion)
     unknown[5:20, 5:20, 2:10] = True
     path = make_shard(tmp_path / "vol_00000.npz", img, brain, lesion, (1.0, 1.0, 1.0), np.linspace(0, 1, 1001),
@@ -90,10 +52,10 @@ def test_unknown_voxels_are_neither_taught_nor_scored(tmp_path):
     assert scores["val_dice@0.5"] == pytest.approx(2 * n_lesion / (n_known + n_lesion))
 
 
-def test_validation_dice_leaves_lesion_free_scans_out(tmp_path):
+def test_validation_dice_leaves_lesion_free_scans_out(tmp_path, training_scan):
     """A lesion-free scan scores 0 or 1 (all or nothing); it must not move the mean over scans
     with lesions, unless no scan has lesions."""
-    img, brain, lesion = _scan(0)
+    img, brain, lesion = training_scan(0)
     ref = np.linspace(0, 1, 1001)
     with_lesions = make_shard(tmp_path / "vol_00000.npz", img, brain, lesion, (1.0, 1.0, 1.0), ref, size=64)
     free = make_shard(tmp_path / "vol_00001.npz", img, brain, np.zeros_like(lesion), (1.0, 1.0, 1.0), ref, size=64)
@@ -132,32 +94,6 @@ def test_train_resume_equals_uninterrupted(shards, tmp_path):
     assert card.threshold == full["best_threshold"] and card.metrics["val_dice"] == round(full["best_dice"], 4)
     card = load_bundle(export_bundle(tmp_path / "full", tmp_path / "b2", ref, "t", {}, calibrated=(0.25, 0.5))).card
     assert card.threshold == 0.25 and card.metrics["val_dice"] == 0.5 and card.training["epochs_run"] == 2
-
-
-def test_bundle_round_trip_and_checksum(tmp_path):
-    arch = default_architecture("Unet")
-    net = build_network(arch)
-    card = ModelCard(architecture=arch, reference_quantiles=list(np.linspace(0, 1, 11)))
-    save_bundle(tmp_path / "b", net, card)
-    bundle = load_bundle(tmp_path / "b")
-    assert bundle.card.model_id.startswith("msseg-unet@")
-    x = torch.randn(1, 1, 64, 64)
-    with torch.no_grad():
-        assert torch.allclose(net.eval()(x), bundle.network(x), atol=0.05)
-    meta = json.loads((tmp_path / "b" / "model.json").read_text())
-    meta["weights_sha256"] = "0" * 64
-    (tmp_path / "b" / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="does not match"):
-        load_bundle(tmp_path / "b")
-
-
-def test_pickled_weights_are_refused(tmp_path):
-    arch = default_architecture("Unet")
-    save_bundle(tmp_path / "b", build_network(arch), ModelCard(architecture=arch))
-    (tmp_path / "b" / "model.safetensors").unlink()
-    torch.save({"x": torch.zeros(1)}, tmp_path / "b" / "model.pt")
-    with pytest.raises(BundleError, match="pickled weights are refused"):
-        load_bundle(tmp_path / "b")
 
 
 def test_cosine_learning_rate_anneals_to_zero_and_constant_is_the_papers():

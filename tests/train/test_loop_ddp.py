@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_train import _scan  # the tiny synthetic scan of the training tests
 
 from bids_msseg.train.data import list_shards, make_shard
 from bids_msseg.train.loop import TrainConfig, rank_seed
@@ -56,11 +55,11 @@ def _worker(rank: int, port: int, shard_dir: str, run_dir: str, out_dir: str) ->
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shards(tmp_path_factory: pytest.TempPathFactory, training_scan) -> Path:
     d = tmp_path_factory.mktemp("ddp_shards")
     ref = np.linspace(0, 1, 1001)
     for i in range(6):
-        image, brain, lesion = _scan(i)
+        image, brain, lesion = training_scan(i)
         make_shard(d / f"vol_{i:05d}.npz", image, brain, lesion, (1.0, 1.0, 1.0), ref, size=64)
     return d
 

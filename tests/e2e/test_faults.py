@@ -18,10 +18,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEFAULT_RUNS, REPO_ROOT, make_bids_dataset
 
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
+from tests.helpers import DEFAULT_RUNS, REPO_ROOT
 
 #: Flags that make two runs comparable bit for bit (fp32 inference, fixed seeds, one process at a time:
 #: with one process nipype finishes the runs one after the other, so a kill falls between runs).
@@ -48,7 +48,7 @@ def _files(root: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path, tiny_bundle: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+                                               caplog: pytest.LogCaptureFixture, make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids")
     relpaths = [relpath for relpath, _ in DEFAULT_RUNS]
 
@@ -143,7 +143,7 @@ NETGUARD = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_a_participant_run_uses_no_network(tmp_path: Path, tiny_bundle: Path) -> None:
+def test_a_participant_run_uses_no_network(tmp_path: Path, tiny_bundle: Path, make_bids_dataset) -> None:
     guard = tmp_path / "netguard"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(NETGUARD)

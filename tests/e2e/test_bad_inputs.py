@@ -20,7 +20,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import head_like_flair, make_bids_dataset, save_flair
 
 from bids_msseg.bids import FlairRun, collect_flair_runs, read_sidecars
 from bids_msseg.cli.run import main
@@ -29,6 +28,7 @@ from bids_msseg.errors import InputError
 from bids_msseg.preproc import preprocess_flair
 from bids_msseg.preproc.orient import load_flair
 from bids_msseg.validate import screen_flair, screen_run, screen_runs
+from tests.helpers import REPO_ROOT, head_like_flair
 
 SHAPE = (48, 56, 40)
 ZOOMS = (4.0, 4.0, 4.0)
@@ -349,7 +349,7 @@ def _run(bids: Path, relpath: str, **kwargs) -> FlairRun:
     return FlairRun(path=bids / relpath, relpath=relpath, entities={"subject": "01"}, **kwargs)
 
 
-def test_screen_run_refuses_names_that_would_escape_the_output(tmp_path: Path) -> None:
+def test_screen_run_refuses_names_that_would_escape_the_output(tmp_path: Path, save_flair) -> None:
     good = save_flair(tmp_path / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz")
     screen_run(_run(tmp_path, "sub-01/anat/sub-01_FLAIR.nii.gz"), tmp_path / "out")
     for relpath in ("../../x/sub-01_FLAIR.nii.gz", "sub-01/anat/sub-..%2F_FLAIR.nii.gz",
@@ -359,7 +359,7 @@ def test_screen_run_refuses_names_that_would_escape_the_output(tmp_path: Path) -
             screen_run(run, tmp_path / "out")
 
 
-def test_screen_runs_writes_a_crash_report_per_refused_run(tmp_path: Path) -> None:
+def test_screen_runs_writes_a_crash_report_per_refused_run(tmp_path: Path, save_flair) -> None:
     bids = tmp_path / "bids"
     save_flair(bids / "sub-01/anat/sub-01_FLAIR.nii.gz")
     four_d(_mkparent(bids / "sub-02/anat/sub-02_FLAIR.nii.gz"))
@@ -382,7 +382,7 @@ def _main(bids: Path, tmp_path: Path, *extra: str) -> int:
 
 
 def test_every_run_refused_exits_1_without_starting_the_workflow(
-        tmp_path: Path, tiny_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, tiny_bundle: Path, caplog: pytest.LogCaptureFixture, make_bids_dataset, save_flair) -> None:
     bids = make_bids_dataset(tmp_path / "bids", runs=(), extra_files=())
     (bids / "dataset_description.json").unlink()  # not BIDS either: --skip-bids-validation gets past it
     four_d(_mkparent(bids / "sub-01/anat/sub-01_FLAIR.nii.gz"))
@@ -418,7 +418,8 @@ def _mkparent(path: Path) -> Path:
 # ------------------------------------------------------------------------------- sidecars
 
 
-def test_broken_sidecar_costs_only_its_own_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_broken_sidecar_costs_only_its_own_run(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                               make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids", runs=(
         ("sub-01/anat/sub-01_FLAIR.nii.gz", {"seed": 1}),
         ("sub-02/anat/sub-02_FLAIR.nii.gz", {"seed": 2}),
@@ -440,7 +441,7 @@ def test_broken_sidecar_costs_only_its_own_run(tmp_path: Path, caplog: pytest.Lo
     assert [r.subject for r in good] == ["03"] and len(rejected) == 2
 
 
-def test_read_sidecars_agrees_with_pybids(tmp_path: Path) -> None:
+def test_read_sidecars_agrees_with_pybids(tmp_path: Path, make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids", runs=(
         ("sub-01/ses-1/anat/sub-01_ses-1_acq-3D_FLAIR.nii.gz", {"seed": 1}),
         ("sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz", {"seed": 2}),
@@ -455,7 +456,7 @@ def test_read_sidecars_agrees_with_pybids(tmp_path: Path) -> None:
 # -------------------------------------------------------------------- dataset and command line
 
 
-def test_subject_without_flair(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_subject_without_flair(tmp_path: Path, caplog: pytest.LogCaptureFixture, make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids", runs=(("sub-01/anat/sub-01_FLAIR.nii.gz", {"seed": 1}),),
                              extra_files=("sub-02/anat/sub-02_T1w.nii.gz",))
     assert _main(bids, tmp_path, "--participant-label", "02") == 18
@@ -548,7 +549,7 @@ def test_no_pickle_loading_in_the_package() -> None:
     """torch.load (pickle-based) and pickle/joblib loaders appear nowhere in the package source."""
     import re
 
-    package = Path(__file__).resolve().parents[1] / "bids_msseg"
+    package = REPO_ROOT / "bids_msseg"
     pattern = re.compile(r"torch\.load\(|pickle\.loads?\(|joblib\.load\(|allow_pickle\s*=\s*True|dill\.")
     offenders = [f"{p.relative_to(package)}:{i + 1}" for p in package.rglob("*.py")
                  for i, line in enumerate(p.read_text().splitlines()) if pattern.search(line)]
@@ -567,8 +568,8 @@ def test_derivative_paths_stay_inside_the_output(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_mixed_dataset_bad_runs_never_stop_the_good_ones(tmp_path: Path, tiny_bundle: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    from test_participant_e2e import _check_run_outputs
+                                                         caplog: pytest.LogCaptureFixture, make_bids_dataset) -> None:
+    from tests.e2e.helpers import check_run_outputs
 
     bids = make_bids_dataset(tmp_path / "bids", runs=(), extra_files=("sub-08/anat/sub-08_T1w.nii.gz",))
     builders = {"01": oblique, "02": sagittal, "04": four_d, "05": nan_most, "07": oblique}
@@ -588,7 +589,7 @@ def test_mixed_dataset_bad_runs_never_stop_the_good_ones(tmp_path: Path, tiny_bu
                  "--nprocs", "2", "--omp-nthreads", "1"]) == 1
 
     for label in ("01", "02", "03"):
-        _check_run_outputs(out, bids, f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz")
+        check_run_outputs(out, bids, f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz")
     assert "3 ok, 4 failed, 0 skipped" in caplog.text
     assert "no FLAIR selected for participant(s) 08" in caplog.text
     reasons = {"04": ("validate", "4D image with 3 volumes"), "05": ("preprocess", "NaN or Inf"),

@@ -13,7 +13,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import head_like_flair, make_bids_dataset
 
 from bids_msseg.bids import collect_flair_runs
 from bids_msseg.cli.parser import parse_args
@@ -23,6 +22,7 @@ from bids_msseg.masks import find_training_pairs, name_entities
 from bids_msseg.train import bids_training
 from bids_msseg.train.cache import load_mask_on_grid
 from bids_msseg.train.split import TrainingScan, split_scans
+from tests.helpers import head_like_flair
 
 SHAPE = (48, 56, 32)
 ZOOMS = (4.0, 4.0, 4.0)
@@ -127,7 +127,7 @@ def test_find_pairs_matches_entities_and_skips_our_outputs(tmp_path: Path) -> No
     assert [run.subject for run, _ in find_training_pairs([bids], masks)] == ["04"]
 
 
-def test_split_is_by_subject(tmp_path: Path) -> None:
+def test_split_is_by_subject(tmp_path: Path, make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids", extra_files=())  # sub-01 has two sessions
     scans = [TrainingScan(run, tmp_path / "m.nii.gz", "bids") for run in collect_flair_runs(bids)]
     for seed in range(6):
@@ -203,13 +203,13 @@ def test_group_train_end_to_end_and_resume(tmp_path: Path, small_slices: None) -
     assert tuned.reference_quantiles == load_bundle(init).card.reference_quantiles
 
 
-def test_dataset_without_masks_exits_66(tmp_path: Path, small_slices: None) -> None:
+def test_dataset_without_masks_exits_66(tmp_path: Path, small_slices: None, make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids")
     assert main(_args(bids, tmp_path / "out", tmp_path / "work")) == EXIT_NO_INPUT
     assert not (tmp_path / "out" / "models").exists()
 
 
-def test_group_without_train_reads_participant_outputs(tmp_path: Path) -> None:
+def test_group_without_train_reads_participant_outputs(tmp_path: Path, make_bids_dataset) -> None:
     """Without --train the group level summarizes participant outputs (tests/test_cohort.py): none -> 66."""
     bids = make_bids_dataset(tmp_path / "bids")
     assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 66

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+
+from tests.helpers import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 SINGULARITY = REPO_ROOT / "singularity"

@@ -25,7 +25,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_bids_dataset
 
 pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -181,7 +180,8 @@ def test_random_sidecar_files(content: bytes) -> None:
 @settings(max_examples=max(5, EXAMPLES // 10), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(content=st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=100)))
-def test_random_sidecars_through_pybids(content: bytes, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_random_sidecars_through_pybids(content: bytes, tmp_path_factory: pytest.TempPathFactory,
+                                        make_bids_dataset) -> None:
     root = make_bids_dataset(tmp_path_factory.mktemp("fuzz_bids"), runs=(
         ("sub-01/anat/sub-01_FLAIR.nii.gz", {"seed": 1, "shape": (20, 22, 18)}),
         ("sub-02/anat/sub-02_FLAIR.nii.gz", {"seed": 2, "shape": (20, 22, 18)}),

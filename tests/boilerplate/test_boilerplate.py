@@ -1,0 +1,73 @@
+"""The methods boilerplate and its references (bids_msseg/boilerplate/)."""
+
+from __future__ import annotations
+
+import re
+
+from bids_msseg.boilerplate import (
+    DEFAULT_CONTEXT,
+    cited_keys,
+    load_references,
+    render_boilerplate,
+    write_citation,
+)
+
+# ------------------------------------------------------------------------------------ boilerplate
+
+
+ALL_ON = {"n4": True, "brain_extraction": True, "brain_extraction_method": "template registration",
+          "brain_extraction_citations": ["avants2008syn"], "training_data": "3D-MR-MS",
+          "training_citations": ["lesjak2018mrms"], "software": {"nipype": "1.11", "antspyx": "0.6"},
+          "n_runs": 4, "n_subjects": 2}
+
+
+def test_every_cited_key_is_in_the_bib():
+    references = load_references()
+    for context in (ALL_ON, {"n4": False, "brain_extraction": False, "normalization": "linear"}, {}):
+        keys = cited_keys(render_boilerplate(context))
+        assert keys and set(keys) <= set(references)
+    expected = {"badea2024generalizable", "zhou2018unetpp", "he2016resnet", "tustison2010n4",
+                "avants2008syn", "gorgolewski2016bids", "gorgolewski2017bidsapps", "gorgolewski2011nipype",
+                "yarkoni2019pybids", "nyul1999standardizing", "lesjak2018mrms", "iakubovskii2019smp",
+                "paszke2019pytorch"}
+    assert expected == set(references)
+    assert expected == set(cited_keys(render_boilerplate(ALL_ON)))
+    assert references["lesjak2018mrms"]["doi"] == "10.1007/s12021-017-9348-7"
+
+
+def test_boilerplate_describes_the_run():
+    text = render_boilerplate({**ALL_ON, "model_id": "msseg-unetplusplus@abc", "threshold": 0.35,
+                               "min_lesion_size_mm3": 3.0, "connectivity": 1, "version": "9.9"})
+    for fragment in ("bids_msseg* 9.9", "msseg-unetplusplus@abc", "0.35", "3.0 mm³", "6-connected", "N4",
+                     "quantile normalization", "UNet++", "ResNet-18", "224 x 224",
+                     "4 FLAIR images of 2 participants", "*Nipype* 1.11",
+                     "template registration [@avants2008syn]", "3D-MR-MS [@lesjak2018mrms]"):
+        assert fragment in text, fragment
+    plain = render_boilerplate({"n4": False, "brain_extraction": False, "normalization": "linear"})
+    assert "N4" not in plain and "tustison2010n4" not in plain and "avants2008syn" not in plain
+    assert "scaled linearly" in plain and "already skull-stripped" in plain
+    auto = render_boilerplate({})
+    assert auto.count("decided for each run") == 2 and DEFAULT_CONTEXT["n4"] == "auto"
+
+
+def test_write_citation_numbers_citations_and_lists_references(tmp_path):
+    target = write_citation(tmp_path / "logs", ALL_ON)
+    assert target == tmp_path / "logs" / "CITATION.md"
+    text = target.read_text()
+    body, references = text.split("## References")
+    assert "[@" not in text and re.search(r"\[\d+(, \d+)*\]", body)
+    entries = re.findall(r"^(\d+)\. (.+)$", references, flags=re.M)
+    assert [int(i) for i, _ in entries] == list(range(1, 14))
+    joined = references.replace("\n", " ")
+    assert "Badea L, Popa M (2024)" in joined and "Nyúl LG" in joined and "Lesjak Ž" in joined
+    assert "doi:[10.1109/TMI.2010.2046908](https://doi.org/10.1109/TMI.2010.2046908)" in joined
+    assert "{" not in references and "\\" not in references
+    bib = (tmp_path / "logs" / "CITATION.bib").read_text()
+    assert set(load_references(bib)) == set(load_references())
+
+
+def test_bib_parser_handles_nested_braces_quotes_and_numbers():
+    entries = load_references('@article{k1, title = {A {Nested} Title}, author = "Doe, Jane and others",\n'
+                              ' year = 2001, pages = {1--2}}\n@misc{k2,title={x}}')
+    assert entries["k1"]["title"] == "A {Nested} Title" and entries["k1"]["year"] == "2001"
+    assert entries["k1"]["author"] == "Doe, Jane and others" and entries["k2"]["type"] == "misc"

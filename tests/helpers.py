@@ -1,0 +1,62 @@
+"""Plain constants and functions shared by test modules (fixtures live in conftest.py).
+
+What is here is either a constant (paths, the default synthetic runs) or a pure function that
+module-level builders of parametrized cases call outside any test, where no fixture can reach:
+the FLAIR-like head array and a gamma-noise blob. Anything a test body calls with arguments is a
+(factory) fixture in ``conftest.py`` instead; tests never import from ``conftest``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+#: (relative path, options) of the default synthetic dataset: 2 subjects, sub-01 with 2 sessions.
+#: Skull-stripped (zero background), so the preprocessing decides against N4 and brain extraction
+#: and the end-to-end test stays fast; ``skull=True`` makes raw-looking heads.
+DEFAULT_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", {"orientation": "RAS", "seed": 1, "skull": False}),
+    ("sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz", {"orientation": "LPS", "seed": 2, "skull": False}),
+    ("sub-02/anat/sub-02_FLAIR.nii.gz",
+     {"orientation": "LAS", "seed": 3, "zooms": (3.5, 3.5, 4.5), "skull": False}),
+)
+
+
+def head_like_flair(shape: tuple[int, int, int] = (48, 56, 40), seed: int = 0, skull: bool = True,
+                    n_lesions: int = 3) -> np.ndarray:
+    """A FLAIR-like head in RAS voxel order (int16): background 0, brain with bright lesions."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    radius = np.sqrt(sum((g / r) ** 2 for g, r in zip(grid, (0.85, 0.88, 0.85), strict=True)))
+    img = np.zeros(shape, np.float32)
+    brain = radius < 0.78
+    img[brain] = 300.0  # grey matter
+    img[radius < 0.55] = 380.0  # white matter
+    ventricles = np.sqrt((grid[0] / 0.18) ** 2 + (grid[1] / 0.35) ** 2 + (grid[2] / 0.2) ** 2) < 1.0
+    img[ventricles] = 80.0
+    if skull:
+        img[(radius >= 0.84) & (radius < 0.92)] = 60.0  # bone: dark
+        img[(radius >= 0.92) & (radius < 1.0)] = 450.0  # scalp fat: bright
+    wm = np.argwhere((radius < 0.5) & ~ventricles)
+    index = np.indices(shape)
+    for centre in wm[rng.choice(len(wm), size=n_lesions, replace=False)]:
+        dist = np.sqrt(((index - centre[:, None, None, None]) ** 2).sum(axis=0))
+        img[dist < rng.uniform(1.2, 2.5)] = 650.0
+    bias = 1.0 + 0.15 * grid[0] + 0.1 * grid[2]
+    img = img * bias + rng.normal(0.0, 12.0, shape) * (img > 0)
+    return np.clip(img, 0, None).astype(np.int16)
+
+
+def blob_volume(shape: tuple[int, int, int] = (40, 48, 30), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A gamma-noise ellipsoid (float32) and its mask: input for the normalization and slicing tests."""
+    rng = np.random.default_rng(seed)
+    zz = np.indices(shape).astype(float)
+    centre = np.array(shape)[:, None, None, None] / 2
+    mask = (((zz - centre) / (np.array(shape)[:, None, None, None] / 3)) ** 2).sum(0) < 1
+    data = rng.gamma(4.0, 25.0, shape).astype(np.float32) * mask
+    return data, mask

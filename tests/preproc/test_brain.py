@@ -1,0 +1,29 @@
+"""bids_msseg.preproc.brain: background masks and hole filling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bids_msseg.preproc.brain import fill_holes, mask_from_background
+from tests.preproc.helpers import synthetic_head
+
+# --- masks -------------------------------------------------------------------------------------
+
+def test_mask_from_background_fills_holes_and_drops_specks() -> None:
+    data = synthetic_head(skull=False)
+    brain = data > 0
+    data[18:22, 22:26, 16:20] = 0.0  # a hole inside (e.g. CSF clipped to 0)
+    data[1, 1, 1] = 500.0  # a stray voxel outside
+    mask = mask_from_background(data)
+    assert mask.dtype == bool
+    assert not mask[1, 1, 1]
+    assert mask[20, 24, 18]
+    assert np.array_equal(mask, fill_holes(brain))
+
+
+def test_fill_holes_closes_ventricles_open_at_the_slab_end() -> None:
+    mask = np.zeros((20, 20, 6), bool)
+    mask[4:16, 4:16, :] = True
+    mask[8:12, 8:12, 3:] = False  # a channel open at the top: not a 3D hole
+    filled = fill_holes(mask)
+    assert filled[10, 10, 5]

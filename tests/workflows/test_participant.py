@@ -1,0 +1,84 @@
+"""The participant workflow (bids_msseg/workflows/participant.py): structure, hashing, run tracking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ------------------------------------------------------------------- workflow structure (fast)
+
+
+def _options(tmp_path: Path, *extra: str):
+    from bids_msseg.cli.parser import parse_args
+
+    return parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant",
+                       "-w", str(tmp_path / "work"), *extra])
+
+
+def test_one_independent_sub_workflow_per_run(synthetic_bids: Path, tmp_path: Path,
+                                              tiny_bundle: Path) -> None:
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.workflows.participant import FINAL_NODE, init_participant_wf
+
+    runs = collect_flair_runs(synthetic_bids)
+    wf = init_participant_wf(runs, options=_options(tmp_path, "--omp-nthreads", "2", "--nprocs", "2"),
+                             bundle_path=tiny_bundle, work_dir=tmp_path / "work")
+    subs = wf._graph.nodes()
+    assert sorted(s.name for s in subs) == ["single_flair_sub_01_ses_1_FLAIR_wf",
+                                            "single_flair_sub_01_ses_2_FLAIR_wf",
+                                            "single_flair_sub_02_FLAIR_wf"]
+    assert wf._graph.number_of_edges() == 0  # runs share nothing: a failure stays in its run
+    sub = wf.get_node("single_flair_sub_02_FLAIR_wf")
+    steps = {"preprocess", "segment", "lesion_stats", "write_derivatives", FINAL_NODE}
+    assert steps <= set(sub.list_node_names())
+    segment = sub.get_node("segment")
+    assert segment.n_procs == 2 and segment.inputs.model_id.startswith("tiny-random@")
+    assert wf.config["execution"]["crashfile_format"] == "txt"
+    assert wf.config["execution"]["crashdump_dir"] == str(tmp_path / "out" / "logs")
+
+
+def test_device_and_threads_are_not_hashed(synthetic_bids: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.workflows.participant import init_participant_wf
+
+    runs = collect_flair_runs(synthetic_bids, participant_labels=["02"])
+
+    def segment_hash(*extra: str) -> str:
+        wf = init_participant_wf(runs, options=_options(tmp_path, *extra), bundle_path=tiny_bundle,
+                                 work_dir=tmp_path / "work")
+        node = wf.get_node("single_flair_sub_02_FLAIR_wf").get_node("segment")
+        node.inputs.in_file = str(runs[0].path)  # stand-ins for the upstream outputs
+        node.inputs.brain_mask = str(runs[0].path)
+        return node.inputs.get_hashval()[1]
+
+    base = segment_hash("--device", "cpu", "--omp-nthreads", "1")
+    assert segment_hash("--device", "cuda", "--omp-nthreads", "2") == base
+    assert segment_hash("--device", "cpu", "--precision", "fp32") != base
+
+
+def test_tracker_and_crash_reason(synthetic_bids: Path, tmp_path: Path) -> None:
+    from bids_msseg.bids import collect_flair_runs
+    from bids_msseg.workflows.participant import RunTracker
+
+    runs = collect_flair_runs(synthetic_bids)
+    finished = []
+    tracker = RunTracker(runs, on_finish=lambda status, done, total: finished.append(
+        (status.run.name, status.state, done, total)))
+    top = "bids_msseg_participant_wf"
+    tracker(f"{top}.single_flair_sub_02_FLAIR_wf.preprocess", "start")
+    tracker(f"{top}.single_flair_sub_02_FLAIR_wf.preprocess", "end")
+    tracker(f"{top}.single_flair_sub_02_FLAIR_wf.report", "end")
+    tracker(f"{top}.single_flair_sub_01_ses_1_FLAIR_wf.segment", "start")
+    tracker(f"{top}.single_flair_sub_01_ses_1_FLAIR_wf.segment", "exception")
+    assert finished == [("sub-02_FLAIR", "ok", 1, 3), ("sub-01_ses-1_FLAIR", "failed", 2, 3)]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "crash-x-root-segment-1.txt").write_text(
+        f"Node: {top}.single_flair_sub_01_ses_1_FLAIR_wf.segment\nWorking directory: /w\n\n"
+        "Traceback (most recent call last):\nnipype.pipeline.engine.nodes.NodeExecutionError: wrapped\n"
+        "\tTraceback:\n\t  File x\n\tbids_msseg.errors.InputError: the image is 4D with 3 volumes\n")
+    tracker.attach_crash_files(logs, since=0.0)
+    status = tracker.status["single_flair_sub_01_ses_1_FLAIR_wf"]
+    assert status.crash_file == logs / "crash-x-root-segment-1.txt"
+    assert status.reason == "bids_msseg.errors.InputError: the image is 4D with 3 volumes"
+    assert tracker.status["single_flair_sub_01_ses_2_FLAIR_wf"].state == "pending"
