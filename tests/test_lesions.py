@@ -52,3 +52,18 @@ def test_binarize_and_table():
 def test_invalid_definition():
     with pytest.raises(ValueError):
         LesionDefinition(connectivity=4)
+
+
+def test_seed_threshold_keeps_only_lesions_with_a_confident_core():
+    """Hysteresis: a faint blob goes, a confident lesion keeps its full extent at the lower threshold."""
+    prob = np.zeros((20, 20, 20), np.float32)
+    prob[2:6, 2:6, 2:6] = 0.6  # faint everywhere: dropped
+    prob[10:16, 10:16, 10:16] = 0.6
+    prob[12:14, 12:14, 12:14] = 0.95  # a confident core: kept with all of its 0.6 extent
+    definition = LesionDefinition(3, 1.0)
+    mask, _, n = binarize(prob, 0.5, 1.0, definition, seed_threshold=0.9)
+    assert n == 1 and mask.sum() == 6**3 and not mask[3, 3, 3]
+    plain, _, n_plain = binarize(prob, 0.5, 1.0, definition)
+    assert n_plain == 2 and plain.sum() == 6**3 + 4**3
+    # A seed threshold at or below the threshold changes nothing.
+    assert np.array_equal(binarize(prob, 0.5, 1.0, definition, seed_threshold=0.5)[0], plain)

@@ -96,6 +96,19 @@ def test_train_resume_equals_uninterrupted(shards, tmp_path):
     assert card.threshold == 0.25 and card.metrics["val_dice"] == 0.5 and card.training["epochs_run"] == 2
 
 
+def test_keep_epochs_exports_any_epoch(shards, tmp_path):
+    """With keep_epochs every epoch's checkpoint stays, so the epoch can be chosen on real scans afterwards."""
+    torch.set_num_threads(1)
+    paths = list_shards(shards)
+    cfg = _cfg(2)
+    cfg.keep_epochs = True
+    train(tmp_path / "run", paths[:4], paths[4:], cfg, val_thresholds=(0.5,))
+    assert (tmp_path / "run" / "epoch_001.safetensors").exists() and (tmp_path / "run" / "epoch_002.json").exists()
+    card = load_bundle(export_bundle(tmp_path / "run", tmp_path / "b", np.linspace(0, 1, 1001), "t", {},
+                                     calibrated=(0.4, 0.0), checkpoint="epoch_001")).card
+    assert card.training["best_epoch"] == 1 and card.threshold == 0.4
+
+
 def test_cosine_learning_rate_anneals_to_zero_and_constant_is_the_papers():
     from bids_msseg.train.loop import learning_rate
 

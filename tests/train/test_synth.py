@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_msseg.train.synth import paint_lesions, simulate_acquisition, unlabelled_hyperintensities
+from bids_msseg.train.synth import (
+    Anatomy,
+    SmallLesions,
+    paint_lesions,
+    scatter_small_lesions,
+    simulate_acquisition,
+    small_lesion_shapes,
+    synth_volume,
+    unlabelled_hyperintensities,
+)
 
 
 def _world_scene(flip_x: bool):
@@ -76,3 +85,28 @@ def test_unlabelled_hyperintensities_flag_bright_white_matter_only():
     assert level == pytest.approx(1.0)
     assert unknown[15, 15, 15] and unknown[13, 15, 15]  # the lesion, grown by one voxel
     assert not unknown[0, 0, 0]  # grey matter below 1.5x is left known
+
+
+def test_small_lesion_shapes_are_scattered_at_white_matter_sites():
+    masks = [np.zeros((30, 30, 30), bool)]
+    masks[0][2:4, 2:4, 2:4] = True  # 8 voxels: small
+    masks[0][10:20, 10:20, 10:20] = True  # 1000 voxels: not small
+    shapes = small_lesion_shapes(masks, min_voxels=3, max_voxels=40)
+    assert len(shapes) == 1 and shapes[0].sum() == 8
+    sites = np.array([[15, 15, 15]])
+    out = scatter_small_lesions((30, 30, 30), SmallLesions(shapes, sites), 3, np.random.default_rng(0))
+    assert out.sum() == 8 and out[15, 15, 15]
+
+
+def test_a_flair_average_is_drawn_and_wholly_known():
+    """A FLAIR average (GG-853) is anatomy without unknown voxels: its bright structures are background."""
+    n = 48
+    grid = np.indices((n, n, n)) - n / 2
+    brain = (grid**2).sum(0) < 18**2
+    image = np.where(brain, 0.8, 0.0).astype(np.float32)
+    average = Anatomy("avg", image, brain, None, np.eye(4), wm_level=0.8, average=True)
+    lesion = np.zeros_like(brain)
+    lesion[20:26, 20:26, 20:26] = True
+    vol = synth_volume([average], [lesion], np.random.default_rng(3))
+    assert average.kind == "average" and vol.params["anatomy"] == "avg"
+    assert vol.unknown is None and vol.brain.any()
