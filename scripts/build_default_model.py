@@ -170,7 +170,7 @@ def calibrate(pool: Path, run: Path, args: argparse.Namespace) -> None:
 
 
 def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict, checkpoint: str = "best",
-           threshold: float | None = None) -> None:
+           threshold: float | None = None, seed_threshold: float = 0.0) -> None:
     """Export the run's best checkpoint with the pool's reference (see ``bids_msseg.train.export``).
 
     The threshold is ``threshold`` when given (chosen on the real validation protocol), else the
@@ -195,7 +195,8 @@ def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict, che
                 "bias, noise, blur (see docs/model_card.md)",
         "threshold_chosen_on": "synthetic validation scans (max mean Dice), never patient 26",
         **extra_info,
-    }, metric_name="synthetic_val_dice", calibrated=calibrated, checkpoint=checkpoint)
+    }, metric_name="synthetic_val_dice", calibrated=calibrated, checkpoint=checkpoint,
+                  seed_threshold=seed_threshold)
 
 
 def plot_curve(run: Path, out: Path) -> None:
@@ -268,6 +269,7 @@ def main() -> None:
     e.add_argument("--name", default="msseg-synth-unetpp-r18")
     e.add_argument("--checkpoint", default="best", help="best, last or epoch_NNN (a run with --keep-epochs)")
     e.add_argument("--threshold", type=float, default=None, help="the bundle's threshold (default: calibration's)")
+    e.add_argument("--seed-threshold", type=float, default=0.0, help="the bundle's hysteresis threshold (0: off)")
     e.add_argument("--note", action="append", default=[], metavar="KEY=TEXT",
                    help="extra provenance for the card's training section (repeatable)")
     k = sub.add_parser("calibrate", help="choose the threshold on the run's validation scans over a fine grid")
@@ -291,7 +293,7 @@ def main() -> None:
         calibrate(args.pool, args.run, args)
     else:
         export(args.pool, args.run, args.bundle, args.name, dict(n.split("=", 1) for n in args.note),
-               args.checkpoint, args.threshold)
+               args.checkpoint, args.threshold, args.seed_threshold)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, neuromorphometrics_template, register_template
-from bids_msseg.lesions import LesionDefinition, label_lesions
+from bids_msseg.lesions import LesionDefinition, binarize, label_lesions
 from bids_msseg.metrics import lesion_metrics, voxel_metrics
 
 LOGGER = logging.getLogger("validate_protocol")
@@ -108,45 +107,61 @@ def score(pred: np.ndarray, truth: np.ndarray | None, free: np.ndarray, voxel_ml
     return row
 
 
-def rethreshold(prob: np.ndarray, threshold: float, seed: float | None, definition: LesionDefinition) -> np.ndarray:
-    """``prob >= threshold``, keeping only the lesions that reach ``seed`` somewhere (hysteresis)."""
-    pred = prob >= threshold
-    if seed is None:
-        return pred
-    labels, n = ndimage.label(pred, ndimage.generate_binary_structure(3, definition.connectivity))
-    peak = np.concatenate([[0.0], ndimage.maximum(prob, labels, np.arange(1, n + 1))]) if n else np.zeros(1)
-    return peak[labels] >= seed
+Spec = tuple[float, float, float | None]  # (threshold, seed threshold (0: off), minimum lesion size or None)
 
 
-def evaluate(bids: Path, out: Path, cache: Path, rescore: tuple[float, float | None, float | None] | None = None
-             ) -> pd.DataFrame:
-    """The protocol table for the participant outputs in ``out``.
+def parse_spec(text: str) -> Spec:
+    """``T[:SEED[:MINSIZE]]`` -> (T, SEED or 0, MINSIZE or None)."""
+    parts = (text.split(":") + ["", ""])[:3]
+    return float(parts[0]), float(parts[1] or 0.0), float(parts[2]) if parts[2] else None
 
-    ``rescore`` = (threshold, seed threshold or None, minimum lesion size or None) re-binarizes the
-    probability maps instead of reading the masks (post-processing chosen on this protocol).
+
+def evaluate(out: Path, cache: Path, specs: list[Spec | None]) -> dict[Spec | None, pd.DataFrame]:
+    """The protocol table for the participant outputs in ``out``, once per post-processing spec.
+
+    ``None`` scores the written masks; a spec re-binarizes the probability maps with the product's
+    own :func:`bids_msseg.lesions.binarize` (post-processing chosen on this protocol).
     """
     template = load_template()
-    rows = []
+    rows: dict[Spec | None, list[dict]] = {spec: [] for spec in specs}
     for stem, (flair_path, mask_path) in scans().items():
         mask_file = next(out.rglob(f"{stem}_space-orig_label-lesion_mask.nii.gz"))
         sidecar = json.loads(mask_file.with_name(mask_file.name.replace(".nii.gz", ".json")).read_text())
         connectivity = {6: 1, 18: 2, 26: 3}[int(sidecar["Connectivity"])]
-        definition = LesionDefinition(connectivity, float(sidecar["MinimumLesionSize_mm3"]))
         img = nib.load(mask_file)
-        pred = np.asarray(img.dataobj) > 0
-        if rescore is not None:
-            threshold, seed, min_size = rescore
-            if min_size is not None:
-                definition = LesionDefinition(connectivity, min_size)
-            prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))).dataobj)
-            pred = rethreshold(prob, threshold, seed, definition)
+        zooms = img.header.get_zooms()[:3]
+        voxel_ml = float(np.prod(zooms)) / 1000
         brain = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_desc-brain_mask.nii.gz"))).dataobj) > 0
         labels = anatomy_labels(cache, stem, nib.load(flair_path), brain, template)
-        zooms = img.header.get_zooms()[:3]
         free = lesion_free_regions(labels, template.groups, zooms) & brain
         truth = np.asarray(nib.load(mask_path).dataobj) > 0.5 if mask_path else None
-        rows.append({"scan": stem, **score(pred, truth, free, float(np.prod(zooms)) / 1000, definition)})
-    return pd.DataFrame(rows)
+        prob = None
+        for spec in specs:
+            definition = LesionDefinition(connectivity, float(sidecar["MinimumLesionSize_mm3"]))
+            if spec is None:
+                pred = np.asarray(img.dataobj) > 0
+            else:
+                threshold, seed, min_size = spec
+                if min_size is not None:
+                    definition = LesionDefinition(connectivity, min_size)
+                if prob is None:
+                    prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))
+                                               ).dataobj, np.float32)
+                pred = binarize(prob, threshold, voxel_ml * 1000, definition, seed)[0] > 0
+            rows[spec].append({"scan": stem, **score(pred, truth, free, voxel_ml, definition)})
+    return {spec: pd.DataFrame(r) for spec, r in rows.items()}
+
+
+def grid_line(table: pd.DataFrame) -> dict:
+    """One line of a post-processing grid: the protocol's targets at a glance."""
+    labelled = table.dropna(subset=["dice"])
+    raw = table[table["dice"].isna()]
+    synthsr = table[table["scan"] == "sub-synthsr"].iloc[0]
+    means = summarize(table).loc["mean of patients"]
+    return {"dice": means["dice"], "lesion_f1": means["lesion_f1"], "lesion_tpr": means["lesion_tpr"],
+            "max_fp_lesions": labelled["fp_lesions"].max(), "max_fp_ml": labelled["fp_ml"].max(),
+            "raw_free_lesions": raw["free_lesions"].mean(), "raw_free_ml": raw["free_ml"].mean(),
+            "synthsr_lesions": synthsr["pred_lesions"], "synthsr_ml": synthsr["pred_ml"]}
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -167,9 +182,9 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="a bundle folder (default: the packaged model)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--threshold", type=float, default=None, help="passed to the command line")
-    ap.add_argument("--rescore", default=None, metavar="T[:SEED[:MINSIZE]]",
+    ap.add_argument("--rescore", nargs="+", default=None, metavar="T[:SEED[:MINSIZE]]",
                     help="skip the run; re-binarize the existing probability maps at T, keeping lesions that "
-                         "reach SEED (hysteresis), of at least MINSIZE mm3")
+                         "reach SEED (hysteresis), of at least MINSIZE mm3; several specs print a grid")
     ap.add_argument("--no-run", action="store_true", help="score the existing outputs of --name")
     args = ap.parse_args()
     if not DATA.exists():
@@ -187,15 +202,19 @@ def main() -> int:
         LOGGER.info("command: %s\nexit %d in %.1f s", " ".join(cmd), code, time.time() - t0)
         if code:
             return code
-    rescore = None
-    if args.rescore is not None:
-        parts = [float(x) if x else None for x in (args.rescore.split(":") + ["", ""])[:3]]
-        rescore = (parts[0], parts[1], parts[2])
-    table = evaluate(bids, out, args.out / "anatomy", rescore)
-    suffix = f"-{args.rescore}" if args.rescore is not None else ""
-    table.to_csv(args.out / args.name / f"protocol{suffix}.tsv", sep="\t", index=False, float_format="%.3f")
+    specs = [parse_spec(t) for t in args.rescore] if args.rescore else [None]
+    tables = evaluate(out, args.out / "anatomy", specs)
+    for spec, table in tables.items():
+        suffix = "" if spec is None else "-" + "_".join("" if x is None else f"{x:g}" for x in spec)
+        table.to_csv(args.out / args.name / f"protocol{suffix}.tsv", sep="\t", index=False, float_format="%.3f")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        LOGGER.info("\n%s\n\n%s", table.round(3).to_string(index=False), summarize(table).round(3).to_string())
+        if len(specs) == 1:
+            table = tables[specs[0]]
+            LOGGER.info("\n%s\n\n%s", table.round(3).to_string(index=False), summarize(table).round(3).to_string())
+        else:
+            grid = pd.DataFrame({f"{t:g}:{s:g}:{m if m is not None else ''}": grid_line(tables[(t, s, m)])
+                                 for t, s, m in specs}).T
+            LOGGER.info("\n%s", grid.round(3).to_string())
     return 0
 
 

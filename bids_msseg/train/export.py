@@ -54,6 +54,7 @@ def export_bundle(
     metric_name: str = "val_dice",
     calibrated: tuple[float, float] | None = None,
     checkpoint: str = "best",
+    seed_threshold: float = 0.0,
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as a bundle in ``bundle_dir``; return the directory.
 
@@ -64,7 +65,8 @@ def export_bundle(
     validation Dice is stored under ``metrics[metric_name]`` and its threshold as the card's, unless
     ``calibrated`` gives (threshold, its validation Dice) chosen by the caller on a finer grid.
     ``checkpoint`` names another checkpoint of the run (``last``, or ``epoch_NNN`` of a run with
-    ``keep_epochs``) when the epoch was chosen outside training.
+    ``keep_epochs``) when the epoch was chosen outside training; ``seed_threshold`` is the card's
+    hysteresis threshold (see :func:`bids_msseg.lesions.binarize`; 0: off).
     """
     import torch  # lazy: torch stays out of the command line's start-up
 
@@ -96,6 +98,7 @@ def export_bundle(
         normalization=cfg["normalization"],
         reference_quantiles=[round(float(x), 6) for x in np.asarray(reference)] if quantile else [],
         threshold=float(calibrated[0] if calibrated else state.get("best_threshold", 0.5)),
+        seed_threshold=float(seed_threshold),
         model_id=name,
         training=info,
         metrics={metric_name: round(float(calibrated[1] if calibrated else state["best_dice"]), 4)},
