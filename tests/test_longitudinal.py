@@ -10,15 +10,17 @@ rule must not call new).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_validator
 
 from bids_msseg.bids import FlairRun
-from bids_msseg.derivatives import derivative_paths
+from bids_msseg.derivatives import derivative_paths, write_dataset_description
 from bids_msseg.lesions import LesionDefinition
 from bids_msseg.longitudinal.change import ChangeRule, detect_change, normalize_visit, subtraction_change
 from bids_msseg.longitudinal.outputs import pair_paths, subject_paths
@@ -203,7 +205,8 @@ def test_shifted_head_is_registered_and_changes_classified(shifted_pair):
 
 def test_outputs_names_summary_and_report(shifted_pair):
     out, move, _ = shifted_pair
-    paths = pair_paths(out, "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz")
+    paths = pair_paths(out, "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz",
+                       "sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz")
     assert paths["change_followup"].name == "sub-01_ses-2_space-orig_seg-change_dseg.nii.gz"
     assert paths["change_baseline"].name == "sub-01_ses-1_space-orig_seg-change_desc-followup2_dseg.nii.gz"
     for key in ("change_followup", "change_baseline", "change_followup_tsv", "change_followup_json", "lesions"):
@@ -254,3 +257,45 @@ def test_visits_ordered_by_date_then_label(tmp_path: Path):
 def test_resample_identity_and_vox2vox():
     data = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
     assert np.allclose(resample(data, vox2vox(_affine(), _affine()), data.shape), data, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ group level, CLI, validator
+
+
+def test_group_collects_summaries_and_plots(shifted_pair, tmp_path: Path):
+    from bids_msseg.longitudinal.outputs import collect_summaries
+    from bids_msseg.reports.group import longitudinal_figure
+
+    out, _, _ = shifted_pair
+    table = collect_summaries(out)
+    assert len(table) == 1 and table.iloc[0]["participant_id"] == "sub-01"
+    assert table.iloc[0]["new_count"] == 1
+    assert longitudinal_figure(table, tmp_path).is_file()
+    assert collect_summaries(tmp_path).empty
+
+
+def test_cli_switch_turns_the_step_off(tmp_path: Path):
+    from bids_msseg.cli.parser import parse_args
+
+    assert parse_args([str(tmp_path), str(tmp_path / "out"), "participant"]).longitudinal is True
+    assert parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--no-longitudinal"]).longitudinal is False
+
+
+@pytest.mark.skipif(shutil.which("bids-validator-deno") is None,
+                    reason="bids-validator-deno is not on PATH (pip install bids-validator-deno)")
+def test_bids_validator_accepts_longitudinal_outputs(shifted_pair, tmp_path: Path):
+
+    out, _, _ = shifted_pair
+    bids = out.parent / "bids"
+    (bids / "dataset_description.json").write_text('{"Name": "phantom", "BIDSVersion": "1.10.0"}')
+    copy = tmp_path / "derivatives"
+    write_dataset_description(copy, bids, version="0.1.0")
+    for path in out.rglob("*"):
+        if path.is_file() and ("seg-change" in path.name or "longitudinal" in path.name or path.name == ".bidsignore"):
+            target = copy / path.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    errors = [(i["code"], i.get("location"), i.get("issueMessage"))
+              for i in run_validator(copy) if i["severity"] == "error"]
+    assert not errors, "bids-validator-deno reports errors:\n" + "\n".join(map(str, errors))
+    assert len(list(copy.rglob("*_seg-change*_dseg.nii.gz"))) == 2

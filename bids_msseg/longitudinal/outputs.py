@@ -141,3 +141,20 @@ def write_summary(out_dir: Path, subject: str, rows: list[dict[str, Any]]) -> di
                                        **SUMMARY_COLUMNS})
     write_tsv(paths["summary"], frame)
     return paths
+
+
+#: The group level's table of every subject's longitudinal summary (at the output root).
+GROUP_TSV = "group_longitudinal.tsv"
+
+
+def collect_summaries(out_dir: Path) -> pd.DataFrame:
+    """Every subject's longitudinal summary under ``out_dir`` in one table (empty without any)."""
+    frames = []
+    for path in sorted(Path(out_dir).glob("sub-*/sub-*_desc-longitudinal_summary.tsv")):
+        try:
+            frames.append(pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False))
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+    if not frames:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    return pd.concat(frames, ignore_index=True).reindex(columns=list(SUMMARY_COLUMNS))

@@ -36,6 +36,8 @@ from bids_msseg.lesions import LesionDefinition
 from bids_msseg.longitudinal.change import ChangeResult, ChangeRule, detect_change, normalize_visit
 from bids_msseg.longitudinal.outputs import BIDSIGNORE, subject_paths, write_pair, write_summary
 from bids_msseg.longitudinal.registration import PairRegistration, RegistrationError, register_pair, resample
+from bids_msseg.longitudinal.report import render_subject_report
+from bids_msseg.preproc.n4 import n4_correct
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,8 +140,6 @@ def subject_visits(runs: Iterable[FlairRun], bids_dir: Path | None = None) -> di
 def load_visit(out_dir: Path, run: FlairRun) -> Visit3D:
     """A segmented visit: its raw FLAIR (N4 inside the brain, divided by the brain median), brain
     mask and probability map as the participant level wrote them."""
-    from bids_msseg.preproc.n4 import n4_correct  # lazy: ANTs, only once a pair is compared
-
     paths = derivative_paths(out_dir, run.relpath)
     flair, img = load_3d(run.path)
     brain = load_3d(paths["brain"])[0] > 0
@@ -264,8 +264,6 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
         results.append(pair)
     write_summary(out_dir, subject, [_summary_row(subject, p) for p in results])
     if report and base is not None:
-        from bids_msseg.longitudinal.report import render_subject_report  # lazy: matplotlib, for the figures
-
         try:
             render_subject_report(subject_paths(out_dir, subject)["report"], subject, base, results)
         except Exception as err:  # a report must not fail the outputs it describes
@@ -273,15 +271,36 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
     return results
 
 
+def subject_up_to_date(out_dir: Path, subject: str, visits: Sequence[Visit]) -> bool:
+    """True when the subject's summary lists exactly these sessions, all compared, and is newer than
+    every session's probability map (so a rerun after new segmentations recomputes the change)."""
+    summary = subject_paths(out_dir, subject)["summary"]
+    try:
+        with summary.open(newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        newest = max(derivative_paths(out_dir, v.run.relpath)["probseg"].stat().st_mtime for v in visits)
+        written = summary.stat().st_mtime
+    except (OSError, ValueError):
+        return False
+    wanted = [(f"ses-{visits[0].session}", f"ses-{v.session}") for v in visits[1:]]
+    listed = [(r.get("baseline_session"), r.get("followup_session")) for r in rows]
+    return listed == wanted and all(r.get("status") == "ok" for r in rows) and written >= newest
+
+
 def run_longitudinal(out_dir: Path, runs: Iterable[FlairRun], *, bids_dir: Path | None, threshold: float,
                      definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed: int = 0,
-                     meta: Mapping[str, Any] | None = None) -> dict[str, list[PairResult]]:
+                     meta: Mapping[str, Any] | None = None, overwrite: bool = True) -> dict[str, list[PairResult]]:
     """The longitudinal step for every subject of ``runs`` with two or more segmented sessions.
 
-    ``runs`` are the runs whose participant outputs are complete; single-session subjects are left alone.
+    ``runs`` are the runs whose participant outputs are complete; single-session subjects are left
+    alone. Without ``overwrite``, a subject whose outputs are up to date (:func:`subject_up_to_date`)
+    is skipped.
     """
     results = {}
     for subject, visits in subject_visits(runs, bids_dir).items():
+        if not overwrite and subject_up_to_date(out_dir, subject, visits):
+            LOGGER.info("sub-%s: longitudinal outputs up to date, skipped (--overwrite recomputes)", subject)
+            continue
         LOGGER.info("sub-%s: longitudinal change over %d sessions (baseline ses-%s)", subject, len(visits),
                     visits[0].session)
         results[subject] = run_subject(out_dir, subject, visits, threshold=threshold, definition=definition,
