@@ -104,6 +104,30 @@ def normalize_visit(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return data / median
 
 
+def match_intensities(moving: np.ndarray, reference: np.ndarray, mask: np.ndarray,
+                      quantiles: np.ndarray = np.linspace(1, 99, 99)) -> np.ndarray:
+    """``moving`` with its intensity quantiles inside ``mask`` mapped onto ``reference``'s (piecewise linear).
+
+    Two visits may come from different scanners or protocols (another slice thickness, another
+    contrast between lesion and white matter): dividing each by its median makes typical tissue
+    agree, matching the quantiles makes the whole brain's intensity distribution agree, so what
+    is left in the difference is local change (lesion load changes by far less than 1 % of the brain).
+    Outside ``[q1, q99]`` the map continues with the end segments' slopes.
+    """
+    inside = np.asarray(mask, bool)
+    src = np.percentile(np.asarray(moving)[inside], quantiles)
+    dst = np.percentile(np.asarray(reference)[inside], quantiles)
+    src = np.maximum.accumulate(src + np.arange(src.size) * 1e-7)  # strictly increasing for interp
+    out = np.interp(moving, src, dst).astype(np.float32)
+    lo = np.asarray(moving) < src[0]
+    hi = np.asarray(moving) > src[-1]
+    slope_lo = (dst[1] - dst[0]) / max(src[1] - src[0], 1e-6)
+    slope_hi = (dst[-1] - dst[-2]) / max(src[-1] - src[-2], 1e-6)
+    out[lo] = dst[0] + (np.asarray(moving)[lo] - src[0]) * slope_lo
+    out[hi] = dst[-1] + (np.asarray(moving)[hi] - src[-1]) * slope_hi
+    return out
+
+
 def _smooth(data: np.ndarray, zooms: tuple[float, ...], sigma_mm: float) -> np.ndarray:
     if sigma_mm <= 0:
         return np.asarray(data, np.float32)

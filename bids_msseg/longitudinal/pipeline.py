@@ -33,7 +33,7 @@ from bids_msseg.bids import FlairRun
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.io import load_3d, write_text_atomic
 from bids_msseg.lesions import LesionDefinition
-from bids_msseg.longitudinal.change import ChangeResult, ChangeRule, detect_change, normalize_visit
+from bids_msseg.longitudinal.change import ChangeResult, ChangeRule, detect_change, match_intensities, normalize_visit
 from bids_msseg.longitudinal.outputs import BIDSIGNORE, subject_paths, write_pair, write_summary
 from bids_msseg.longitudinal.registration import PairRegistration, RegistrationError, register_pair, resample
 from bids_msseg.longitudinal.report import render_subject_report
@@ -161,7 +161,9 @@ def compare_visits(baseline: Visit3D, followup: Visit3D, *, threshold: float, de
     fu_flair = resample(followup.flair, to_base, shape, order=1)
     fu_prob = resample(followup.probability, to_base, shape, order=1)
     fu_brain = resample(followup.brain.astype(np.uint8), to_base, shape, order=0) > 0
-    change = detect_change(baseline.flair, fu_flair, baseline.probability, fu_prob, baseline.brain & fu_brain,
+    both = baseline.brain & fu_brain
+    fu_flair = match_intensities(fu_flair, baseline.flair, both)
+    change = detect_change(baseline.flair, fu_flair, baseline.probability, fu_prob, both,
                            b_aff, threshold=threshold, definition=definition, rule=rule)
     on_followup = resample(change.change_map, registration.baseline_to_followup(b_aff, f_aff),
                            followup.flair.shape, order=0)
