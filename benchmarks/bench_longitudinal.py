@@ -38,8 +38,10 @@ def main() -> None:
         t0 = time.perf_counter()
         base, follow = load_visit(args.out, visits[0].run), load_visit(args.out, visits[1].run)
         t1 = time.perf_counter()
+        print(f"load + N4 both visits {t1 - t0:.1f} s", flush=True)
         register_pair(base.flair, base.image.affine, base.brain, follow.flair, follow.image.affine, follow.brain)
         t2 = time.perf_counter()
+        print(f"registration {t2 - t1:.1f} s", flush=True)
         compare_visits(base, follow, threshold=0.65, definition=definition)  # registration again + the rest
         t3 = time.perf_counter()
         run_subject(args.out, args.subject, visits, threshold=0.65, definition=definition)
