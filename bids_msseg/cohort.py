@@ -39,6 +39,9 @@ from bids_msseg.derivatives import (
 )
 from bids_msseg.errors import EXIT_OK, NoInputError
 from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
+from bids_msseg.longitudinal.outputs import GROUP_TSV as LONGITUDINAL_TSV
+from bids_msseg.longitudinal.outputs import SUMMARY_COLUMNS as LONGITUDINAL_COLUMNS
+from bids_msseg.longitudinal.outputs import collect_summaries
 from bids_msseg.reports.group import render_group_report
 from bids_msseg.settings import Options
 from bids_msseg.sites import SITE_RULE, read_participants, scanner_of, site_of
@@ -201,7 +204,14 @@ def run_cohort(options: Options) -> int:
     else:
         LOGGER.info("no expert lesion masks match the runs: no evaluation")
         _remove_stale(options.output_dir, [EVALUATION_TSV, EVALUATION_SUMMARY_TSV])
-    report = render_group_report(options.output_dir, options.bids_dir, cohort, evaluation, summary)
+    longitudinal = collect_summaries(options.output_dir)
+    if len(longitudinal):
+        write_table(options.output_dir, LONGITUDINAL_TSV, longitudinal, LONGITUDINAL_COLUMNS,
+                    "Longitudinal lesion change: one row per follow-up session compared with its subject's baseline.")
+    else:
+        _remove_stale(options.output_dir, [LONGITUDINAL_TSV])
+    report = render_group_report(options.output_dir, options.bids_dir, cohort, evaluation, summary,
+                                 longitudinal=longitudinal)
     LOGGER.info("group level: %d ok, %d failed, %d missing; %d run(s) evaluated; %s and %s written",
                 counts.get("ok", 0), counts.get("failed", 0), counts.get("missing", 0),
                 int((evaluation.get("evaluation_status", pd.Series(dtype=str)) == "ok").sum()),

@@ -136,6 +136,8 @@ class Options:
     nipype_plugin: str = "MultiProc"
     plugin_args: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
+    #: After the participant runs, compare each subject's sessions (``--no-longitudinal`` turns it off).
+    longitudinal: bool = True
     verbose: int = 0
     #: The group level's flags, typed (built once by the parser).
     group: GroupSettings = field(default_factory=GroupSettings)

@@ -339,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "makes runs repeat exactly: deterministic torch, N4 and registration on one thread")
     run.add_argument("--overwrite", action="store_true",
                      help="recompute runs whose outputs are already complete (default: skip them)")
+    run.add_argument("--no-longitudinal", dest="longitudinal", action="store_false",
+                     help="do not compare the sessions of subjects with two or more (default: after its runs, "
+                          "each follow-up FLAIR is registered to the baseline and new, enlarging, shrinking and "
+                          "disappearing lesions are reported)")
     run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                      help="more messages: -v debug messages and nipype's warnings and tracebacks, "
                           "-vv nipype's progress, -vvv nipype's debug messages")

@@ -37,7 +37,8 @@ from bids_msseg.boilerplate import write_citation
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.derivatives import derivative_paths, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
-from bids_msseg.lesions import NEIGHBOURS
+from bids_msseg.lesions import NEIGHBOURS, LesionDefinition
+from bids_msseg.longitudinal import run_longitudinal
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
 from bids_msseg.provenance import describe, provenance
 from bids_msseg.runtime import check_device
@@ -197,10 +198,11 @@ def _participant(options: Options) -> int:
     for run in skipped:
         LOGGER.info("%s: outputs complete, skipped (--overwrite recomputes)", run.name)
     if not todo:
+        longitudinal_rc = _longitudinal(options, runs, settings)
         if refused:
-            return _log_summary(refused, len(skipped), 0.0, options.output_dir)
+            return max(_log_summary(refused, len(skipped), 0.0, options.output_dir), longitudinal_rc)
         LOGGER.info("all %d run(s) already have complete outputs in %s", len(runs), options.output_dir)
-        return EXIT_OK
+        return longitudinal_rc
 
     LOGGER.info("segmenting %d FLAIR run(s) with model %s (threshold %.2f, min lesion %.1f mm3), "
                 "%d process(es) x %d thread(s)", len(todo), settings.model_id, settings.threshold,
@@ -224,7 +226,27 @@ def _participant(options: Options) -> int:
     run_participant_wf(workflow, options=options, tracker=tracker)
     elapsed = time.perf_counter() - start
 
-    return _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
+    rc = _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
+    return max(rc, _longitudinal(options, runs, settings))
+
+
+def _longitudinal(options: Options, runs: Sequence[FlairRun], settings: SegmentationSettings) -> int:
+    """After the runs: compare the sessions of every subject with two or more segmented ones
+    (:func:`bids_msseg.longitudinal.run_longitudinal`); 1 when the step itself broke, else 0 (a pair
+    that cannot be registered is reported in its subject's summary, not as a failure)."""
+    if not options.longitudinal:
+        LOGGER.info("longitudinal comparison of sessions turned off (--no-longitudinal)")
+        return EXIT_OK
+    complete = [r for r in runs if outputs_complete(r, options.output_dir, settings)]
+    try:
+        run_longitudinal(options.output_dir, complete, bids_dir=options.bids_dir, threshold=settings.threshold,
+                         definition=LesionDefinition(settings.connectivity, settings.min_lesion_size_mm3),
+                         seed=options.random_seed or 0, meta={"ModelID": settings.model_id},
+                         overwrite=options.overwrite)
+    except (OSError, ValueError, MsSegError) as err:
+        LOGGER.error("longitudinal step failed: %s", err)
+        return EXIT_RUNS_FAILED
+    return EXIT_OK
 
 
 def _log_summary(statuses: Sequence[Any], n_skipped: int, elapsed: float, output_dir: Path) -> int:

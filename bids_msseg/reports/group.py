@@ -171,6 +171,37 @@ def evaluation_figure(scored: pd.DataFrame, figures: Path) -> Path:
     return _save_png(fig, figures / "evaluation.png")
 
 
+#: Columns of the group_longitudinal.tsv shown in the report's longitudinal section.
+LONGITUDINAL_REPORT_COLUMNS = ("participant_id", "baseline_session", "followup_session", "days_between", "status",
+                               "new_count", "new_volume_ml", "enlarging_count", "enlarging_volume_ml",
+                               "shrinking_count", "disappearing_count", "volume_change_ml")
+
+
+def longitudinal_figure(longitudinal: pd.DataFrame, figures: Path) -> Path:
+    """New and enlarging lesions per follow-up, and the total lesion volume change against the time between visits."""
+    ok = longitudinal[longitudinal["status"] == "ok"]
+    labels = [f"{r['participant_id']} {r['followup_session']}" for _, r in ok.iterrows()]
+    fig = Figure(figsize=(10, 3.8))
+    ax = fig.add_subplot(1, 2, 1)
+    x = np.arange(len(ok))
+    ax.bar(x - 0.2, ok["new_count"].astype(float), width=0.4, label="new")
+    ax.bar(x + 0.2, ok["enlarging_count"].astype(float), width=0.4, label="enlarging")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("Lesions")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(1, 2, 2)
+    days = pd.to_numeric(ok["days_between"], errors="coerce")
+    known = days.notna()
+    xs = days.where(known, pd.Series(np.arange(len(ok)), index=ok.index))
+    ax.plot(xs, ok["volume_change_ml"].astype(float), "o")
+    ax.axhline(0, color="grey", linewidth=1, linestyle="--")
+    ax.set_xlabel("Days between sessions" if known.all() and len(ok) else "Follow-up (days unknown)")
+    ax.set_ylabel("Total lesion volume change (mL)")
+    fig.tight_layout()
+    return _save_png(fig, figures / "longitudinal.png")
+
+
 # ------------------------------------------------------------------------------------- tables
 
 
@@ -231,12 +262,14 @@ def _qc_cards(cohort: pd.DataFrame, output_dir: Path, bids_dir: Path, figures: P
 
 
 def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
-                        evaluation: pd.DataFrame | None = None, summary: pd.DataFrame | None = None) -> Path:
+                        evaluation: pd.DataFrame | None = None, summary: pd.DataFrame | None = None,
+                        longitudinal: pd.DataFrame | None = None) -> Path:
     """Write ``group_report.html`` and its pictures under ``group_figures/``; return the report path.
 
     ``cohort`` is :func:`bids_msseg.cohort.build_cohort_table`'s table; ``evaluation`` the
     per-scan rows of :func:`bids_msseg.evaluation.evaluate_cohort` (may be empty or None) and
-    ``summary`` :func:`bids_msseg.evaluation.summarize_cohort`'s rows (None without evaluation).
+    ``summary`` :func:`bids_msseg.evaluation.summarize_cohort`'s rows (None without evaluation);
+    ``longitudinal`` the subjects' longitudinal summaries (:mod:`bids_msseg.longitudinal.outputs`).
     """
     output_dir = Path(output_dir)
     figures = output_dir / FIGURES_DIR
@@ -253,6 +286,12 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
     plots = {k: p.relative_to(output_dir).as_posix() for k, p in cohort_figures(ok, figures).items()}
     if len(scored):
         plots["evaluation"] = evaluation_figure(scored, figures).relative_to(output_dir).as_posix()
+
+    longitudinal = longitudinal if longitudinal is not None else pd.DataFrame()
+    long_header = [c for c in LONGITUDINAL_REPORT_COLUMNS if c in longitudinal.columns]
+    long_rows = [[_cell(r[c]) for c in long_header] for _, r in longitudinal.iterrows()]
+    if len(longitudinal) and (longitudinal["status"] == "ok").any():
+        plots["longitudinal"] = longitudinal_figure(longitudinal, figures).relative_to(output_dir).as_posix()
 
     counts = {s: int((cohort["status"] == s).sum()) for s in STATUS_ORDER}
     run_rows = [{
@@ -274,7 +313,7 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
         cohort_tsv=COHORT_TSV, evaluation_tsv=EVALUATION_TSV if len(evaluation) else None,
         summary_tsv=EVALUATION_SUMMARY_TSV if summary is not None else None,
         lesion_rgba=f"rgba({', '.join(str(int(255 * c)) for c in LESION_RGBA[:3])}, {LESION_RGBA[3]})",
-        expert_colour=EXPERT_COLOUR, version=_version(),
+        expert_colour=EXPERT_COLOUR, version=_version(), long_header=long_header, long_rows=long_rows,
     )
     target = output_dir / REPORT_NAME
     write_text_atomic(target, html)
@@ -282,4 +321,5 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
     return target
 
 
-__all__: Sequence[str] = ("render_group_report", "qc_mosaic", "cohort_figures", "evaluation_figure")
+__all__: Sequence[str] = ("render_group_report", "qc_mosaic", "cohort_figures", "evaluation_figure",
+                          "longitudinal_figure")
