@@ -41,7 +41,7 @@ def _pick(labels: np.ndarray, zooms: float, affine: np.ndarray) -> dict[str, np.
         return idx[np.argmin(score[candidates])]
 
     return {
-        "periventricular": best(wm & (d_vent <= 3) & (z > 15) & (x > 0) & (d_ctx > 15), np.abs(y)),
+        "periventricular": best(wm & (d_vent <= 3) & (z > 15) & (x > 0) & (d_ctx > 8), np.abs(y)),
         "juxtacortical": best(wm & (d_ctx <= 2) & (d_vent > 25) & (z > 30) & (x < 0), np.abs(y + 20)),
         "infratentorial": best(labels == REGIONS["infratentorial"], (x ** 2 + (y + 28) ** 2 + (z + 32) ** 2)),
         "subcortical": best(wm & (d_vent > 12) & (d_ctx > 9), (x - 25) ** 2 + y ** 2 + (z - 25) ** 2),
