@@ -521,7 +521,8 @@ def write_location_derivatives(
         write_json(paths["location_json"], {**meta,
             "Description": "Location class of each lesion voxel (McDonald 2017 / MAGNIMS 2016; the TSV names "
                            "the classes, docs/lesion_location.md gives the rules).",
-            "Sources": [source_uri, _self_uri(out_dir, paths["dseg"])], "SpatialReference": source_uri})
+            "Sources": [source_uri, _self_uri(out_dir, paths["dseg"])], "SpatialReference": source_uri,
+            "description": {"Description": "The class's rule in words (the TSV's own column)."}})
         written.update({k: paths[k] for k in ("location", "location_json", "location_tsv")})
     for key, data, dtype, intent, text in (
             ("tpl_mask", template_mask, np.uint8, "label", "Binary lesion mask resampled to the template"),
@@ -535,11 +536,14 @@ def write_location_derivatives(
         img.set_qform(template_affine, 4)
         img.set_sform(template_affine, 4)
         img.header.set_intent(intent)
+        img.header.set_xyzt_units("mm")
         with atomic_path(paths[key]) as tmp:
             nib.save(img, tmp)
         own: dict[str, Any] = {"Description": f"{text} ({TEMPLATE_SPACE}, 1 mm; nilearn's copy of the ICBM 2009a "
                                               "nonlinear symmetric template) through the run's registration.",
-                               "Sources": [_self_uri(out_dir, paths["mask" if key == "tpl_mask" else "probseg"])]}
+                               "Sources": [_self_uri(out_dir, paths["mask" if key == "tpl_mask" else "probseg"])],
+                               "SpatialReference": f"{TEMPLATE_SPACE}: nilearn's "
+                                                   "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz (1 mm)"}
         if key == "tpl_mask":
             own["Type"] = "Lesion"
         write_json(paths[f"{key}_json"], {**meta, **own})
