@@ -39,6 +39,7 @@ from bids_msseg.derivatives import (
 )
 from bids_msseg.errors import EXIT_OK, NoInputError
 from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
+from bids_msseg.lesions import location_columns
 from bids_msseg.longitudinal.outputs import GROUP_TSV as LONGITUDINAL_TSV
 from bids_msseg.longitudinal.outputs import SUMMARY_COLUMNS as LONGITUDINAL_COLUMNS
 from bids_msseg.longitudinal.outputs import collect_summaries
@@ -83,6 +84,10 @@ COHORT_COLUMNS: dict[str, dict[str, str]] = {
 #: Summary TSV columns copied as they are.
 _SUMMARY_COPY = ("total_lesion_volume_ml", "lesion_count", "brain_volume_ml", "model_id", "threshold",
                  "min_lesion_size_mm3", "connectivity")
+#: Lesion-location columns of the summary (docs/lesion_location.md), copied as they are, last in the table.
+_LOCATION_COPY = tuple(c for c in location_columns() if c not in ("location", "confluent", "touches"))
+COHORT_COLUMNS.update({c: dict(location_columns()[c]) for c in _LOCATION_COPY})
+_SUMMARY_COPY += _LOCATION_COPY
 _SUMMARY_RENAME = {"preproc_n4": "n4", "preproc_reasons_n4": "n4_reason",
                    "preproc_skullstrip": "brain_extraction", "preproc_reasons_skullstrip": "brain_extraction_reason"}
 

@@ -13,6 +13,10 @@ dseg        ``<e>_space-orig_seg-lesions_dseg.nii.gz``      lesions numbered 1..
 dseg_tsv    ``<e>_space-orig_seg-lesions_dseg.tsv``         one row per lesion (index, name, ...)
 brain       ``<e>_space-orig_desc-brain_mask.nii.gz``       brain mask used for normalization
 summary     ``<e>_desc-lesions_summary.tsv`` (+ ``.json``)  one row: count, volumes, model, choices
+location    ``<e>_space-orig_seg-lesionlocation_dseg.nii.gz`` location class of each lesion voxel
+            (+ ``.tsv`` of the classes)                     (1 PV, 2 JC, 3 IT, 4 SC)
+tpl_mask    ``<e>_space-MNI152NLin2009aSym_label-lesion_    the lesion mask and probability map
+            mask.nii.gz`` and ``..._probseg.nii.gz``        resampled to the template (1 mm)
 report      ``<e>_desc-lesions_report.html`` at the root    QC report (MRIQC puts reports there)
 =========== =============================================== =====================================
 
@@ -44,7 +48,8 @@ import pandas as pd
 
 from bids_msseg.errors import OutputError
 from bids_msseg.io import atomic_path, write_text_atomic
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.lesions import LesionDefinition, location_columns, location_label_table
+from bids_msseg.settings import TEMPLATE_SPACE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,8 +103,12 @@ _OUTPUTS: dict[str, tuple[dict[str, str], str, str]] = {
     "brain": ({"space": "orig", "desc": "brain"}, "mask", ".nii.gz"),
     "summary": ({"desc": "lesions"}, "summary", ".tsv"),
     "summary_json": ({"desc": "lesions"}, "summary", ".json"),
+    "location": ({"space": "orig", "seg": "lesionlocation"}, "dseg", ".nii.gz"),
+    "location_tsv": ({"space": "orig", "seg": "lesionlocation"}, "dseg", ".tsv"),
+    "tpl_mask": ({"space": TEMPLATE_SPACE, "label": "lesion"}, "mask", ".nii.gz"),
+    "tpl_probseg": ({"space": TEMPLATE_SPACE, "label": "lesion"}, "probseg", ".nii.gz"),
 }
-_NIFTI_KEYS = ("mask", "probseg", "dseg", "brain")
+_NIFTI_KEYS = ("mask", "probseg", "dseg", "brain", "location", "tpl_mask", "tpl_probseg")
 
 #: Descriptions of the dseg TSV's own columns (BIDS defines ``index`` and ``name``), kept in the
 #: dseg sidecar so the validator knows them.
@@ -111,6 +120,7 @@ LESION_COLUMNS: dict[str, dict[str, str]] = {
     "centroid_z_mm": {"Description": "Centroid z in the image's scanner coordinates.", "Units": "mm"},
     "mean_probability": {"Description": "Mean lesion probability over the lesion's voxels."},
     "max_probability": {"Description": "Maximum lesion probability over the lesion's voxels."},
+    **{k: v for k, v in location_columns().items() if k in ("location", "confluent", "touches")},
 }
 
 #: Column descriptions of the per-run summary TSV (preprocessing columns are described generically).
@@ -126,6 +136,7 @@ SUMMARY_COLUMNS: dict[str, dict[str, str]] = {
     "min_lesion_size_mm3": {"Description": "Smallest lesion kept.", "Units": "mm^3"},
     "connectivity": {"Description": "Neighbourhood of connected components (6, 18 or 26)."},
     "model_id": {"Description": "Identifier of the model bundle (name@sha256 prefix of the weights)."},
+    **{k: v for k, v in location_columns().items() if k not in ("location", "confluent", "touches")},
 }
 
 
@@ -367,6 +378,7 @@ def write_run_derivatives(
     model_id: str,
     decisions: Mapping[str, Any],
     extra_meta: Mapping[str, Any] | None = None,
+    summary_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write all derivatives of one FLAIR run; return :func:`derivative_paths` (``report`` unwritten).
 
@@ -375,7 +387,8 @@ def write_run_derivatives(
     ``original_img``; ``table`` is :func:`bids_msseg.lesions.lesion_table`'s output. The lesion
     mask is ``labels > 0``, so mask, dseg, count and table always agree. ``decisions`` (the
     preprocessing choices and their reasons) go into every sidecar and the summary;
-    ``extra_meta`` is added to every sidecar without overriding the keys set here.
+    ``extra_meta`` is added to every sidecar without overriding the keys set here; ``summary_extra``
+    adds columns to the summary (the lesion locations of :func:`write_location_derivatives`).
 
     Every file is written atomically; the summary TSV is written last, so its presence marks a
     complete run for the group level (the report, written after it by the workflow, marks a
@@ -461,6 +474,7 @@ def write_run_derivatives(
         "min_lesion_size_mm3": float(definition.min_size_mm3),
         "connectivity": definition.neighbours,
         "model_id": model_id,
+        **dict(summary_extra or {}),
         **_flatten_decisions(decisions),
     }
     summary_columns = {c: SUMMARY_COLUMNS.get(c, {"Description": f"Preprocessing decision {c[8:]}."})
@@ -473,6 +487,68 @@ def write_run_derivatives(
     LOGGER.info("%s: %d lesions, %.2f mL, written under %s", rel, n_lesions,
                 row["total_lesion_volume_ml"], paths["mask"].parent)
     return paths
+
+
+def write_location_derivatives(
+    out_dir: Path,
+    source_relpath: str | Path,
+    original_img: nib.Nifti1Image,
+    location_map: np.ndarray | None,
+    template_mask: np.ndarray | None,
+    template_probability: np.ndarray | None,
+    template_affine: np.ndarray | None,
+    *,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write the lesion-location label map (+ TSV of its classes) and the template-space mask and
+    probability map of one run; a None array (registration failed) removes that output instead.
+
+    Call before :func:`write_run_derivatives`, whose summary marks the run complete.
+    """
+    out_dir = Path(out_dir)
+    paths = derivative_paths(out_dir, source_relpath)
+    rel, _, _ = parse_source(source_relpath)
+    source_uri = f"bids:{RAW_LINK}:{rel.as_posix()}"
+    meta = dict(meta or {})
+    written: dict[str, Path] = {}
+    if location_map is None:
+        for key in ("location", "location_json", "location_tsv"):
+            paths[key].unlink(missing_ok=True)
+    else:
+        _save_like(location_map, np.uint8, original_img, paths["location"], intent="label",
+                   description="bids_msseg lesion location classes")
+        write_tsv(paths["location_tsv"], location_label_table())
+        write_json(paths["location_json"], {**meta,
+            "Description": "Location class of each lesion voxel (McDonald 2017 / MAGNIMS 2016; the TSV names "
+                           "the classes, docs/lesion_location.md gives the rules).",
+            "Sources": [source_uri, _self_uri(out_dir, paths["dseg"])], "SpatialReference": source_uri,
+            "description": {"Description": "The class's rule in words (the TSV's own column)."}})
+        written.update({k: paths[k] for k in ("location", "location_json", "location_tsv")})
+    for key, data, dtype, intent, text in (
+            ("tpl_mask", template_mask, np.uint8, "label", "Binary lesion mask resampled to the template"),
+            ("tpl_probseg", template_probability, np.float32, "estimate", "Lesion probability resampled to the "
+                                                                         "template")):
+        if data is None or template_affine is None:
+            paths[key].unlink(missing_ok=True)
+            paths[f"{key}_json"].unlink(missing_ok=True)
+            continue
+        img = nib.Nifti1Image(np.asarray(data).astype(dtype), template_affine)
+        img.set_qform(template_affine, 4)
+        img.set_sform(template_affine, 4)
+        img.header.set_intent(intent)
+        img.header.set_xyzt_units("mm")
+        with atomic_path(paths[key]) as tmp:
+            nib.save(img, tmp)
+        own: dict[str, Any] = {"Description": f"{text} ({TEMPLATE_SPACE}, 1 mm; nilearn's copy of the ICBM 2009a "
+                                              "nonlinear symmetric template) through the run's registration.",
+                               "Sources": [_self_uri(out_dir, paths["mask" if key == "tpl_mask" else "probseg"])],
+                               "SpatialReference": f"{TEMPLATE_SPACE}: nilearn's "
+                                                   "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz (1 mm)"}
+        if key == "tpl_mask":
+            own["Type"] = "Lesion"
+        write_json(paths[f"{key}_json"], {**meta, **own})
+        written.update({key: paths[key], f"{key}_json": paths[f"{key}_json"]})
+    return written
 
 
 # --------------------------------------------------------------------------------- dataset level
@@ -593,7 +669,11 @@ Multiple-sclerosis lesion segmentation of FLAIR images by bids_msseg. For each F
 - `*_space-orig_label-lesion_probseg.nii.gz`: lesion probability in [0, 1]
 - `*_space-orig_seg-lesions_dseg.nii.gz` and `.tsv`: numbered lesions and one row per lesion
 - `*_space-orig_desc-brain_mask.nii.gz`: brain mask
-- `*_desc-lesions_summary.tsv`: lesion count, total lesion volume, brain volume, model, choices
+- `*_desc-lesions_summary.tsv`: lesion count, total lesion volume, brain volume, model, choices,
+  lesion counts and volumes per location class
+- `*_space-orig_seg-lesionlocation_dseg.nii.gz` and `.tsv`: location class of each lesion
+  (periventricular, juxtacortical, infratentorial, subcortical; McDonald 2017 / MAGNIMS 2016)
+- `*_space-MNI152NLin2009aSym_label-lesion_mask.nii.gz` / `_probseg.nii.gz`: the same in template space
 
 Each image has a JSON sidecar (threshold, lesion definition, model id, preprocessing decisions).
 QC reports are the `*_desc-lesions_report.html` files at this folder's root; `logs/` holds the

@@ -8,6 +8,7 @@ counted, so a lesion count, a lesion table and a lesion-wise metric always agree
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,3 +113,56 @@ def lesion_table(
         table["mean_probability"] = np.nan
         table["max_probability"] = np.nan
     return table[columns]
+
+
+# ----------------------------------------------------- lesion location vocabulary (bids_msseg.anatomy.location)
+
+#: Location classes and their values in the location label map (0 = no lesion).
+LOCATION_CLASSES: dict[str, int] = {"periventricular": 1, "juxtacortical": 2, "infratentorial": 3,
+                                    "subcortical": 4}
+#: The classes that are McDonald "dissemination in space" brain regions.
+DIS_CLASSES = ("periventricular", "juxtacortical", "infratentorial")
+#: Display colours (report, label TSV).
+LOCATION_COLOURS: dict[str, str] = {"periventricular": "#1f77b4", "juxtacortical": "#d62728",
+                                    "infratentorial": "#2ca02c", "subcortical": "#ff7f0e"}
+LOCATION_DESCRIPTIONS: dict[str, str] = {
+    "periventricular": "In contact with the lateral ventricles, no white matter in between (McDonald 2017).",
+    "juxtacortical": "Cortical or juxtacortical: touching or inside the cortex (McDonald 2017).",
+    "infratentorial": "Brainstem, cerebellar peduncles or cerebellum (McDonald 2017).",
+    "subcortical": "Deep or subcortical white matter (or deep grey matter): not a McDonald region.",
+}
+
+
+def location_label_table() -> pd.DataFrame:
+    """The TSV of the location label map: index, name, abbreviation, colour, description."""
+    return pd.DataFrame({
+        "index": list(LOCATION_CLASSES.values()),
+        "name": list(LOCATION_CLASSES),
+        "abbreviation": ["PV", "JC", "IT", "SC"],
+        "color": [LOCATION_COLOURS[n] for n in LOCATION_CLASSES],
+        "description": [LOCATION_DESCRIPTIONS[n] for n in LOCATION_CLASSES],
+    })
+
+
+def location_columns() -> Mapping[str, dict[str, str]]:
+    """Sidecar descriptions of the new lesion-table and summary columns."""
+    columns: dict[str, dict[str, str]] = {
+        "location": {"Description": "McDonald 2017 / MAGNIMS 2016 location class (see the location dseg TSV); "
+                                    "n/a when the template registration failed.",
+                     "Levels": dict(LOCATION_DESCRIPTIONS)},
+        "confluent": {"Description": "true when the lesion touches the regions of more than one class; "
+                                     "its class is the first by priority (infratentorial, periventricular, "
+                                     "juxtacortical)."},
+        "touches": {"Description": "The class regions the lesion touches, ';'-separated (none: subcortical)."},
+        "confluent_count": {"Description": "Number of lesions touching the regions of more than one class."},
+        "mcdonald_regions": {"Description": "Number of McDonald 2017 brain regions (periventricular, "
+                                            "cortical/juxtacortical, infratentorial; the spinal cord is not "
+                                            "imaged) holding at least one lesion. An imaging count, not a "
+                                            "diagnosis of dissemination in space."},
+        "location_status": {"Description": "ok, or why lesion locations are n/a (a failed template registration)."},
+        "registration_seconds": {"Description": "Wall time of the template registration.", "Units": "s"},
+    }
+    for name in LOCATION_CLASSES:
+        columns[f"{name}_count"] = {"Description": f"Number of {name} lesions."}
+        columns[f"{name}_volume_ml"] = {"Description": f"Total volume of {name} lesions.", "Units": "mL"}
+    return columns

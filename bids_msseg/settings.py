@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bids_msseg.model.bundle import ModelCard
 
+#: The template of lesion location and of the template-space outputs (``space-`` entity; nilearn's
+#: copy of the ICBM 2009a nonlinear symmetric MNI152 template, see docs/lesion_location.md).
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
 #: Where the network runs (``--device``) and its precision (``--precision``).
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -8,7 +8,8 @@ exchange file paths only and nipype can cache each step.
 
 from bids_msseg.interfaces.derivatives import ParticipantReport, WriteDerivatives
 from bids_msseg.interfaces.lesions import LesionStats
+from bids_msseg.interfaces.location import LesionLocation
 from bids_msseg.interfaces.preprocess import Preprocess
 from bids_msseg.interfaces.segment import Segment
 
-__all__ = ["LesionStats", "ParticipantReport", "Preprocess", "Segment", "WriteDerivatives"]
+__all__ = ["LesionLocation", "LesionStats", "ParticipantReport", "Preprocess", "Segment", "WriteDerivatives"]

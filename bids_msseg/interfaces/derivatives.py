@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from nipype.interfaces.base import (
@@ -16,10 +17,11 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
-from bids_msseg.derivatives import write_run_derivatives
+from bids_msseg.derivatives import write_location_derivatives, write_run_derivatives
 from bids_msseg.interfaces.common import load_array, load_original, read_json
 from bids_msseg.lesions import LesionDefinition
 
@@ -48,6 +50,10 @@ class _WriteDerivativesInputSpec(BaseInterfaceInputSpec):
     decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
     extra_meta = traits.Dict(desc="added to every sidecar (normalization, precision, ...)")
     device = traits.Str(desc="the device the network ran on (recorded as InferenceDevice)")
+    location = File(exists=True, desc="JSON from LesionLocation (summary columns, registration)")
+    location_map = File(desc="location classes on the input's grid (LesionLocation)")
+    template_mask = File(desc="lesion mask in template space (LesionLocation)")
+    template_probseg = File(desc="lesion probability in template space (LesionLocation)")
 
 
 class _WriteDerivativesOutputSpec(TraitedSpec):
@@ -67,6 +73,7 @@ class WriteDerivatives(SimpleInterface):
         extra = dict(self.inputs.extra_meta) if self.inputs.extra_meta else {}
         if self.inputs.device:
             extra["InferenceDevice"] = self.inputs.device
+        summary_extra = self._write_location(extra)
         paths = write_run_derivatives(
             self.inputs.out_dir,
             self.inputs.source_relpath,
@@ -83,11 +90,36 @@ class WriteDerivatives(SimpleInterface):
             model_id=self.inputs.model_id,
             decisions=read_json(self.inputs.decisions)["decisions"],
             extra_meta=extra or None,
+            summary_extra=summary_extra,
         )
         self._results["out_files"] = sorted(str(p) for p in paths.values() if p.exists())
         self._results["mask"] = str(paths["mask"])
         self._results["summary"] = str(paths["summary"])
         return runtime
+
+
+    def _write_location(self, extra: dict) -> dict | None:
+        """Write the location outputs (when LesionLocation ran); return its summary columns."""
+        if not isdefined(self.inputs.location):
+            return None
+        info = read_json(self.inputs.location)
+
+        def optional(name: str, dtype: type) -> tuple[np.ndarray | None, np.ndarray | None]:
+            path = getattr(self.inputs, name)
+            if not isdefined(path) or not path:
+                return None, None
+            img = nib.load(path)
+            return np.asarray(img.dataobj).astype(dtype), img.affine
+
+        location_map, _ = optional("location_map", np.uint8)
+        tpl_mask, tpl_affine = optional("template_mask", np.uint8)
+        tpl_prob, _ = optional("template_probseg", np.float32)
+        meta = {**extra, "LocationRules": "docs/lesion_location.md", "Registration": info.get("registration"),
+                "VentriclesFrom": info.get("ventricles_from")}
+        write_location_derivatives(self.inputs.out_dir, self.inputs.source_relpath,
+                                   load_original(self.inputs.in_file), location_map, tpl_mask, tpl_prob,
+                                   tpl_affine, meta=meta)
+        return dict(info["summary"])
 
 
 class _ReportInputSpec(BaseInterfaceInputSpec):

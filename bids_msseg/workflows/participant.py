@@ -4,7 +4,7 @@
 
     bids_msseg_participant_wf
     ├── single_flair_sub_01_ses_1_FLAIR_wf
-    │     inputnode -> preprocess -> segment -> lesion_stats -> write_derivatives -> report
+    │     inputnode -> preprocess -> segment -> lesion_stats -> lesion_location -> write_derivatives -> report
     ├── single_flair_sub_01_ses_2_FLAIR_wf
     └── ...
 
@@ -39,7 +39,7 @@ from nipype.pipeline.plugins import MultiProcPlugin
 from bids_msseg.bids import FlairRun
 from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_wf_name
 from bids_msseg.derivatives import derivative_paths
-from bids_msseg.interfaces import LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
+from bids_msseg.interfaces import LesionLocation, LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
 from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
 from bids_msseg.runtime import THREAD_VARIABLES
@@ -57,7 +57,7 @@ LOGGER = logging.getLogger(__name__)
 FINAL_NODE = "report"
 #: Memory the scheduler plans per node, GB (a 1 mm head FLAIR; small images need far less).
 NODE_MEM_GB = {"preprocess": 3.0, "segment": 3.0, "lesion_stats": 1.0, "write_derivatives": 1.0,
-               "report": 1.0}
+               "report": 1.0, "lesion_location": 2.0}
 
 
 def init_participant_wf(
@@ -179,6 +179,8 @@ def init_single_flair_wf(
                   "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
     if options.random_seed is not None:
         extra_meta["RandomSeed"] = options.random_seed
+    location = pe.Node(LesionLocation(random_seed=options.random_seed or 0),
+                       name="lesion_location", n_procs=threads, mem_gb=mem("lesion_location"))
     write = pe.Node(
         WriteDerivatives(out_dir=str(options.output_dir), source_relpath=run.relpath,
                          threshold=settings.threshold, seed_threshold=settings.seed_threshold,
@@ -199,12 +201,17 @@ def init_single_flair_wf(
         (inputnode, write, [("in_file", "in_file")]),
         (preprocess, write, [("decisions", "decisions")]),
         (segment, write, [("device", "device")]),
+        (inputnode, location, [("in_file", "in_file")]),
+        (lesion_stats, location, [("probability", "probability"), ("labels", "labels"),
+                                  ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"), ("table", "table")]),
         (lesion_stats, write, [("probability", "probability"), ("labels", "labels"),
-                               ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"),
-                               ("table", "table")]),
+                               ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask")]),
+        (location, write, [("table", "table"), ("location", "location"), ("location_map", "location_map"),
+                           ("template_mask", "template_mask"), ("template_probseg", "template_probseg")]),
         (inputnode, report, [("in_file", "in_file")]),
         (preprocess, report, [("decisions", "decisions")]),
-        (lesion_stats, report, [("brain_mask", "brain_mask"), ("table", "table")]),
+        (lesion_stats, report, [("brain_mask", "brain_mask")]),
+        (location, report, [("table", "table")]),
         (write, report, [("mask", "mask"), ("summary", "summary")]),
         (write, outputnode, [("mask", "mask"), ("summary", "summary")]),
         (report, outputnode, [("out_report", "report")]),

@@ -1,4 +1,4 @@
-"""Template anatomy on a run's grid: one registration, reused by whatever needs to know where a voxel is.
+"""Template anatomy on a run's grid: labelled templates, their registration, lesion-free regions.
 
 A labelled template (an MNI-space image with a label atlas on the same world coordinates) is
 registered to a brain-masked FLAIR with ANTs (affine then SyN, seeded, so the same input gives the

@@ -1,0 +1,123 @@
+"""Lesions placed at known places in template anatomy are classified correctly through the participant CLI.
+
+The FLAIR is drawn from the shipped template labels (FLAIR-like contrast: dark CSF, grey brighter
+than white), on a 2 mm grid shifted and rotated away from the template, with four bright blobs:
+touching a lateral ventricle, in the cortex, in the pons, in deep white matter. The network is
+replaced by a stub that finds the blobs (nipype's Linear plugin runs the nodes in this process),
+so the test checks anatomy, registration, classification and outputs, not the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from bids_msseg.anatomy.template import REGIONS, mni152_template
+from bids_msseg.cli.run import main
+from bids_msseg.derivatives import derivative_paths
+
+INTENSITY = {0: 0.0, REGIONS["lateral_ventricles"]: 0.12, REGIONS["cortex"]: 0.62, REGIONS["white_matter"]: 0.45,
+             REGIONS["deep_grey"]: 0.55, REGIONS["infratentorial"]: 0.5, REGIONS["csf"]: 0.15}
+BLOB_MM = 3.5
+
+
+def _pick(labels: np.ndarray, zooms: float, affine: np.ndarray) -> dict[str, np.ndarray]:
+    """Blob centres (voxel indices of the 2 mm template grid) for each class."""
+    wm = labels == REGIONS["white_matter"]
+    d_vent = ndimage.distance_transform_edt(labels != REGIONS["lateral_ventricles"], sampling=zooms)
+    d_ctx = ndimage.distance_transform_edt(labels != REGIONS["cortex"], sampling=zooms)
+    ijk = np.indices(labels.shape)
+    xyz = np.einsum("ij,j...->i...", affine[:3, :3], ijk) + affine[:3, 3][:, None, None, None]
+    x, y, z = xyz
+
+    def best(candidates: np.ndarray, score: np.ndarray) -> np.ndarray:
+        idx = np.argwhere(candidates)
+        return idx[np.argmin(score[candidates])]
+
+    return {
+        "periventricular": best(wm & (d_vent <= 3) & (z > 15) & (x > 0) & (d_ctx > 8), np.abs(y)),
+        "juxtacortical": best(wm & (d_ctx <= 2) & (d_vent > 25) & (z > 30) & (x < 0), np.abs(y + 20)),
+        "infratentorial": best(labels == REGIONS["infratentorial"], (x ** 2 + (y + 28) ** 2 + (z + 32) ** 2)),
+        "subcortical": best(wm & (d_vent > 12) & (d_ctx > 9), (x - 25) ** 2 + y ** 2 + (z - 25) ** 2),
+    }
+
+
+@pytest.fixture(scope="module")
+def located_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    template = mni152_template()
+    labels1 = template.labels
+    labels = labels1[::2, ::2, ::2]
+    affine = template.affine.copy()
+    affine[:3, :3] *= 2
+    image = np.vectorize(INTENSITY.get, otypes=[np.float32])(labels)
+    image = ndimage.gaussian_filter(image, 0.6)
+    centres = _pick(labels, 2.0, affine)
+    ijk = np.indices(labels.shape)
+    for centre in centres.values():
+        inside = ((ijk - centre[:, None, None, None]) ** 2).sum(0) * 4.0 <= BLOB_MM ** 2
+        image[inside] = 1.0
+    image[labels == 0] = 0.0
+    # the scan is placed 6 mm and 6 degrees away from the template: registration has work to do
+    angle = np.deg2rad(6.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0, 0], [np.sin(angle), np.cos(angle), 0, 0],
+                    [0, 0, 1, 0], [0, 0, 0, 1]])
+    shift = np.eye(4)
+    shift[:3, 3] = (6.0, -4.0, 3.0)
+    moved = shift @ rot @ affine
+    world = {name: moved[:3, :3] @ c + moved[:3, 3] for name, c in centres.items()}
+    root = tmp_path_factory.mktemp("located") / "bids"
+    anat = root / "sub-loc" / "anat"
+    anat.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "located", "BIDSVersion": "1.10.0", "DatasetType": "raw"}))
+    img = nib.Nifti1Image((image * 1000).astype(np.int16), moved)
+    img.set_qform(moved, 1)
+    img.set_sform(moved, 1)
+    nib.save(img, anat / "sub-loc_FLAIR.nii.gz")
+    (anat / "sub-loc_FLAIR.json").write_text(json.dumps({"MRAcquisitionType": "3D"}))
+    return root, world
+
+
+def _bright_blobs(data, brain_mask, zooms, bundle, device, **kwargs):
+    """Stands in for the network: the blobs are the brightest voxels."""
+    return (np.asarray(data) >= 0.85 * float(np.max(data))).astype(np.float32) * np.asarray(brain_mask, bool)
+
+
+def test_known_lesion_locations_through_the_cli(located_dataset, tmp_path: Path, tiny_bundle: Path,
+                                                monkeypatch: pytest.MonkeyPatch, run_validator) -> None:
+    import bids_msseg.segment
+
+    monkeypatch.setattr(bids_msseg.segment, "segment_volume", _bright_blobs)
+    root, world = located_dataset
+    out = tmp_path / "out"
+    argv = [str(root), str(out), "participant", "-w", str(tmp_path / "work"), "--nipype-plugin", "Linear",
+            "--model", str(tiny_bundle), "--n4", "off", "--skullstrip", "off", "--random-seed", "1",
+            "--skip-bids-validation"]
+    assert main(argv) == 0
+    paths = derivative_paths(out, "sub-loc/anat/sub-loc_FLAIR.nii.gz")
+    table = pd.read_csv(paths["dseg_tsv"], sep="\t")
+    assert len(table) == 4, table
+    centroids = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
+    for name, position in world.items():
+        row = table.iloc[int(np.argmin(np.linalg.norm(centroids - position, axis=1)))]
+        assert row["location"] == name, (name, row.to_dict())
+
+    summary = pd.read_csv(paths["summary"], sep="\t").iloc[0]
+    for name in world:
+        assert summary[f"{name}_count"] == 1
+    assert summary["mcdonald_regions"] == 3 and summary["location_status"] == "ok"
+    location = nib.load(paths["location"])
+    assert location.shape == nib.load(root / "sub-loc/anat/sub-loc_FLAIR.nii.gz").shape
+    assert set(np.unique(np.asarray(location.dataobj))) == {0, 1, 2, 3, 4}
+    tpl = nib.load(paths["tpl_mask"])
+    assert tpl.shape == mni152_template().image.shape and np.asarray(tpl.dataobj).sum() > 0
+    assert pd.read_csv(paths["location_tsv"], sep="\t")["name"].tolist() == list(world)
+
+    issues = [i for i in run_validator(out) if i.get("severity") == "error"]
+    assert not issues, issues
