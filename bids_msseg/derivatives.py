@@ -595,3 +595,22 @@ Each image has a JSON sidecar (threshold, lesion definition, model id, preproces
 QC reports are the `*_desc-lesions_report.html` files at this folder's root; `logs/` holds the
 methods text (`CITATION.md`) and crash reports.
 """
+
+
+def segmented_sources(out_dir: Path) -> list[str]:
+    """The source FLAIRs (relative to the raw dataset) whose lesion mask is in ``out_dir``, sorted.
+
+    Read from the masks' sidecars (``Sources``: ``bids:raw:<relpath>``), so the methods text and
+    the group level describe every run of the output folder, whichever invocation made it.
+    """
+    sources = set()
+    for sidecar in Path(out_dir).glob("sub-*/**/anat/*_space-orig_label-lesion_mask.json"):
+        if not sidecar.with_name(sidecar.name[: -len(".json")] + ".nii.gz").is_file():
+            continue
+        try:
+            uris = json.loads(sidecar.read_text()).get("Sources") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        prefix = f"bids:{RAW_LINK}:"
+        sources.update(uri[len(prefix):] for uri in uris if isinstance(uri, str) and uri.startswith(prefix))
+    return sorted(sources)

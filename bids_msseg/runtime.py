@@ -63,3 +63,33 @@ def check_device(device: str) -> None:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was asked for but no CUDA device is available")
+
+
+def reset_peak_memory() -> None:
+    """Start measuring this process's peak resident memory afresh (Linux; elsewhere a no-op).
+
+    A worker process runs many steps one after the other; resetting before each step makes
+    :func:`peak_memory_gb` that step's peak rather than the process's.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_gb() -> float | None:
+    """Peak resident memory of this process since :func:`reset_peak_memory` (or its start), in GB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024**2
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    except (ImportError, OSError):
+        return None

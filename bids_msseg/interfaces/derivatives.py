@@ -20,7 +20,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_msseg.derivatives import write_run_derivatives
-from bids_msseg.interfaces.common import load_array, load_original, read_json
+from bids_msseg.interfaces.common import load_array, load_original, measure_peak_memory, read_json
 from bids_msseg.lesions import LesionDefinition
 
 LOGGER = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class _WriteDerivativesInputSpec(BaseInterfaceInputSpec):
     decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
     extra_meta = traits.Dict(desc="added to every sidecar (normalization, precision, ...)")
     device = traits.Str(desc="the device the network ran on (recorded as InferenceDevice)")
+    precision = traits.Str(desc="the arithmetic it ran in (recorded as InferencePrecision)")
 
 
 class _WriteDerivativesOutputSpec(TraitedSpec):
@@ -62,10 +63,13 @@ class WriteDerivatives(SimpleInterface):
     output_spec = _WriteDerivativesOutputSpec
     always_run = True
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
         extra = dict(self.inputs.extra_meta) if self.inputs.extra_meta else {}
         if self.inputs.device:
             extra["InferenceDevice"] = self.inputs.device
+        if self.inputs.precision:
+            extra["InferencePrecision"] = self.inputs.precision
         paths = write_run_derivatives(
             self.inputs.out_dir,
             self.inputs.source_relpath,
@@ -109,6 +113,7 @@ class ParticipantReport(SimpleInterface):
     output_spec = _ReportOutputSpec
     always_run = True
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
         # lazy: matplotlib, only in the worker that renders the report
         from bids_msseg.reports.participant import render_participant_report

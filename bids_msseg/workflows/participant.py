@@ -48,7 +48,7 @@ from bids_msseg.settings import SegmentationSettings
 if TYPE_CHECKING:
     from bids_msseg.settings import Options
 
-__all__ = ["FINAL_NODE", "RunStatus", "RunTracker", "SegmentationSettings", "crash_reason", "flair_wf_name",
+__all__ = ["FINAL_NODE", "RunStatus", "RunTracker", "STEPS", "SegmentationSettings", "crash_reason", "flair_wf_name",
            "init_participant_wf", "init_single_flair_wf", "nipype_log_level", "run_participant_wf"]
 
 LOGGER = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def init_single_flair_wf(
         name="lesion_stats", mem_gb=mem("lesion_stats"))
     extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
                   "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
-    if options.random_seed is not None:
+    if options.random_seed is not None:  # the default seed too: same input and seed, same outputs
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
         WriteDerivatives(out_dir=str(options.output_dir), source_relpath=run.relpath,
@@ -196,7 +196,7 @@ def init_single_flair_wf(
         (segment, lesion_stats, [("probability", "probability")]),
         (inputnode, write, [("in_file", "in_file")]),
         (preprocess, write, [("decisions", "decisions")]),
-        (segment, write, [("device", "device")]),
+        (segment, write, [("device", "device"), ("precision", "precision")]),
         (lesion_stats, write, [("probability", "probability"), ("labels", "labels"),
                                ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"),
                                ("table", "table")]),
@@ -224,6 +224,10 @@ class RunStatus:
     failed_node: str | None = None
     crash_file: Path | None = None
     reason: str | None = None  # the exception's last line, from the crash file
+    #: Seconds of each finished step, in order of completion.
+    steps: dict[str, float] = field(default_factory=dict)
+    #: Largest peak resident memory of the run's steps (GB), when the steps recorded it.
+    peak_memory_gb: float | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -232,16 +236,24 @@ class RunStatus:
         return self.finished - self.started
 
 
+#: Steps that do work (the others are nipype's identity nodes).
+STEPS = ("preprocess", "segment", "lesion_stats", "write_derivatives", "report")
+
+
 @dataclass
 class RunTracker:
-    """nipype status callback: follows each run's nodes and logs a line when a run ends.
+    """nipype status callback: follows each run's nodes and reports its start, its steps and its end.
 
     A run is ``ok`` when its final node (the report) has completed, ``failed`` as soon as any of
     its nodes raises (nipype then skips that run's remaining nodes and goes on with the others).
+    ``on_start(status)`` is called when a run's first step starts, ``on_step(status, step, seconds)``
+    when one of its :data:`STEPS` ends, and ``on_finish(status, done, total)`` when the run ends.
     """
 
     runs: Sequence[FlairRun]
     on_finish: Callable[[RunStatus, int, int], None] | None = None
+    on_start: Callable[[RunStatus], None] | None = None
+    on_step: Callable[[RunStatus, str, float], None] | None = None
     status: dict[str, RunStatus] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -249,6 +261,7 @@ class RunTracker:
         for run in self.runs:
             self.status.setdefault(flair_wf_name(run), RunStatus(run))
         self._done = 0
+        self._step_started: dict[str, float] = {}
 
     def _lookup(self, node: Any) -> tuple[RunStatus | None, str]:
         parts = str(getattr(node, "fullname", node)).split(".")
@@ -262,16 +275,29 @@ class RunTracker:
         if status is None or status.state in ("ok", "failed"):
             return
         now = time.perf_counter()
+        key = str(getattr(node, "fullname", node))
         if event == "start":
             if status.started is None:
                 status.started = now
-            status.state = "running"
+                status.state = "running"
+                if self.on_start is not None:
+                    self.on_start(status)
+            self._step_started[key] = now
         elif event == "exception":
             status.state, status.failed_node, status.finished = "failed", node_name, now
             self._finish(status)
-        elif event == "end" and node_name == FINAL_NODE:
-            status.state, status.finished = "ok", now
-            self._finish(status)
+        elif event == "end":
+            if node_name in STEPS:
+                seconds = now - self._step_started.pop(key, now)
+                status.steps[node_name] = seconds
+                peak = _peak_memory_of(node)
+                if peak is not None:
+                    status.peak_memory_gb = max(peak, status.peak_memory_gb or 0.0)
+                if self.on_step is not None:
+                    self.on_step(status, node_name, seconds)
+            if node_name == FINAL_NODE:
+                status.state, status.finished = "ok", now
+                self._finish(status)
 
     def _finish(self, status: RunStatus) -> None:
         self._done += 1
@@ -295,6 +321,14 @@ class RunTracker:
                 status.reason = crash_reason(path)
                 if status.state != "ok":
                     status.state = "failed"
+
+
+def _peak_memory_of(node: Any) -> float | None:
+    """The peak memory a finished node recorded in its result (``measure_peak_memory``), if any."""
+    try:
+        return float(node.result.runtime.peak_memory_gb)
+    except Exception:  # noqa: BLE001 - a string in tests, a result file not readable, no such attribute
+        return None
 
 
 def nipype_log_level(verbose: int) -> int:
