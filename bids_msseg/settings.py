@@ -139,6 +139,8 @@ class Options:
     plugin_args: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
     verbose: int = 0
+    #: The command line as typed (shown in the reports).
+    command_line: str = ""
     #: The group level's flags, typed (built once by the parser).
     group: GroupSettings = field(default_factory=GroupSettings)
     #: Parsed arguments without a field of their own (none today; kept for flags added later).

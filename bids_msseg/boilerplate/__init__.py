@@ -279,5 +279,5 @@ def write_citation(logs_dir: Path, context: Mapping[str, Any]) -> Path:
     markdown = f"# Methods (bids_msseg {version})\n\n{body}\n## References\n\n{reference_list}\n"
     write_text_atomic(logs_dir / "CITATION.bib", "\n\n".join(references[k]["_raw"] for k in keys) + "\n")
     target = write_text_atomic(logs_dir / "CITATION.md", markdown)
-    LOGGER.info("methods boilerplate written to %s", target)
+    LOGGER.debug("methods boilerplate written to %s", target)
     return target

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -531,7 +532,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     argparse does; :func:`bids_msseg.cli.run.main` turns it into a return code.
     """
     parser = build_parser()
-    ns = vars(parser.parse_args(None if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ns = vars(parser.parse_args(argv))
+    ns["command_line"] = shlex.join(["bids_msseg", *argv])
     nprocs = ns.pop("nprocs") or available_cpus()
     omp = ns.pop("omp_nthreads") or min(nprocs, 8)
     work_dir = ns.pop("work_dir") or Path("work").absolute()

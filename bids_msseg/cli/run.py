@@ -244,7 +244,9 @@ def _participant(options: Options) -> int:
     finally:
         display.close()
     elapsed = time.perf_counter() - start
-    write_run_citation(options)  # what the output folder now holds
+    citation = write_run_citation(options)  # what the output folder now holds
+    if citation is not None:
+        LOGGER.info("methods text for your paper (every run in %s): %s", options.output_dir, citation)
     code = _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
     _mention_work_dir(options)
     return code

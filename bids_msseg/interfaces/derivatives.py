@@ -8,7 +8,10 @@ writing them again from cached inputs costs seconds.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from nipype.interfaces.base import (
@@ -16,6 +19,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -100,6 +104,10 @@ class _ReportInputSpec(BaseInterfaceInputSpec):
     summary = File(exists=True, mandatory=True, desc="the run's summary TSV (one row)")
     decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
     out_report = traits.Str(mandatory=True, desc="where the HTML report goes")
+    probability = File(exists=True, desc="lesion probability on the FLAIR's grid")
+    expert_mask = traits.Str("", usedefault=True, desc="an expert lesion mask of this FLAIR (outlined on its grid)")
+    about = traits.Dict(desc="command line, software and model versions (shown in the report)")
+    citation = traits.Str("", usedefault=True, desc="logs/CITATION.md, shown as the report's methods section")
 
 
 class _ReportOutputSpec(TraitedSpec):
@@ -121,6 +129,9 @@ class ParticipantReport(SimpleInterface):
         flair = load_original(self.inputs.in_file)
         summary = read_table(self.inputs.summary).iloc[0].to_dict()
         summary = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
+        expert, expert_source = _expert_on_grid(self.inputs.expert_mask, flair)
+        about = {"Date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), **dict(self.inputs.about or {})}
+        citation = Path(self.inputs.citation) if self.inputs.citation else None
         out = render_participant_report(
             self.inputs.out_report,
             flair,
@@ -129,6 +140,36 @@ class ParticipantReport(SimpleInterface):
             read_table(self.inputs.table),
             summary,
             read_json(self.inputs.decisions)["decisions"],
+            probability=load_array(self.inputs.probability, np.float32) if isdefined(self.inputs.probability) else None,
+            expert_mask=expert,
+            expert_source=expert_source,
+            about=about,
+            methods=_methods_body(citation),
         )
         self._results["out_report"] = str(out)
         return runtime
+
+
+def _expert_on_grid(path: str, flair: nib.Nifti1Image) -> tuple[np.ndarray | None, str]:
+    """The expert mask at ``path`` when it lies on the FLAIR's grid (else None, with a warning)."""
+    if not path:
+        return None, ""
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
+    except (OSError, ValueError) as err:
+        LOGGER.warning("expert mask %s unreadable (%s): not shown in the report", path, err)
+        return None, ""
+    if data.shape != flair.shape[:3] or not np.allclose(img.affine, flair.affine, atol=1e-3):
+        LOGGER.warning("expert mask %s is not on the FLAIR's grid: not shown in the report", path)
+        return None, ""
+    return data > 0, Path(path).name
+
+
+def _methods_body(citation: Path | None) -> str:
+    """The text of ``CITATION.md`` without its title line ('' when absent)."""
+    if citation is None or not citation.is_file():
+        return ""
+    lines = citation.read_text(encoding="utf-8").splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines)

@@ -40,6 +40,7 @@ from bids_msseg.bids import FlairRun
 from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_wf_name
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.interfaces import LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
+from bids_msseg.masks import index_masks, mask_roots, name_entities, pick_mask
 from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
 from bids_msseg.runtime import THREAD_VARIABLES
@@ -103,6 +104,7 @@ def init_participant_wf(
         "get_linked_libs": "false",
         "check_version": "false",
     }
+    experts = expert_masks_of(runs, options)
     names: set[str] = set()
     for run in runs:
         wf_name = flair_wf_name(run)
@@ -110,8 +112,27 @@ def init_participant_wf(
             wf_name = f"{wf_name[:-3]}_{len(names)}_wf"
         names.add(wf_name)
         workflow.add_nodes([init_single_flair_wf(run, options=options, bundle_path=bundle_path,
-                                                 settings=settings, name=wf_name)])
+                                                 settings=settings, name=wf_name,
+                                                 expert_mask=experts.get(run.relpath))])
     return workflow
+
+
+def expert_masks_of(runs: Sequence[FlairRun], options: Options) -> dict[str, Path]:
+    """Expert lesion masks of the runs (``--expert-masks``, else ``bids_dir/derivatives/*/``), by relpath.
+
+    Shown as an outline in the participant reports; the group level evaluates against them.
+    """
+    try:
+        index = index_masks(mask_roots(options.bids_dir, options.group.cohort.masks_dir, [options.output_dir]))
+    except OSError:
+        return {}
+    found = {}
+    for run in runs:
+        entities, _ = name_entities(run.path.name)
+        candidates = index.get(frozenset(entities.items()))
+        if candidates:
+            found[run.relpath] = pick_mask(candidates)
+    return found
 
 
 def init_single_flair_wf(
@@ -121,6 +142,7 @@ def init_single_flair_wf(
     bundle_path: Path,
     settings: SegmentationSettings,
     name: str | None = None,
+    expert_mask: Path | None = None,
 ) -> pe.Workflow:
     """Segment one FLAIR and write its derivatives and report.
 
@@ -136,6 +158,8 @@ def init_single_flair_wf(
         Model id, threshold and lesion definition resolved against the bundle.
     name
         Workflow name (default :func:`flair_wf_name`).
+    expert_mask
+        An expert lesion mask of this FLAIR, outlined in the report.
 
     Inputs
     ------
@@ -184,8 +208,14 @@ def init_single_flair_wf(
                          connectivity=settings.connectivity, model_id=settings.model_id,
                          extra_meta=extra_meta),
         name="write_derivatives", mem_gb=mem("write_derivatives"))
+    about = {"Command line": options.command_line or "(not recorded)",
+             **{("Model" if k == "model_id" else "Model weights (sha256)" if k == "model_weights_sha256" else k): v
+                for k, v in provenance(settings.model_id, settings.weights_sha256).items()},
+             "Random seed": options.random_seed if options.random_seed is not None else "none"}
     report = pe.Node(
-        ParticipantReport(out_report=str(derivative_paths(options.output_dir, run.relpath)["report"])),
+        ParticipantReport(out_report=str(derivative_paths(options.output_dir, run.relpath)["report"]),
+                          expert_mask=str(expert_mask or ""), about=about,
+                          citation=str(options.logs_dir / "CITATION.md")),
         name=FINAL_NODE, mem_gb=mem("report"))
 
     workflow.connect([
@@ -202,8 +232,9 @@ def init_single_flair_wf(
                                ("table", "table")]),
         (inputnode, report, [("in_file", "in_file")]),
         (preprocess, report, [("decisions", "decisions")]),
-        (lesion_stats, report, [("brain_mask", "brain_mask"), ("table", "table")]),
-        (write, report, [("mask", "mask"), ("summary", "summary")]),
+        (lesion_stats, report, [("brain_mask", "brain_mask"), ("table", "table"), ("labels", "mask"),
+                                ("probability", "probability")]),
+        (write, report, [("summary", "summary")]),
         (write, outputnode, [("mask", "mask"), ("summary", "summary")]),
         (report, outputnode, [("out_report", "report")]),
     ])
