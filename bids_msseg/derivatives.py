@@ -250,10 +250,34 @@ def write_json(path: Path, content: Mapping[str, Any]) -> Path:
     return write_text_atomic(path, json.dumps(_jsonable(content), indent=2, allow_nan=False) + "\n")
 
 
+#: Significant digits of the numbers written to TSV tables (float noise such as
+#: ``-1.6320000000000006`` is not written).
+TSV_DIGITS = 6
+
+
+def tsv_value(value: Any) -> Any:
+    """A cell as a table shows it: floats to :data:`TSV_DIGITS` significant digits (integral ones
+    without a decimal point), booleans as ``true``/``false``, missing values as they are."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if not np.isfinite(number):
+            return value if np.isnan(number) else ("inf" if number > 0 else "-inf")
+        text = np.format_float_positional(float(f"{number:.{TSV_DIGITS}g}"), trim="-")
+        return "0" if text == "-0" else text
+    return value
+
+
 def write_tsv(path: Path, frame: pd.DataFrame) -> Path:
-    """Write a BIDS TSV atomically (tab separated, ``n/a`` for missing values, no index)."""
+    """Write a BIDS TSV atomically (tab separated, ``n/a`` for missing values, no index; numbers and
+    booleans as :func:`tsv_value` writes them)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].dtype.kind in "fbO":
+            shown[column] = shown[column].map(tsv_value).astype(object)
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+        shown.to_csv(tmp, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
     return Path(path)
 
 
