@@ -250,21 +250,24 @@ def write_json(path: Path, content: Mapping[str, Any]) -> Path:
     return write_text_atomic(path, json.dumps(_jsonable(content), indent=2, allow_nan=False) + "\n")
 
 
-#: Significant digits of the numbers written to TSV tables (float noise such as
-#: ``-1.6320000000000006`` is not written).
-TSV_DIGITS = 6
+#: Numbers in TSV tables: at most 6 decimals, and 7 significant digits below 1, so float noise such
+#: as ``-1.6320000000000006`` is not written while volumes keep their voxel precision.
+TSV_DECIMALS = 6
+TSV_DIGITS = 7
 
 
 def tsv_value(value: Any) -> Any:
-    """A cell as a table shows it: floats to :data:`TSV_DIGITS` significant digits (integral ones
-    without a decimal point), booleans as ``true``/``false``, missing values as they are."""
+    """A cell as a table shows it: floats to :data:`TSV_DECIMALS` decimals (:data:`TSV_DIGITS`
+    significant digits below 1; integral ones without a decimal point), booleans as ``true``/``false``,
+    missing values as they are."""
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     if isinstance(value, float | np.floating):
         number = float(value)
         if not np.isfinite(number):
             return value if np.isnan(number) else ("inf" if number > 0 else "-inf")
-        text = np.format_float_positional(float(f"{number:.{TSV_DIGITS}g}"), trim="-")
+        rounded = round(number, TSV_DECIMALS) if abs(number) >= 1 else float(f"{number:.{TSV_DIGITS}g}")
+        text = np.format_float_positional(rounded, trim="-")
         return "0" if text == "-0" else text
     return value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def seed_everything(seed: int | None) -> None:
     """
     if seed is None:
         return
-    os.environ["ANTS_RANDOM_SEED"] = str(seed)
+    os.environ["ANTS_RANDOM_SEED"] = str(seed % (2**31 - 1) + 1)  # ANTs reads 0 as "seed from the clock"
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -88,8 +89,6 @@ def peak_memory_gb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
     except (ImportError, OSError):
         return None

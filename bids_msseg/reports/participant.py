@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
+from scipy import ndimage
 
 from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
@@ -340,8 +341,6 @@ def _orthogonal_views(flair: np.ndarray, labels: np.ndarray, centre: Sequence[in
 
 def _view_centre(labels: np.ndarray, reference: np.ndarray) -> tuple[int, int, int]:
     """The centre of the largest lesion, else of the brain (RAS+ voxel indices)."""
-    from scipy import ndimage  # lazy: scikit-free but heavy enough; only when a report is drawn
-
     if np.any(labels > 0):
         sizes = np.bincount(labels.ravel().astype(np.int64))
         sizes[0] = 0
@@ -369,15 +368,16 @@ def methods_html(markdown: str) -> Markup:
     blocks = []
     for block in re.split(r"\n\s*\n", markdown.strip()):
         lines = [line for line in block.splitlines() if line.strip()]
-        heading = re.match(r"^(#{1,6}) (.*)$", lines[0]) if len(lines) == 1 else None
+        heading = re.match(r"^(#{1,6}) (.*)$", lines[0]) if lines else None
         if heading:
-            level = min(6, len(heading.group(1)) + 2)
+            level = max(3, min(6, len(heading.group(1))))  # below the report's own h2
             blocks.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif lines and all(_MD_ITEM.match(line) for line in lines):
+            lines = lines[1:]
+        if lines and all(_MD_ITEM.match(line) for line in lines):
             items = "".join(f"<li>{_inline(_MD_ITEM.sub('', line))}</li>" for line in lines)
             blocks.append(f"<ol>{items}</ol>")
         elif lines:
-            blocks.append(f"<p>{_inline(block)}</p>")
+            blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
     return Markup("\n".join(blocks))
 
 
@@ -416,8 +416,6 @@ def render_participant_report(
     flair = _to_ras(np.asarray(flair_img.dataobj, dtype=np.float32).reshape(shape), flair_img.affine)
     labels = np.asarray(_to_ras(lesion_mask, flair_img.affine))
     if labels.dtype == bool or labels.max(initial=0) <= 1:
-        from scipy import ndimage  # lazy: only for a binary mask, numbered here as the table would
-
         labels, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
     labels = labels.astype(np.int32)
     brain = _to_ras(np.asarray(brain_mask, bool), flair_img.affine)
