@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -253,7 +254,7 @@ def format_reference(entry: Mapping[str, str]) -> str:
     if get.get("note"):
         parts.append(f"{get['note']}.")
     if get.get("doi"):
-        parts.append(f"doi:[{get['doi']}](https://doi.org/{get['doi']})")
+        parts.append(f"doi:[{get['doi']}](https://doi.org/{quote(get['doi'], safe='/();:.-')})")
     elif get.get("url") or get.get("howpublished"):
         parts.append(get.get("url") or get["howpublished"])
     return " ".join(p for p in parts if p)

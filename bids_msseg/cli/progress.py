@@ -64,9 +64,11 @@ class ProgressDisplay:
         LOGGER.info("[%d/%d] %s: started", self._index[status.run.name], self.total, status.run.name)
         self.redraw()
 
-    def on_step(self, status: Any, step: str, seconds: float) -> None:
+    def on_step(self, status: Any, step: str, seconds: float | None) -> None:
+        """A step has ended; ``seconds`` is None when it was reused from the work directory."""
         self._progress[status.run.name] = min(1.0, sum(STEP_WEIGHTS.get(s, 0.0) for s in status.steps))
-        LOGGER.info("    %s: %s in %s", status.run.name, STEP_LABELS.get(step, step), format_seconds(seconds))
+        took = "reused from the work directory" if seconds is None else f"in {format_seconds(seconds)}"
+        LOGGER.info("    %s: %s %s", status.run.name, STEP_LABELS.get(step, step), took)
         self.redraw()
 
     def on_finish(self, status: Any, done: int, total: int) -> None:
@@ -129,8 +131,6 @@ def set_footer(text: str, stream: TextIO) -> None:
     """Replace the footer line of ``stream`` by ``text`` (empty: remove it)."""
     _FOOTER[id(stream)] = text
     stream.write("\r\x1b[K" + text)
-    if not text:
-        stream.write("")
     stream.flush()
 
 

@@ -74,10 +74,12 @@ def configure_logging(verbose: int) -> None:
 
 def _configure_nipype_logging(verbose: int) -> None:
     """nipype's own loggers (in this process; workers are set up by the workflow runner)."""
-    from bids_msseg.workflows.participant import nipype_log_level  # lazy: nipype, only for participant runs
+    # lazy: nipype, only for participant runs
+    from bids_msseg.workflows.participant import format_nipype_logging, nipype_log_level
 
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
         logging.getLogger(name).setLevel(nipype_log_level(verbose))
+    format_nipype_logging()
 
 
 def resolve_bundle(model: Path | None) -> tuple[Path, ModelCard]:

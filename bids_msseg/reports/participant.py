@@ -353,7 +353,7 @@ def _view_centre(labels: np.ndarray, reference: np.ndarray) -> tuple[int, int, i
 _MD_CODE = re.compile(r"`([^`]+)`")
 _MD_EMPH = re.compile(r"\*([^*]+)\*")
 _MD_ITEM = re.compile(r"^\d+\. ")
-_MD_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\((https?://\S+?)\)(?=[\s.,;]|$)")  # DOIs may hold parentheses
 
 
 def _inline(text: str) -> str:

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from bids_msseg.settings import Options
 
 __all__ = ["FINAL_NODE", "RunStatus", "RunTracker", "STEPS", "SegmentationSettings", "crash_reason", "flair_wf_name",
+           "format_nipype_logging",
            "init_participant_wf", "init_single_flair_wf", "nipype_log_level", "run_participant_wf"]
 
 LOGGER = logging.getLogger(__name__)
@@ -278,13 +279,14 @@ class RunTracker:
     A run is ``ok`` when its final node (the report) has completed, ``failed`` as soon as any of
     its nodes raises (nipype then skips that run's remaining nodes and goes on with the others).
     ``on_start(status)`` is called when a run's first step starts, ``on_step(status, step, seconds)``
-    when one of its :data:`STEPS` ends, and ``on_finish(status, done, total)`` when the run ends.
+    when one of its :data:`STEPS` ends (``seconds`` None for a step reused from the work directory,
+    which nipype ends without starting), and ``on_finish(status, done, total)`` when the run ends.
     """
 
     runs: Sequence[FlairRun]
     on_finish: Callable[[RunStatus, int, int], None] | None = None
     on_start: Callable[[RunStatus], None] | None = None
-    on_step: Callable[[RunStatus, str, float], None] | None = None
+    on_step: Callable[[RunStatus, str, float | None], None] | None = None
     status: dict[str, RunStatus] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -307,20 +309,21 @@ class RunTracker:
             return
         now = time.perf_counter()
         key = str(getattr(node, "fullname", node))
+        if status.started is None and event in ("start", "end"):  # a step reused from the cache has no start
+            status.started = now
+            status.state = "running"
+            if self.on_start is not None:
+                self.on_start(status)
         if event == "start":
-            if status.started is None:
-                status.started = now
-                status.state = "running"
-                if self.on_start is not None:
-                    self.on_start(status)
             self._step_started[key] = now
         elif event == "exception":
             status.state, status.failed_node, status.finished = "failed", node_name, now
             self._finish(status)
         elif event == "end":
             if node_name in STEPS:
-                seconds = now - self._step_started.pop(key, now)
-                status.steps[node_name] = seconds
+                started = self._step_started.pop(key, None)
+                seconds = None if started is None else now - started  # None: reused from the work directory
+                status.steps[node_name] = seconds or 0.0
                 peak = _peak_memory_of(node)
                 if peak is not None:
                     status.peak_memory_gb = max(peak, status.peak_memory_gb or 0.0)
@@ -362,6 +365,17 @@ def _peak_memory_of(node: Any) -> float | None:
         return None
 
 
+#: nipype's messages (``-vv``) in bids_msseg's format, with the logger's name.
+NIPYPE_FORMAT = logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%H:%M:%S")
+
+
+def format_nipype_logging() -> None:
+    """Give nipype's handlers bids_msseg's line format (nipype's own is ``yymmdd-hh:mm:ss,ms``)."""
+    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(NIPYPE_FORMAT)
+
+
 def nipype_log_level(verbose: int) -> int:
     """nipype's loggers: silent by default, warnings and errors (tracebacks) from ``-v``, INFO from
     ``-vv``, DEBUG from ``-vvv``. By default failures are reported by bids_msseg's own summary:
@@ -390,6 +404,7 @@ class _Worker:
             logger.addHandler(handler)
         for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
             logging.getLogger(name).setLevel(nipype_level)
+        format_nipype_logging()
 
 
 class _WorkerInitMultiProcPlugin(MultiProcPlugin):

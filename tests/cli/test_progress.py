@@ -84,3 +84,13 @@ def test_handler_keeps_the_bar_below_log_lines() -> None:
         assert stream.getvalue().endswith("\r\x1b[Kanother\n")
     finally:
         logger.removeHandler(handler)
+
+
+def test_reused_step(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+    display = ProgressDisplay(1, 1, stream=io.StringIO())
+    status = _Status("sub-01_FLAIR")
+    display.on_start(status)
+    status.steps["preprocess"] = 0.0
+    display.on_step(status, "preprocess", None)
+    assert caplog.records[-1].getMessage() == "    sub-01_FLAIR: preprocessing reused from the work directory"

@@ -23,3 +23,14 @@ def test_tracker_reports_start_and_steps(synthetic_bids: Path) -> None:
     assert events[-1] == ("end", "ok", 1, len(runs))
     status = tracker.status["single_flair_sub_02_FLAIR_wf"]
     assert list(status.steps) == ["preprocess", "segment", "lesion_stats", "write_derivatives", "report"]
+
+
+def test_tracker_reports_cached_steps(synthetic_bids: Path) -> None:
+    """nipype ends a step reused from the work directory without starting it: the run still starts
+    first and the step comes with no duration."""
+    runs = collect_flair_runs(synthetic_bids)
+    events = []
+    tracker = RunTracker(runs, on_start=lambda s: events.append("start"),
+                         on_step=lambda s, step, seconds: events.append((step, seconds)))
+    tracker("bids_msseg_participant_wf.single_flair_sub_02_FLAIR_wf.preprocess", "end")
+    assert events == ["start", ("preprocess", None)]
