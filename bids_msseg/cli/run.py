@@ -297,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_environment(None)
     configure_logging(options.verbose)
     try:
-        check_output_dir(options.bids_dir, options.output_dir, create=options.analysis_level != "group")
+        # the group level's cohort tables read the participant outputs: a missing folder is a mistake;
+        # group --train and --cross-site write their own outputs there
+        reads_outputs = options.analysis_level == "group" and not (options.group.train or options.group.cross_site)
+        check_output_dir(options.bids_dir, options.output_dir, create=not reads_outputs)
         if options.analysis_level == "group":
             return _run_group(options)
         return _participant(options)
