@@ -33,7 +33,7 @@ setup(
         "bids_msseg.boilerplate",
     ],
     package_data={
-        "bids_msseg": ["data/default_model/*", "data/templates/*"],
+        "bids_msseg": ["data/default_model/*", "data/templates/*", "data/demo_lesions/*"],
         "bids_msseg.boilerplate": ["*.j2", "*.bib", "*.md"],
         "bids_msseg.reports": ["templates/*"],
     },

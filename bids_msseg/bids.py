@@ -262,6 +262,7 @@ def collect_flair_runs(
     if not all_flairs:
         raise NoInputError(
             f"{bids_dir}: no FLAIR image in the dataset (looked for sub-*/[ses-*/]anat/*_FLAIR.nii[.gz])"
+            + _case_hint(bids_dir)
         )
     _check_labels("participant", participant_labels, layout.get_subjects())
     _check_labels("session", session_labels, layout.get_sessions())
@@ -316,5 +317,21 @@ def collect_flair_runs(
         LOGGER.log(logging.WARNING if participant_labels else logging.INFO,
                    "no FLAIR selected for participant(s) %s (none in the dataset or none matching the "
                    "filters): nothing to do for them", ", ".join(without))
-    LOGGER.info("found %d FLAIR image(s) to segment in %s", len(runs), bids_dir)
+    LOGGER.info("found %d FLAIR image(s) in %s", len(runs), bids_dir)
     return runs
+
+
+def _case_hint(bids_dir: Path, limit: int = 3) -> str:
+    """A hint when FLAIRs exist under another spelling of the suffix (``_flair``, ``_Flair``):
+    BIDS names are case-sensitive and the suffix is ``FLAIR``."""
+    misspelt = []
+    for pattern in ("sub-*/anat/*", "sub-*/ses-*/anat/*"):
+        for path in sorted(Path(bids_dir).glob(pattern)):
+            stem = path.name.split(".")[0]
+            if stem.lower().endswith("_flair") and not stem.endswith("_FLAIR") and ".nii" in path.name:
+                misspelt.append(path.relative_to(bids_dir).as_posix())
+    if not misspelt:
+        return ""
+    more = f" and {len(misspelt) - limit} more" if len(misspelt) > limit else ""
+    return (f"; found {', '.join(misspelt[:limit])}{more}: BIDS suffixes are case-sensitive, rename them to "
+            "*_FLAIR.nii.gz")

@@ -141,9 +141,38 @@ def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapp
     return pd.DataFrame(rows, columns=list(COHORT_COLUMNS))
 
 
+#: Columns of the evaluation summary that are not statistics of a per-scan metric.
+SUMMARY_COLUMNS: dict[str, dict[str, str]] = {
+    "group": {"Description": "'all' (every evaluated scan) or a site."},
+    "n_scans": {"Description": "Number of evaluated scans in the group."},
+    "volume_pearson_r": {"Description": "Pearson correlation of predicted and expert lesion volumes over the "
+                                        "group's scans (n/a below 3 scans)."},
+    "volume_pearson_p": {"Description": "Two-sided p-value of volume_pearson_r."},
+    "volume_spearman_rho": {"Description": "Spearman rank correlation of predicted and expert lesion volumes."},
+    "volume_spearman_p": {"Description": "Two-sided p-value of volume_spearman_rho."},
+    "hybrid_score": {"Description": "ISBI-2015 / DeepLesionBrain score: mean of Dice/8 + PPV/8 + (1-LFPR)/4 + "
+                                    "LTPR/4 over the scans, plus Pearson r/4 (n/a below 3 scans)."},
+}
+_STATISTICS = {"mean": "Mean", "sd": "Standard deviation", "median": "Median"}
+
+
+def _describe_column(column: str, known: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The data-dictionary entry of ``column``: its own, else that of a ``<metric>_<statistic>``
+    built from the metric's, else one that says more than the key."""
+    if column in known:
+        return dict(known[column])
+    if column in SUMMARY_COLUMNS:
+        return dict(SUMMARY_COLUMNS[column])
+    metric, _, statistic = column.rpartition("_")
+    if statistic in _STATISTICS and metric in EVALUATION_COLUMNS:
+        entry = dict(EVALUATION_COLUMNS[metric])
+        entry["Description"] = f"{_STATISTICS[statistic]} over the group's scans of: {entry['Description']}"
+        return entry
+    return {"Description": f"{column.replace('_', ' ')} (see the bids_msseg documentation)"}
+
+
 def _data_dictionary(columns: Sequence[str], known: Mapping[str, Mapping[str, str]], description: str) -> dict:
-    return {"Description": description,
-            **{c: dict(known.get(c, {"Description": c.replace("_", " ")})) for c in columns}}
+    return {"Description": description, **{c: _describe_column(c, known) for c in columns}}
 
 
 def write_table(output_dir: Path, name: str, frame: pd.DataFrame, known: Mapping[str, Mapping[str, str]],

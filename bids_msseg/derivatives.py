@@ -262,10 +262,37 @@ def write_json(path: Path, content: Mapping[str, Any]) -> Path:
     return write_text_atomic(path, json.dumps(_jsonable(content), indent=2, allow_nan=False) + "\n")
 
 
+#: Numbers in TSV tables: at most 6 decimals, and 7 significant digits below 1, so float noise such
+#: as ``-1.6320000000000006`` is not written while volumes keep their voxel precision.
+TSV_DECIMALS = 6
+TSV_DIGITS = 7
+
+
+def tsv_value(value: Any) -> Any:
+    """A cell as a table shows it: floats to :data:`TSV_DECIMALS` decimals (:data:`TSV_DIGITS`
+    significant digits below 1; integral ones without a decimal point), booleans as ``true``/``false``,
+    missing values as they are."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if not np.isfinite(number):
+            return value if np.isnan(number) else ("inf" if number > 0 else "-inf")
+        rounded = round(number, TSV_DECIMALS) if abs(number) >= 1 else float(f"{number:.{TSV_DIGITS}g}")
+        text = np.format_float_positional(rounded, trim="-")
+        return "0" if text == "-0" else text
+    return value
+
+
 def write_tsv(path: Path, frame: pd.DataFrame) -> Path:
-    """Write a BIDS TSV atomically (tab separated, ``n/a`` for missing values, no index)."""
+    """Write a BIDS TSV atomically (tab separated, ``n/a`` for missing values, no index; numbers and
+    booleans as :func:`tsv_value` writes them)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].dtype.kind in "fbO":
+            shown[column] = shown[column].map(tsv_value).astype(object)
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+        shown.to_csv(tmp, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
     return Path(path)
 
 
@@ -679,3 +706,22 @@ Each image has a JSON sidecar (threshold, lesion definition, model id, preproces
 QC reports are the `*_desc-lesions_report.html` files at this folder's root; `logs/` holds the
 methods text (`CITATION.md`) and crash reports.
 """
+
+
+def segmented_sources(out_dir: Path) -> list[str]:
+    """The source FLAIRs (relative to the raw dataset) whose lesion mask is in ``out_dir``, sorted.
+
+    Read from the masks' sidecars (``Sources``: ``bids:raw:<relpath>``), so the methods text and
+    the group level describe every run of the output folder, whichever invocation made it.
+    """
+    sources = set()
+    for sidecar in Path(out_dir).glob("sub-*/**/anat/*_space-orig_label-lesion_mask.json"):
+        if not sidecar.with_name(sidecar.name[: -len(".json")] + ".nii.gz").is_file():
+            continue
+        try:
+            uris = json.loads(sidecar.read_text()).get("Sources") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        prefix = f"bids:{RAW_LINK}:"
+        sources.update(uri[len(prefix):] for uri in uris if isinstance(uri, str) and uri.startswith(prefix))
+    return sorted(sources)

@@ -159,7 +159,20 @@ def find_expert_masks(bids_dir: Path, masks_dir: Path | None = None,
             LOGGER.warning("%d expert masks share the entities %s; using %s", len(candidates),
                            dict(sorted(key)), found[key])
     LOGGER.info("%d expert mask(s) found in %s", len(found), ", ".join(map(str, roots)) or "(no folder)")
+    if masks_dir is not None and not found:
+        LOGGER.warning("--expert-masks %s: no mask found; expected sub-<label>/[ses-<label>/]anat/<the FLAIR's "
+                       "entities>_label-lesion_mask.nii.gz, e.g. sub-01/anat/sub-01_label-lesion_mask.nii.gz for "
+                       "sub-01/anat/sub-01_FLAIR.nii.gz%s", masks_dir, _seen_files(Path(masks_dir)))
     return found
+
+
+def _seen_files(root: Path, limit: int = 3) -> str:
+    """``; found instead: a, b, c`` for the NIfTI files under ``root`` (empty when none)."""
+    seen = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.nii*") if p.is_file())
+    if not seen:
+        return "; the folder holds no NIfTI file"
+    more = f" and {len(seen) - limit} more" if len(seen) > limit else ""
+    return f"; found instead: {', '.join(seen[:limit])}{more}"
 
 
 def _load_mask(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:

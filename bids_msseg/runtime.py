@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def seed_everything(seed: int | None) -> None:
     """
     if seed is None:
         return
-    os.environ["ANTS_RANDOM_SEED"] = str(seed)
+    os.environ["ANTS_RANDOM_SEED"] = str(seed % (2**31 - 1) + 1)  # ANTs reads 0 as "seed from the clock"
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -63,3 +64,31 @@ def check_device(device: str) -> None:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was asked for but no CUDA device is available")
+
+
+def reset_peak_memory() -> None:
+    """Start measuring this process's peak resident memory afresh (Linux; elsewhere a no-op).
+
+    A worker process runs many steps one after the other; resetting before each step makes
+    :func:`peak_memory_gb` that step's peak rather than the process's.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_gb() -> float | None:
+    """Peak resident memory of this process since :func:`reset_peak_memory` (or its start), in GB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024**2
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    except (ImportError, OSError):
+        return None

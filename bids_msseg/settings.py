@@ -45,6 +45,9 @@ NIPYPE_PLUGINS = ("MultiProc", "Linear", "LegacyMultiProc", "SLURM", "SLURMGraph
 COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
 DEFAULT_COMBINATIONS = ("single", "leave-one-out", "all")
 ABLATIONS = ("normalization", "architecture")
+#: Seed of every random generator when ``--random-seed`` is not given: runs are bit-identical by
+#: default (recorded as ``RandomSeed`` in the sidecars).
+DEFAULT_RANDOM_SEED = 0
 #: Display names of the architectures (methods boilerplate).
 ARCHITECTURE_NAMES = {"UnetPlusPlus": "UNet++", "Unet": "U-Net"}
 
@@ -72,7 +75,7 @@ class TrainSettings:
     normalization: str | None = None  # None: the --init-model's, else DEFAULT_NORMALIZATION
     augment_quality: int = 0
     init_model: Path | None = None
-    seed: int = 0  # --random-seed, 0 when not given
+    seed: int = DEFAULT_RANDOM_SEED  # --random-seed
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class Options:
     skullstrip: str = "auto"
     stop_on_first_crash: bool = False
     boilerplate_only: bool = False
-    random_seed: int | None = None
+    random_seed: int | None = DEFAULT_RANDOM_SEED  # None: unseeded (not reachable from the command line)
     #: nipype execution plugin and its arguments (``--use-plugin``/``--nipype-plugin``/``--plugin-args``).
     nipype_plugin: str = "MultiProc"
     plugin_args: Mapping[str, Any] = field(default_factory=dict)
@@ -142,6 +145,8 @@ class Options:
     #: After the participant runs, compare each subject's sessions (``--no-longitudinal`` turns it off).
     longitudinal: bool = True
     verbose: int = 0
+    #: The command line as typed (shown in the reports).
+    command_line: str = ""
     #: The group level's flags, typed (built once by the parser).
     group: GroupSettings = field(default_factory=GroupSettings)
     #: Parsed arguments without a field of their own (none today; kept for flags added later).
@@ -210,4 +215,5 @@ class SegmentationSettings:
             "connectivity": self.connectivity,
             "n4": switch(options.n4),
             "brain_extraction": switch(options.skullstrip),
+            "training_data": str((card.training or {}).get("data", "")),
         }

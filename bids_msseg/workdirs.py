@@ -11,18 +11,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bids_msseg.errors import OutputError, UsageError
+from bids_msseg.errors import NoInputError, OutputError, UsageError
 
 
 def _is_within(path: Path, parent: Path) -> bool:
     return path == parent or path.is_relative_to(parent)
 
 
-def check_output_dir(bids_dir: Path, output_dir: Path) -> None:
+def check_output_dir(bids_dir: Path, output_dir: Path, create: bool = True) -> None:
     """Refuse an output directory that would write into the raw dataset; create it; check writes.
 
     Allowed: anywhere outside ``bids_dir``, or strictly below ``bids_dir/derivatives/``.
     Raises :class:`OutputError` (73) otherwise, or when the directory cannot be created or written.
+    With ``create=False`` (the group level, which reads the participant outputs) a missing
+    directory raises :class:`NoInputError` (66) instead of being created.
     """
     bids = Path(bids_dir).resolve()
     out = Path(output_dir).resolve()
@@ -33,6 +35,9 @@ def check_output_dir(bids_dir: Path, output_dir: Path) -> None:
     if _is_within(out, bids) and not (out != derivatives and _is_within(out, derivatives)):
         raise OutputError(f"the output directory {out} lies inside the BIDS dataset; put it under "
                           f"{derivatives}/ (e.g. {derivatives / 'bids_msseg'}) or outside the dataset")
+    if not create and not out.is_dir():
+        raise NoInputError(f"the output directory {output_dir} does not exist: the group level reads the "
+                           "participant level's outputs, run 'participant' first")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

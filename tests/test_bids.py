@@ -145,3 +145,13 @@ def test_derivatives_are_neither_indexed_nor_fingerprinted(rich_bids: Path, tmp_
     caplog.set_level(logging.DEBUG, logger="bids_msseg.bids")
     assert len(collect_flair_runs(rich_bids, database_dir=db)) == 5
     assert "reused" in caplog.text
+
+
+def test_no_flair_hints_at_the_suffix_case(tmp_path: Path) -> None:
+    """Issue 14: ``sub-01_flair.nii.gz`` is not a BIDS FLAIR; say so."""
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-01_flair.nii.gz").write_bytes(b"")
+    with pytest.raises(NoInputError, match=r"sub-01/anat/sub-01_flair.nii.gz: BIDS suffixes are case-sensitive"):
+        collect_flair_runs(tmp_path, skip_validation=True)

@@ -364,3 +364,15 @@ def test_bids_validator_accepts_outputs(tmp_path, run_validator):
               for i in issues if i["severity"] == "error"]
     assert not errors, "bids-validator-deno reports errors:\n" + "\n".join(map(str, errors))
     assert len(list(out.rglob("*_mask.nii.gz"))) == 6 and len(list(out.glob("*_report.html"))) == 3
+
+
+def test_tables_round_floats_and_write_booleans_in_lowercase(tmp_path: Path) -> None:
+    """Issue 14: no float noise (-1.6320000000000006), no True/False in the TSVs."""
+    from bids_msseg.derivatives import tsv_value, write_tsv
+
+    assert tsv_value(0.6718391580083659) == "0.6718392" and tsv_value(-1.6320000000000006) == "-1.632"
+    assert tsv_value(1022.4639999999996) == "1022.464" and tsv_value(3.0) == "3"
+    assert tsv_value(True) == "true" and tsv_value(np.bool_(False)) == "false" and tsv_value("x") == "x"
+    frame = pd.DataFrame({"dice": [0.6718391580083659, np.nan], "n4": [True, False], "n": [3, 4]})
+    text = write_tsv(tmp_path / "t.tsv", frame).read_text()
+    assert text == "dice\tn4\tn\n0.6718392\ttrue\t3\nn/a\tfalse\t4\n"

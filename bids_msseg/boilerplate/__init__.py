@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -33,6 +34,7 @@ __all__ = [
     "load_references",
     "render_boilerplate",
     "software_versions",
+    "training_citations",
     "write_citation",
 ]
 
@@ -41,6 +43,22 @@ BIB_NAME = "references.bib"
 #: Distributions whose versions the methods text names, when installed.
 SOFTWARE = ("numpy", "scipy", "nibabel", "pybids", "nipype", "antspyx", "torch",
             "segmentation-models-pytorch")
+
+#: How :func:`bids_msseg.preproc.brain.extract_brain` works, in a reader's words.
+BRAIN_EXTRACTION_METHOD = (
+    "registering the reference head of ROBEX and its brain mask to the image with ANTs (mutual information, "
+    "affine then SyN), warping the mask onto the image's grid and fitting it to the brain surface seen in the "
+    "FLAIR")
+#: What each ``--precision`` means for the network's arithmetic.
+PRECISION_TEXTS = {
+    "fp32": "in 32-bit floating point",
+    "bf16": "in bfloat16 mixed precision",
+    "auto": ("in bfloat16 mixed precision on CPUs that support it natively and in float16 on GPUs, otherwise in "
+             "32-bit floating point; each run's precision is recorded in its sidecars (`InferencePrecision`)"),
+}
+#: Data sets named in a model card's ``training.data`` and the references to cite for them.
+TRAINING_DATA_REFERENCES = {"3D-MR-MS": "lesjak2018mrms", "MNI152": "fonov2011unbiased",
+                            "Colin27": "holmes1998colin"}
 
 #: What the template expects; ``render_boilerplate`` fills what the caller leaves out.
 #: ``n4`` and ``brain_extraction`` are True (every run), False (never) or "auto" (decided per run);
@@ -59,8 +77,8 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "connectivity": 3,
     "n4": "auto",
     "brain_extraction": "auto",
-    "brain_extraction_method": "",
-    "brain_extraction_citations": [],
+    "brain_extraction_method": BRAIN_EXTRACTION_METHOD,
+    "brain_extraction_citations": ["iglesias2011robex", "avants2008syn"],
     "training_data": "",
     "training_citations": [],
     "n_runs": None,
@@ -102,7 +120,22 @@ def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
     connectivity = int(full["connectivity"])
     full["neighbours"] = {1: 6, 2: 18, 3: 26}.get(connectivity, connectivity)
     full["encoder_name"] = _ENCODERS.get(str(full["encoder"]), str(full["encoder"]))
+    full["precision_text"] = PRECISION_TEXTS.get(str(full["precision"]), "") if full["precision"] else ""
+    if full["training_data"] and not full["training_citations"]:
+        full["training_citations"] = training_citations(str(full["training_data"]))
+    full["training_data"] = _readable_training_data(str(full["training_data"]))
     return full
+
+
+def training_citations(description: str) -> list[str]:
+    """Bib keys of the data sets a model card's ``training.data`` names (3D-MR-MS, MNI152, Colin27)."""
+    return [key for name, key in TRAINING_DATA_REFERENCES.items() if name.lower() in description.lower()]
+
+
+def _readable_training_data(description: str) -> str:
+    """A card's ``training.data`` as part of a sentence: no pointer to the repository's docs, no final period."""
+    description = re.sub(r"\s*\(see [^()]*\)\s*$", "", description.strip())
+    return description.rstrip(". ")
 
 
 def render_boilerplate(context: Mapping[str, Any]) -> str:
@@ -222,7 +255,7 @@ def format_reference(entry: Mapping[str, str]) -> str:
     if get.get("note"):
         parts.append(f"{get['note']}.")
     if get.get("doi"):
-        parts.append(f"doi:[{get['doi']}](https://doi.org/{get['doi']})")
+        parts.append(f"doi:[{get['doi']}](https://doi.org/{quote(get['doi'], safe='/();:.-')})")
     elif get.get("url") or get.get("howpublished"):
         parts.append(get.get("url") or get["howpublished"])
     return " ".join(p for p in parts if p)
@@ -248,5 +281,5 @@ def write_citation(logs_dir: Path, context: Mapping[str, Any]) -> Path:
     markdown = f"# Methods (bids_msseg {version})\n\n{body}\n## References\n\n{reference_list}\n"
     write_text_atomic(logs_dir / "CITATION.bib", "\n\n".join(references[k]["_raw"] for k in keys) + "\n")
     target = write_text_atomic(logs_dir / "CITATION.md", markdown)
-    LOGGER.info("methods boilerplate written to %s", target)
+    LOGGER.debug("methods boilerplate written to %s", target)
     return target

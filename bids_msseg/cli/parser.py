@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -32,6 +33,7 @@ from bids_msseg.settings import (
     ARCHITECTURES,
     COMBINATIONS,
     DEFAULT_COMBINATIONS,
+    DEFAULT_RANDOM_SEED,
     DEVICES,
     INFERENCE_NORMALIZATIONS,
     NIPYPE_PLUGINS,
@@ -256,12 +258,55 @@ def _plugin_file(value: str) -> dict[str, Any]:
     return {"plugin": obj["plugin"], "plugin_args": args}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``bids_msseg``. Pure: calling it reads and writes nothing."""
+#: ``--help`` shows the options of everyday use; ``--help-all`` (alias ``--help-training``) adds the
+#: training and cross-site options of the group level.
+HELP_ALL_FLAGS = ("--help-all", "--help-training")
+USAGE = "%(prog)s bids_dir output_dir {participant,group} [options]"
+EPILOG = """\
+examples:
+  %(prog)s /data/bids /data/bids/derivatives/bids_msseg participant --participant-label 01 02
+  %(prog)s /data/bids /data/bids/derivatives/bids_msseg group
+
+Training on your own expert masks (group --train) and cross-site studies (group --cross-site)
+have their own options: see %(prog)s --help-all."""
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: print the help with every option group, then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        build_parser(show_all=True).print_help()
+        parser.exit(0)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Help lines wide enough to read; each default is written once, in the option's own text; the
+    examples of the epilog keep their lines."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=100)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``bids_msseg``. Pure: calling it reads and writes nothing.
+
+    ``show_all`` shows the training and cross-site options in the help (``--help-all``); they are
+    parsed either way.
+    """
     parser = _Parser(
         prog="bids_msseg",
+        usage=USAGE,
         description="FLAIR-only multiple-sclerosis lesion segmentation (UNet++/resnet18) as a BIDS App.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=_Formatter,
     )
     parser.add_argument("bids_dir", type=_abs_path, help="the root of the BIDS dataset (input)")
     parser.add_argument("output_dir", type=_abs_path,
@@ -269,14 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("analysis_level", action=_AnalysisLevel, metavar="{participant,group}",
                         help="participant: segment each FLAIR; group: summarize participant outputs")
     parser.add_argument("--version", action="version", version=f"bids_msseg {__version__}")
+    parser.add_argument(*HELP_ALL_FLAGS, action=_HelpAll,
+                        help="show every option, with those of group --train and group --cross-site")
 
     sel = parser.add_argument_group("Selecting the input")
     sel.add_argument("--participant-label", "--participant_label", dest="participant_label", nargs="+",
                      action=_ExtendLabels, prefix="sub-", metavar="LABEL",
-                     help="participants to process (with or without 'sub-'); default: all")
+                     help="participants to process, with or without 'sub-' (default: all)")
     sel.add_argument("--session-label", "--session_label", dest="session_label", nargs="+",
                      action=_ExtendLabels, prefix="ses-", metavar="LABEL",
-                     help="sessions to process (with or without 'ses-'); default: all")
+                     help="sessions to process, with or without 'ses-' (default: all)")
     sel.add_argument("--bids-filter-file", "--bids_filter_file", dest="bids_filters", type=_bids_filter_file,
                      metavar="FILE",
                      help='JSON of pybids entity filters for the FLAIR query, e.g. {"flair": {"acquisition": '
@@ -284,34 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--skip-bids-validation", "--skip_bids_validation", dest="skip_bids_validation",
                      action="store_true", help="do not validate the input dataset")
 
-    perf = parser.add_argument_group("Resources")
-    perf.add_argument("-w", "--work-dir", dest="work_dir", type=_abs_path, metavar="DIR",
-                      help="intermediate results and the indexed dataset (default: ./work); "
-                           "reusing it resumes a run")
-    perf.add_argument("--nprocs", "--n-cpus", dest="nprocs", type=_positive_int, metavar="N",
-                      help="processes run in parallel (default: the CPUs available)")
-    perf.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",
-                      help="threads per process for torch, ITK and BLAS (default: min(nprocs, 8))")
-    perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, metavar="GB",
-                      help="upper bound of memory the scheduler may plan for (default: 90%% of RAM)")
-    perf.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=_plugin_file, metavar="FILE",
-                      help="YAML/JSON file choosing the nipype execution plugin, as in fMRIPrep: "
-                           "'plugin: SLURM' and 'plugin_args: {sbatch_args: ...}'")
-    perf.add_argument("--nipype-plugin", dest="nipype_plugin", choices=NIPYPE_PLUGINS, metavar="NAME",
-                      help="nipype execution plugin (overrides --use-plugin's): "
-                           f"{', '.join(NIPYPE_PLUGINS)}; default MultiProc with --nprocs")
-    perf.add_argument("--plugin-args", dest="plugin_args", type=_plugin_args, metavar="JSON",
-                      help="arguments of the plugin as a JSON object, merged over --use-plugin's")
-    perf.add_argument("--device", choices=DEVICES, default="auto",
-                      help="where the network runs; auto = CUDA when available")
-    perf.add_argument("--precision", choices=PRECISIONS, default="auto",
-                      help="auto = bf16 on CPUs that have it natively, fp16 on CUDA; fp32 forces full "
-                           "precision (slower, bitwise reproducible across CPUs)")
-
     model = parser.add_argument_group("Model and lesion definition")
     model.add_argument("--model", type=_existing_dir, metavar="PATH",
-                       help="a model bundle directory (model.safetensors + model.json); "
-                            "default: the packaged model")
+                       help="a model bundle directory, model.safetensors + model.json (default: the packaged "
+                            "model)")
     model.add_argument("--threshold", type=_probability, metavar="P",
                        help="probability above which a voxel is lesion (default: the bundle's)")
     model.add_argument("--seed-threshold", type=_probability, metavar="P",
@@ -320,25 +343,29 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--min-lesion-size", dest="min_lesion_size", type=_non_negative_float, metavar="MM3",
                        help="smallest lesion kept, in mm^3 (default: the bundle's)")
     model.add_argument("--normalization", choices=INFERENCE_NORMALIZATIONS, default="model",
-                       help="intensity normalization; 'model' uses the one the bundle was trained with "
-                            "(anything else is an ablation)")
+                       help="intensity normalization; 'model' (default) is the one the bundle was trained "
+                            "with, anything else is an ablation")
 
     pre = parser.add_argument_group("Preprocessing")
     pre.add_argument("--n4", choices=SWITCHES, default="auto",
-                     help="N4 bias-field correction; auto decides from the image and its sidecar")
+                     help="N4 bias-field correction; auto (default) decides from the image and its sidecar")
     pre.add_argument("--skullstrip", choices=SWITCHES, default="auto",
-                     help="brain extraction; auto skips it for images that are already skull-stripped")
+                     help="brain extraction; auto (default) skips it for images already skull-stripped")
 
     run = parser.add_argument_group("Running")
+    run.add_argument("-w", "--work-dir", dest="work_dir", type=_abs_path, metavar="DIR",
+                     help="intermediate results; reusing it resumes a run, deleting it afterwards is safe "
+                          "(default: ./work)")
+    run.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, default=DEFAULT_RANDOM_SEED,
+                     metavar="SEED",
+                     help="seed of every random generator (registration sampling, numpy, torch); runs are "
+                          f"bit-identical for a given seed (default: {DEFAULT_RANDOM_SEED})")
+    run.add_argument("--overwrite", action="store_true",
+                     help="recompute runs whose outputs are already complete (default: skip them)")
     run.add_argument("--stop-on-first-crash", action="store_true",
                      help="stop everything at the first failing step (default: other runs go on)")
     run.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only", action="store_true",
                      help="only write the methods boilerplate (logs/CITATION.md) and exit")
-    run.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, metavar="SEED",
-                     help="seed of every random generator used (registration sampling, numpy, torch); also "
-                          "makes runs repeat exactly: deterministic torch, N4 and registration on one thread")
-    run.add_argument("--overwrite", action="store_true",
-                     help="recompute runs whose outputs are already complete (default: skip them)")
     run.add_argument("--no-longitudinal", dest="longitudinal", action="store_false",
                      help="do not compare the sessions of subjects with two or more (default: after its runs, "
                           "each follow-up FLAIR is registered to the baseline and new, enlarging, shrinking and "
@@ -347,69 +374,109 @@ def build_parser() -> argparse.ArgumentParser:
                      help="more messages: -v debug messages and nipype's warnings and tracebacks, "
                           "-vv nipype's progress, -vvv nipype's debug messages")
 
-    add_group_level_arguments(parser)
-    add_crosssite_arguments(parser)
+    perf = parser.add_argument_group("Resources")
+    perf.add_argument("--nprocs", "--n-cpus", dest="nprocs", type=_positive_int, metavar="N",
+                      help="CPUs to use in all (default: the CPUs available)")
+    perf.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",
+                      help="threads per run for torch, ITK and BLAS; nprocs / omp-nthreads runs go in "
+                           "parallel (default: min(nprocs, 8))")
+    perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, metavar="GB",
+                      help="upper bound of memory the scheduler may plan for (default: 90%% of RAM)")
+    perf.add_argument("--device", choices=DEVICES, default="auto",
+                      help="where the network runs; auto (default) = CUDA when available")
+    perf.add_argument("--precision", choices=PRECISIONS, default="auto",
+                      help="auto (default) = bf16 on CPUs that have it natively, fp16 on CUDA; fp32 forces "
+                           "full precision (slower, bitwise reproducible across CPUs)")
+    perf.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", type=_plugin_file, metavar="FILE",
+                      help="YAML/JSON file choosing the nipype execution plugin, as in fMRIPrep: "
+                           "'plugin: SLURM' and 'plugin_args: {sbatch_args: ...}'")
+    perf.add_argument("--nipype-plugin", dest="nipype_plugin", choices=NIPYPE_PLUGINS, metavar="NAME",
+                      help="nipype execution plugin, overriding --use-plugin's (default: MultiProc with "
+                           "--nprocs)")
+    perf.add_argument("--plugin-args", dest="plugin_args", type=_plugin_args, metavar="JSON",
+                      help="arguments of the plugin as a JSON object, merged over --use-plugin's")
+
+    add_group_level_arguments(parser, show_all=show_all)
+    add_crosssite_arguments(parser, show_all=show_all)
     return parser
 
 
-def add_group_level_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The argument group for the ``group`` analysis level.
+def _shown(show: bool, text: str) -> str:
+    """``text`` as an option's help when its group is shown, else hidden from ``--help``."""
+    return text if show else argparse.SUPPRESS
+
+
+def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = True) -> argparse._ArgumentGroup:
+    """The argument groups of the ``group`` analysis level: the cohort (always in ``--help``) and
+    ``--train`` (in ``--help-all``, or when ``show_all``).
 
     Flags for the group level belong here; :func:`parse_args` turns them into the typed
     :class:`~bids_msseg.settings.GroupSettings` (``Options.group``), whose fields give the defaults.
+    Returns the cohort group.
     """
     group = parser.add_argument_group(
         "Group level",
         "'group' reads the participant outputs and writes group_lesions.tsv, group_report.html and, for runs "
-        "with expert lesion masks, group_evaluation.tsv (--participant-label, --session-label and "
-        "--bids-filter-file select the runs). "
-        "'group --train' trains a model on the FLAIRs that have expert lesion masks and exports it as a "
-        "bundle to <output_dir>/models/<train-name>/ (use it with --model). Work goes to -w; rerunning "
-        "with the same -w resumes. Also used: --participant-label, --session-label, --bids-filter-file "
-        "(main dataset), --n4, --skullstrip, --random-seed, --device, --precision, --omp-nthreads.",
+        "with expert lesion masks, group_evaluation.tsv.",
     )
     group.add_argument("--site-column", dest="site_column", metavar="COLUMN",
                        help="participants.tsv column naming each participant's site (default: 'site' when "
                             "present, else the FLAIR sidecar's InstitutionName, else its scanner)")
+    group.add_argument("--expert-masks", "--masks-dir", dest="masks_dir", type=_existing_dir, metavar="DIR",
+                       help="derivatives folder holding expert masks named sub-*/[ses-*/]anat/<FLAIR "
+                            "entities>_label-lesion_mask.nii.gz (default: search bids_dir/derivatives/*/)")
     group.add_argument("--msseg2016-metrics", dest="msseg2016", action="store_true",
                        help="also score lesion detection with the MSSEG-2016 rules (animaSegPerfAnalyzer)")
-    group.add_argument("--train", action="store_true",
-                       help="train a model on this dataset's expert lesion masks")
-    group.add_argument("--train-name", dest="train_name", type=_model_name, default=_TRAIN.name,
-                       metavar="NAME", help="name of the trained model (its bundle folder and model id)")
-    group.add_argument("--masks-dir", "--expert-masks", dest="masks_dir", type=_existing_dir, metavar="DIR",
-                       help="derivatives folder holding the expert masks of bids_dir (for evaluation and "
-                            "--train) as "
-                            "sub-*/[ses-*/]anat/<FLAIR entities>_label-lesion_mask.nii.gz (default: search "
-                            "bids_dir/derivatives/*/, leaving out bids_msseg's own outputs)")
-    group.add_argument("--extra-train-dataset", dest="extra_train_dataset", type=_existing_dir,
+
+    train = parser.add_argument_group(
+        "Training (group --train)",
+        "Trains a model on the FLAIRs that have expert lesion masks and exports it as a bundle to "
+        "<output_dir>/models/<train-name>/ (use it with --model). Work goes to -w; rerunning with the same -w "
+        "resumes. Also used: --participant-label, --session-label, --bids-filter-file, --expert-masks, --n4, "
+        "--skullstrip, --random-seed, --device, --precision, --omp-nthreads.",
+    ) if show_all else parser
+    train.add_argument("--train", action="store_true",
+                       help=_shown(show_all, "train a model on this dataset's expert lesion masks"))
+    train.add_argument("--train-name", dest="train_name", type=_model_name, default=_TRAIN.name,
+                       metavar="NAME", help=_shown(show_all, "name of the trained model, its bundle folder and "
+                                                             f"model id (default: {_TRAIN.name})"))
+    train.add_argument("--extra-train-dataset", dest="extra_train_dataset", type=_existing_dir,
                        action="append", metavar="DIR",
-                       help="another BIDS dataset merged into the training set (repeatable); its masks are "
-                            "searched in its own derivatives/*/")
-    group.add_argument("--epochs", type=_positive_int, default=_TRAIN.epochs, metavar="N", help="training epochs")
-    group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, metavar="N",
-                       help="optimizer steps per epoch (default: one pass over the training slices / batch size)")
-    group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=_TRAIN.batch_size, metavar="N",
-                       help="slices per optimizer step")
-    group.add_argument("--lr", type=_positive_float, default=_TRAIN.lr, metavar="LR", help="Adam learning rate")
-    group.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float,
-                       default=_TRAIN.weight_decay, metavar="WD", help="Adam weight decay")
-    group.add_argument("--lesion-weight", dest="lesion_weight", type=_probability, default=_TRAIN.lesion_weight,
+                       help=_shown(show_all, "another BIDS dataset merged into the training set (repeatable); "
+                                             "its masks are searched in its own derivatives/*/"))
+    train.add_argument("--epochs", type=_positive_int, default=_TRAIN.epochs, metavar="N",
+                       help=_shown(show_all, f"training epochs (default: {_TRAIN.epochs})"))
+    train.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, metavar="N",
+                       help=_shown(show_all, "optimizer steps per epoch (default: one pass over the training "
+                                             "slices / batch size)"))
+    train.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=_TRAIN.batch_size,
+                       metavar="N", help=_shown(show_all, f"slices per optimizer step (default: {_TRAIN.batch_size})"))
+    train.add_argument("--lr", type=_positive_float, default=_TRAIN.lr, metavar="LR",
+                       help=_shown(show_all, f"Adam learning rate (default: {_TRAIN.lr:g})"))
+    train.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float,
+                       default=_TRAIN.weight_decay, metavar="WD",
+                       help=_shown(show_all, f"Adam weight decay (default: {_TRAIN.weight_decay:g})"))
+    train.add_argument("--lesion-weight", dest="lesion_weight", type=_probability, default=_TRAIN.lesion_weight,
                        metavar="W",
-                       help="weight of the lesion class in the binary cross-entropy (background: 1 - W)")
-    group.add_argument("--val-fraction", dest="val_fraction", type=_probability, default=_TRAIN.val_fraction,
+                       help=_shown(show_all, "weight of the lesion class in the binary cross-entropy, background "
+                                             f"1 - W (default: {_TRAIN.lesion_weight:g})"))
+    train.add_argument("--val-fraction", dest="val_fraction", type=_probability, default=_TRAIN.val_fraction,
                        metavar="F",
-                       help="share of subjects held out for validation (model selection and threshold)")
-    group.add_argument("--architecture", choices=ARCHITECTURES,
-                       help="network (default: the --init-model's, else UnetPlusPlus)")
-    group.add_argument("--train-normalization", dest="train_normalization", choices=NORMALIZATIONS,
-                       help="intensity normalization (default: the --init-model's, else quantile)")
-    group.add_argument("--augment-quality", dest="augment_quality", type=_non_negative_int, nargs="?",
+                       help=_shown(show_all, "share of subjects held out for validation, model selection and "
+                                             f"threshold (default: {_TRAIN.val_fraction:g})"))
+    train.add_argument("--architecture", choices=ARCHITECTURES,
+                       help=_shown(show_all, "network (default: the --init-model's, else UnetPlusPlus)"))
+    train.add_argument("--train-normalization", dest="train_normalization", choices=NORMALIZATIONS,
+                       help=_shown(show_all, "intensity normalization (default: the --init-model's, else "
+                                             "quantile)"))
+    train.add_argument("--augment-quality", dest="augment_quality", type=_non_negative_int, nargs="?",
                        const=1, default=_TRAIN.augment_quality, metavar="N",
-                       help="add N image-quality-degraded copies of each training scan (DeepLesionBrain: "
-                            "blur, unsharp masking, thick slices); the flag alone means 1")
-    group.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
-                       help="a model bundle to fine-tune from (default: random initialization)")
+                       help=_shown(show_all, "add N image-quality-degraded copies of each training scan "
+                                             "(DeepLesionBrain: blur, unsharp masking, thick slices); the flag "
+                                             f"alone means 1 (default: {_TRAIN.augment_quality})"))
+    train.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
+                       help=_shown(show_all, "a model bundle to fine-tune from (default: random "
+                                             "initialization)"))
     return group
 
 
@@ -418,36 +485,42 @@ CROSSSITE_COMBINATIONS = COMBINATIONS
 CROSSSITE_ABLATIONS = ABLATIONS
 
 
-def add_crosssite_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """The argument group of the cross-site study (``group --cross-site``, :mod:`bids_msseg.crosssite`)."""
-    group = parser.add_argument_group(
-        "Cross-site study",
-        "'group --cross-site' trains one model per training set of sites (and per ablation arm) with the "
-        "'group --train' options (--epochs, --batch-size, --architecture, --train-normalization, ...), tests "
+def add_crosssite_arguments(parser: argparse.ArgumentParser, show_all: bool = True) -> Any:
+    """The options of the cross-site study (``group --cross-site``, :mod:`bids_msseg.crosssite`),
+    shown in ``--help-all`` (or when ``show_all``)."""
+    group: Any = parser.add_argument_group(
+        "Cross-site study (group --cross-site)",
+        "Trains one model per training set of sites (and per ablation arm) with the training options, tests "
         "every model on every site's held-out test subjects and writes <output_dir>/crosssite/ (TSV tables, "
         "report.html). Rerunning with the same -w and output directory resumes; --overwrite starts every "
         "experiment over.",
-    )
+    ) if show_all else parser
     group.add_argument("--cross-site", dest="cross_site", action="store_true",
-                       help="run the cross-site generalization study")
+                       help=_shown(show_all, "run the cross-site generalization study"))
     group.add_argument("--extra-bids-dir", dest="extra_bids_dir", type=_existing_dir, action="append",
-                       metavar="DIR", help="another BIDS dataset of the study (repeatable); with several "
-                                           "datasets each one is a site unless --site-column/--site-field")
+                       metavar="DIR", help=_shown(show_all, "another BIDS dataset of the study (repeatable); with "
+                                                            "several datasets each one is a site unless "
+                                                            "--site-column/--site-field"))
     group.add_argument("--site-field", dest="site_field", nargs="+", metavar="FIELD",
-                       help="sidecar field(s) naming the site, e.g. Manufacturer MagneticFieldStrength (default "
-                            "with one dataset: those of InstitutionName, Manufacturer, ManufacturersModelName, "
-                            "MagneticFieldStrength that the sidecars have)")
-    group.add_argument("--sites", nargs="+", metavar="SITE", help="only these sites (labels as logged)")
+                       help=_shown(show_all, "sidecar field(s) naming the site, e.g. Manufacturer "
+                                             "MagneticFieldStrength (default with one dataset: those of "
+                                             "InstitutionName, Manufacturer, ManufacturersModelName, "
+                                             "MagneticFieldStrength that the sidecars have)"))
+    group.add_argument("--sites", nargs="+", metavar="SITE",
+                       help=_shown(show_all, "only these sites (labels as logged)"))
     group.add_argument("--combinations", nargs="+", choices=CROSSSITE_COMBINATIONS,
                        default=list(DEFAULT_COMBINATIONS),
-                       help="training sets: each site alone, all but one, all together, merged (leave-one-out and "
-                            "all), every two")
+                       help=_shown(show_all, "training sets: each site alone, all but one, all together, merged "
+                                             "(leave-one-out and all), every two (default: "
+                                             f"{' '.join(DEFAULT_COMBINATIONS)})"))
     group.add_argument("--test-fraction", dest="test_fraction", type=_probability,
                        default=_CROSSSITE.test_fraction, metavar="F",
-                       help="share of each site's subjects held out of every training and tested on")
+                       help=_shown(show_all, "share of each site's subjects held out of every training and tested "
+                                             f"on (default: {_CROSSSITE.test_fraction:g})"))
     group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],
-                       help="add ablation arms: the other intensity normalization (quantile/linear) or "
-                            "architecture (UNet++/UNet), compared with Wilcoxon signed-rank tests")
+                       help=_shown(show_all, "add ablation arms: the other intensity normalization "
+                                             "(quantile/linear) or architecture (UNet++/UNet), compared with "
+                                             "Wilcoxon signed-rank tests (default: none)"))
     return group
 
 
@@ -466,7 +539,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     argparse does; :func:`bids_msseg.cli.run.main` turns it into a return code.
     """
     parser = build_parser()
-    ns = vars(parser.parse_args(None if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ns = vars(parser.parse_args(argv))
+    ns["command_line"] = shlex.join(["bids_msseg", *argv])
     nprocs = ns.pop("nprocs") or available_cpus()
     omp = ns.pop("omp_nthreads") or min(nprocs, 8)
     work_dir = ns.pop("work_dir") or Path("work").absolute()
@@ -486,7 +561,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 def _group_settings(ns: dict[str, Any]) -> GroupSettings:
     """Pop the group-level flags from the parsed namespace ``ns`` into typed settings (built once, here)."""
     train_name, masks_dir, site_column = ns.pop("train_name"), ns.pop("masks_dir"), ns.pop("site_column")
-    seed = ns["random_seed"] if ns.get("random_seed") is not None else 0
+    seed = ns["random_seed"] if ns.get("random_seed") is not None else DEFAULT_RANDOM_SEED
     training = TrainSettings(
         name=train_name, masks_dir=masks_dir, extra_datasets=tuple(ns.pop("extra_train_dataset") or ()),
         epochs=ns.pop("epochs"), steps_per_epoch=ns.pop("steps_per_epoch"), batch_size=ns.pop("batch_size"),

@@ -35,7 +35,8 @@ from bids_msseg._compat import configure_environment
 from bids_msseg.bids import FlairRun, collect_flair_runs
 from bids_msseg.boilerplate import write_citation
 from bids_msseg.cli.parser import parse_args
-from bids_msseg.derivatives import derivative_paths, write_dataset_description
+from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_seconds
+from bids_msseg.derivatives import derivative_paths, segmented_sources, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.lesions import NEIGHBOURS, LesionDefinition
 from bids_msseg.longitudinal import run_longitudinal
@@ -47,10 +48,10 @@ from bids_msseg.validate import screen_runs
 from bids_msseg.workdirs import check_output_dir, check_work_dir
 
 if TYPE_CHECKING:
-    from bids_msseg.workflows.participant import RunStatus
+    pass
 
 __all__ = ["check_output_dir", "check_work_dir", "configure_logging", "container_info", "main", "outputs_complete",
-           "resolve_bundle"]
+           "resolve_bundle", "write_run_citation"]
 
 LOGGER = logging.getLogger("bids_msseg.cli")
 _HANDLER_FLAG = "_bids_msseg_cli_handler"
@@ -65,7 +66,7 @@ def configure_logging(verbose: int) -> None:
     for handler in list(logger.handlers):
         if getattr(handler, _HANDLER_FLAG, False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BarAwareHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
     setattr(handler, _HANDLER_FLAG, True)
     logger.addHandler(handler)
@@ -74,10 +75,12 @@ def configure_logging(verbose: int) -> None:
 
 def _configure_nipype_logging(verbose: int) -> None:
     """nipype's own loggers (in this process; workers are set up by the workflow runner)."""
-    from bids_msseg.workflows.participant import nipype_log_level  # lazy: nipype, only for participant runs
+    # lazy: nipype, only for participant runs
+    from bids_msseg.workflows.participant import format_nipype_logging, nipype_log_level
 
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
         logging.getLogger(name).setLevel(nipype_log_level(verbose))
+    format_nipype_logging()
 
 
 def resolve_bundle(model: Path | None) -> tuple[Path, ModelCard]:
@@ -142,7 +145,29 @@ def _run_group(options: Options) -> int:
     from bids_msseg.group import run_group  # lazy: torch and matplotlib, only for the group level
 
     result = run_group(options)
+    if not (options.group.train or options.group.cross_site):
+        write_run_citation(options)  # the methods of every run in the output folder, whoever made them
     return EXIT_OK if result is None else int(result)
+
+
+def write_run_citation(options: Options, pending: Sequence[FlairRun] = ()) -> Path | None:
+    """Write ``logs/CITATION.md`` for every run segmented in the output folder plus ``pending`` ones.
+
+    Counting the output folder (not this invocation's runs) keeps the text right after partial runs
+    (``--participant-label``, one cluster job per participant); ``group`` rewrites it the same way.
+    Returns None (and writes nothing) when the model cannot be read.
+    """
+    try:
+        _, card = resolve_bundle(options.model)
+    except UsageError as err:
+        LOGGER.warning("%s; logs/CITATION.md not rewritten", err)
+        return None
+    context: dict[str, Any] = SegmentationSettings.resolve(options, card).citation_context(options, card)
+    sources = set(segmented_sources(options.output_dir)) | {run.relpath for run in pending}
+    if sources:
+        subjects = {Path(source).name.split("_")[0] for source in sources}
+        context.update(n_runs=len(sources), n_subjects=len(subjects))
+    return write_citation(options.logs_dir, context)
 
 
 def _boilerplate_only(options: Options) -> int:
@@ -183,12 +208,10 @@ def _participant(options: Options) -> int:
     bundle_path, card = resolve_bundle(options.model)
     check_device(options.device)
     settings = SegmentationSettings.resolve(options, card)  # once per run, passed down
-    context: dict[str, Any] = settings.citation_context(options, card)
     write_dataset_description(options.output_dir, options.bids_dir, version=__version__,
                               container=container_info(),
                               description=describe(provenance(card.model_id, card.weights_sha256)))
-    context.update(n_runs=len(runs), n_subjects=len({r.subject for r in runs}))
-    write_citation(options.logs_dir, context)
+    write_run_citation(options, pending=runs)
 
     runs, rejected = screen_runs(runs, options.output_dir, options.logs_dir)
     refused = [RunStatus(r.run, state="failed", failed_node="validate", crash_file=r.crash_file, reason=r.message)
@@ -202,32 +225,36 @@ def _participant(options: Options) -> int:
         if refused:
             return max(_log_summary(refused, len(skipped), 0.0, options.output_dir), longitudinal_rc)
         LOGGER.info("all %d run(s) already have complete outputs in %s", len(runs), options.output_dir)
+        write_run_citation(options)
         return longitudinal_rc
 
-    LOGGER.info("segmenting %d FLAIR run(s) with model %s (threshold %.2f, min lesion %.1f mm3), "
-                "%d process(es) x %d thread(s)", len(todo), settings.model_id, settings.threshold,
-                settings.min_lesion_size_mm3, options.nprocs, options.omp_nthreads)
-
-    def progress(status: RunStatus, done: int, total: int) -> None:
-        seconds = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
-        if status.state == "ok":
-            detail = _summary_line(options.output_dir, status.run)
-            LOGGER.info("[%d/%d] %s: done%s%s", done, total, status.run.name, seconds,
-                        f" ({detail})" if detail else "")
-        else:
-            LOGGER.error("[%d/%d] %s: FAILED at step %r%s", done, total, status.run.name,
-                         status.failed_node, seconds)
-
+    threads = max(1, min(options.omp_nthreads, options.nprocs))
+    parallel = min(len(todo), max(1, options.nprocs // threads))
+    LOGGER.info("segmenting %d FLAIR run(s) with model %s (threshold %.2f, minimum lesion %.1f mm3, random seed %s)",
+                len(todo), settings.model_id, settings.threshold, settings.min_lesion_size_mm3,
+                options.random_seed)
+    if options.nipype_plugin == "MultiProc":
+        LOGGER.info("%d CPU(s): %d run(s) at a time, %d thread(s) each (--nprocs, --omp-nthreads)",
+                    options.nprocs, parallel, threads)
+    display = ProgressDisplay(len(todo), parallel, detail=lambda status: _summary_line(options.output_dir,
+                                                                                       status.run))
     cache_dir = options.work_dir / f"bids_msseg_{__version__.replace('.', '_')}"
     workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir,
                                    settings=settings)
-    tracker = RunTracker(todo, on_finish=progress)
+    tracker = RunTracker(todo, on_finish=display.on_finish, on_start=display.on_start, on_step=display.on_step)
     start = time.perf_counter()
-    run_participant_wf(workflow, options=options, tracker=tracker)
+    try:
+        run_participant_wf(workflow, options=options, tracker=tracker)
+    finally:
+        display.close()
     elapsed = time.perf_counter() - start
-
-    rc = _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
-    return max(rc, _longitudinal(options, runs, settings))
+    citation = write_run_citation(options)  # what the output folder now holds
+    if citation is not None:
+        LOGGER.info("methods text for your paper (every run in %s): %s", options.output_dir, citation)
+    code = _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
+    code = max(code, _longitudinal(options, runs, settings))
+    _mention_work_dir(options)
+    return code
 
 
 def _longitudinal(options: Options, runs: Sequence[FlairRun], settings: SegmentationSettings) -> int:
@@ -249,6 +276,16 @@ def _longitudinal(options: Options, runs: Sequence[FlairRun], settings: Segmenta
     return EXIT_OK
 
 
+def _mention_work_dir(options: Options) -> None:
+    """Say where the intermediate files are, how big, and that they may go (they only serve resuming)."""
+    try:
+        size = sum(p.stat().st_size for p in options.work_dir.rglob("*") if p.is_file())
+    except OSError:
+        return
+    LOGGER.info("intermediate files: %s (%.0f MB); reusing it with -w resumes, deleting it is safe",
+                options.work_dir, size / 1e6)
+
+
 def _log_summary(statuses: Sequence[Any], n_skipped: int, elapsed: float, output_dir: Path) -> int:
     """The end-of-run summary: counts, then one line per run (failed ones with step, crash file and
     reason); returns 1 when any run failed, else 0."""
@@ -257,7 +294,10 @@ def _log_summary(statuses: Sequence[Any], n_skipped: int, elapsed: float, output
                 len(statuses) - len(failed), len(failed), n_skipped, elapsed, output_dir)
     for status in statuses:
         if status.state == "ok":
-            LOGGER.info("  ok      %s", status.run.relpath)
+            details = [format_seconds(status.seconds)] if getattr(status, "seconds", None) is not None else []
+            if getattr(status, "peak_memory_gb", None):
+                details.append(f"peak memory {status.peak_memory_gb:.1f} GB")
+            LOGGER.info("  ok      %s%s", status.run.relpath, f" ({', '.join(details)})" if details else "")
         else:
             where = f"crash file {status.crash_file}" if status.crash_file else "no crash file"
             what = f"failed at {status.failed_node}" if status.failed_node else "not run"
@@ -279,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_environment(None)
     configure_logging(options.verbose)
     try:
-        check_output_dir(options.bids_dir, options.output_dir)
+        # the group level's cohort tables read the participant outputs: a missing folder is a mistake;
+        # group --train and --cross-site write their own outputs there
+        reads_outputs = options.analysis_level == "group" and not (options.group.train or options.group.cross_site)
+        check_output_dir(options.bids_dir, options.output_dir, create=not reads_outputs)
         if options.analysis_level == "group":
             return _run_group(options)
         return _participant(options)

@@ -5,10 +5,11 @@ Threads and seeds are set up by :mod:`bids_msseg.runtime` (shared with the group
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_msseg.preproc.orient import load_flair
+from bids_msseg.runtime import peak_memory_gb, reset_peak_memory
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,3 +68,17 @@ def write_json(target: Path, content: Mapping[str, Any]) -> Path:
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a JSON intermediate."""
     return json.loads(Path(path).read_text())
+
+
+def measure_peak_memory(run_interface: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Decorate an interface's ``_run_interface``: its peak resident memory goes to
+    ``runtime.peak_memory_gb`` (saved with the node's result; the progress lines read it)."""
+
+    @functools.wraps(run_interface)
+    def wrapper(self: Any, runtime: Any) -> Any:
+        reset_peak_memory()
+        runtime = run_interface(self, runtime)
+        runtime.peak_memory_gb = peak_memory_gb()
+        return runtime
+
+    return wrapper

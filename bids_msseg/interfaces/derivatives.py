@@ -8,6 +8,8 @@ writing them again from cached inputs costs seconds.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -22,7 +24,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_msseg.derivatives import write_location_derivatives, write_run_derivatives
-from bids_msseg.interfaces.common import load_array, load_original, read_json
+from bids_msseg.interfaces.common import load_array, load_original, measure_peak_memory, read_json
 from bids_msseg.lesions import LesionDefinition
 
 LOGGER = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class _WriteDerivativesInputSpec(BaseInterfaceInputSpec):
     location_map = File(desc="location classes on the input's grid (LesionLocation)")
     template_mask = File(desc="lesion mask in template space (LesionLocation)")
     template_probseg = File(desc="lesion probability in template space (LesionLocation)")
+    precision = traits.Str(desc="the arithmetic it ran in (recorded as InferencePrecision)")
 
 
 class _WriteDerivativesOutputSpec(TraitedSpec):
@@ -69,10 +72,13 @@ class WriteDerivatives(SimpleInterface):
     output_spec = _WriteDerivativesOutputSpec
     always_run = True
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
         extra = dict(self.inputs.extra_meta) if self.inputs.extra_meta else {}
         if self.inputs.device:
             extra["InferenceDevice"] = self.inputs.device
+        if self.inputs.precision:
+            extra["InferencePrecision"] = self.inputs.precision
         summary_extra = self._write_location(extra)
         paths = write_run_derivatives(
             self.inputs.out_dir,
@@ -130,6 +136,10 @@ class _ReportInputSpec(BaseInterfaceInputSpec):
     summary = File(exists=True, mandatory=True, desc="the run's summary TSV (one row)")
     decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
     out_report = traits.Str(mandatory=True, desc="where the HTML report goes")
+    probability = File(exists=True, desc="lesion probability on the FLAIR's grid")
+    expert_mask = traits.Str("", usedefault=True, desc="an expert lesion mask of this FLAIR (outlined on its grid)")
+    about = traits.Dict(desc="command line, software and model versions (shown in the report)")
+    citation = traits.Str("", usedefault=True, desc="logs/CITATION.md, shown as the report's methods section")
 
 
 class _ReportOutputSpec(TraitedSpec):
@@ -143,6 +153,7 @@ class ParticipantReport(SimpleInterface):
     output_spec = _ReportOutputSpec
     always_run = True
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
         # lazy: matplotlib, only in the worker that renders the report
         from bids_msseg.reports.participant import render_participant_report
@@ -150,6 +161,9 @@ class ParticipantReport(SimpleInterface):
         flair = load_original(self.inputs.in_file)
         summary = read_table(self.inputs.summary).iloc[0].to_dict()
         summary = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
+        expert, expert_source = _expert_on_grid(self.inputs.expert_mask, flair)
+        about = {"Date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), **dict(self.inputs.about or {})}
+        citation = Path(self.inputs.citation) if self.inputs.citation else None
         out = render_participant_report(
             self.inputs.out_report,
             flair,
@@ -158,6 +172,36 @@ class ParticipantReport(SimpleInterface):
             read_table(self.inputs.table),
             summary,
             read_json(self.inputs.decisions)["decisions"],
+            probability=load_array(self.inputs.probability, np.float32) if isdefined(self.inputs.probability) else None,
+            expert_mask=expert,
+            expert_source=expert_source,
+            about=about,
+            methods=_methods_body(citation),
         )
         self._results["out_report"] = str(out)
         return runtime
+
+
+def _expert_on_grid(path: str, flair: nib.Nifti1Image) -> tuple[np.ndarray | None, str]:
+    """The expert mask at ``path`` when it lies on the FLAIR's grid (else None, with a warning)."""
+    if not path:
+        return None, ""
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
+    except (OSError, ValueError) as err:
+        LOGGER.warning("expert mask %s unreadable (%s): not shown in the report", path, err)
+        return None, ""
+    if data.shape != flair.shape[:3] or not np.allclose(img.affine, flair.affine, atol=1e-3):
+        LOGGER.warning("expert mask %s is not on the FLAIR's grid: not shown in the report", path)
+        return None, ""
+    return data > 0, Path(path).name
+
+
+def _methods_body(citation: Path | None) -> str:
+    """The text of ``CITATION.md`` without its title line ('' when absent)."""
+    if citation is None or not citation.is_file():
+        return ""
+    lines = citation.read_text(encoding="utf-8").splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines)

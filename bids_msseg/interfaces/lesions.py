@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.interfaces.common import load_array, load_original, save_nifti
+from bids_msseg.interfaces.common import load_array, load_original, measure_peak_memory, save_nifti
 from bids_msseg.lesions import LesionDefinition, binarize, lesion_table
 from bids_msseg.preproc.orient import from_ras
 
@@ -51,6 +51,7 @@ class LesionStats(SimpleInterface):
     input_spec = _LesionStatsInputSpec
     output_spec = _LesionStatsOutputSpec
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
         original = load_original(self.inputs.in_file)
         probability = np.asarray(from_ras(load_array(self.inputs.probability, np.float32), original),

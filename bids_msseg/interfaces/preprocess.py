@@ -15,7 +15,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.interfaces.common import save_nifti, write_json
+from bids_msseg.interfaces.common import measure_peak_memory, save_nifti, write_json
 from bids_msseg.preproc import preprocess_flair
 from bids_msseg.runtime import seed_everything, set_threads
 from bids_msseg.settings import force_flag
@@ -50,6 +50,7 @@ class Preprocess(SimpleInterface):
     input_spec = _PreprocessInputSpec
     output_spec = _PreprocessOutputSpec
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
         seeded = self.inputs.random_seed is not None
         set_threads(self.inputs.omp_nthreads, itk_threads=1 if seeded else None)  # exact repeats when seeded

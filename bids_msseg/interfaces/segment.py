@@ -24,7 +24,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.interfaces.common import load_array, save_nifti
+from bids_msseg.interfaces.common import load_array, measure_peak_memory, save_nifti
 from bids_msseg.model.bundle import load_bundle
 from bids_msseg.runtime import seed_everything, set_threads
 
@@ -66,6 +66,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
 class _SegmentOutputSpec(TraitedSpec):
     probability = File(exists=True, desc="lesion probability, float32, on the RAS+ grid")
     device = traits.Str(desc="the device the network ran on")
+    precision = traits.Str(desc="the arithmetic the network ran in (fp32, bf16 or fp16)")
     seconds = traits.Float(desc="wall-clock time of normalization and inference")
 
 
@@ -75,8 +76,12 @@ class Segment(SimpleInterface):
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec
 
+    @measure_peak_memory
     def _run_interface(self, runtime):
-        from bids_msseg.model.predict import resolve_device  # lazy: torch, only in the worker that segments
+        from bids_msseg.model.predict import (  # lazy: torch, only in the worker that segments
+            effective_precision,
+            resolve_device,
+        )
         from bids_msseg.segment import segment_volume  # lazy: torch, only in the worker that segments
 
         set_threads(self.inputs.omp_nthreads)
@@ -96,5 +101,6 @@ class Segment(SimpleInterface):
         )
         seconds = time.perf_counter() - start
         out = save_nifti(probability, img.affine, Path(runtime.cwd) / "probability.nii", np.float32)
-        self._results.update(probability=str(out), device=str(device), seconds=round(seconds, 2))
+        self._results.update(probability=str(out), device=str(device), seconds=round(seconds, 2),
+                             precision=effective_precision(device, self.inputs.precision))
         return runtime

@@ -37,6 +37,15 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def effective_precision(device: torch.device, precision: str = "auto") -> str:
+    """The arithmetic ``precision`` means on ``device``: ``fp32``, ``bf16`` or ``fp16`` (never ``auto``)."""
+    if precision == "fp32":
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if precision == "bf16" else "fp16"
+    return "bf16" if precision == "bf16" or cpu_supports_bf16() else "fp32"
+
+
 def autocast_context(device: torch.device, precision: str = "auto"):
     """The autocast context for ``precision`` on ``device`` (see module doc)."""
     if precision not in PRECISIONS:

@@ -167,13 +167,19 @@ def _clipped(data: np.ndarray) -> np.ndarray:
     return np.clip(data, 0.0, top).astype(np.float32)
 
 
+def ants_seed_value(seed: int) -> int:
+    """The ``--random-seed`` of antsRegistration for our ``seed``: never 0, which ANTs reads as "seed
+    from the clock" (so ``--random-seed 0``, the default, would not repeat), and within int32."""
+    return int(seed) % (2**31 - 1) + 1
+
+
 @contextlib.contextmanager
 def ants_seed(seed: int) -> Iterator[None]:
     """Set ANTsPy's registration seed (read by ``ants.registration`` at call time), then restore it."""
     import ants  # lazy: ANTs starts ITK's thread pool; only the workers need it
 
     old = getattr(ants.config, "_random_seed", None)
-    ants.config._random_seed = seed
+    ants.config._random_seed = ants_seed_value(seed)
     try:
         yield
     finally:

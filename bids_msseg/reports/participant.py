@@ -17,6 +17,7 @@ import base64
 import io
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -26,8 +27,9 @@ import jinja2
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from matplotlib.figure import Figure
+from scipy import ndimage
 
 from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
@@ -157,16 +159,37 @@ def _lesion_overlay(lesions: np.ndarray) -> np.ndarray:
     return rgba
 
 
+#: How the preprocessing steps are named in the report.
+STEP_NAMES = {"n4": "N4 bias-field correction", "skullstrip": "Brain extraction",
+              "brain_extraction": "Brain extraction"}
+
+
 def _decision_rows(decisions: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Rows of (step, decision, reason) from a decisions mapping, nested or flat."""
+    """Rows of (step, decision, reason) from the preprocessing decisions.
+
+    Two shapes are read: that of :class:`bids_msseg.preproc.decisions.PreprocDecisions`
+    (``{"n4": bool, "skullstrip": bool, "reasons": {step: text}, "evidence": {...}}``) and a mapping
+    of step to ``{"applied": bool, "reason": text}``. The evidence becomes the last row.
+    """
+    reasons = decisions.get("reasons") if isinstance(decisions.get("reasons"), Mapping) else {}
     rows = []
     for step, value in decisions.items():
+        if step in ("reasons", "evidence"):
+            continue
         if isinstance(value, Mapping):
             reason = str(value.get("reason", ""))
-            decision = "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items() if k != "reason")
+            applied = value.get("applied")
+            decision = ("applied" if applied else "not applied") if isinstance(applied, bool) else "; ".join(
+                f"{k}: {_fmt(v)}" for k, v in value.items() if k != "reason")
         else:
-            decision, reason = _fmt(value), ""
-        rows.append({"step": str(step).replace("_", " "), "decision": decision, "reason": reason})
+            decision = ("applied" if value else "not applied") if isinstance(value, bool) else _fmt(value)
+            reason = str(reasons.get(step, ""))
+        rows.append({"step": STEP_NAMES.get(str(step), str(step).replace("_", " ")), "decision": decision,
+                     "reason": reason})
+    evidence = decisions.get("evidence")
+    if isinstance(evidence, Mapping) and evidence:
+        rows.append({"step": "Measurements", "decision": "",
+                     "reason": "; ".join(f"{str(k).replace('_', ' ')} {_fmt(v)}" for k, v in evidence.items())})
     return rows
 
 
@@ -191,6 +214,173 @@ def _environment() -> jinja2.Environment:
     )
 
 
+EXPERT_COLOUR = "#3dff5a"
+LESION_EDGE = "#ff3b14"
+#: Pixels across a mosaic (each voxel gets at least one pixel: full resolution) and across one
+#: orthogonal view.
+MOSAIC_PIXELS = 1100
+VIEW_PIXELS = 360
+
+
+def _scaled_figure(height: int, width: int, aspect: float, target: int) -> tuple[Figure, Any]:
+    """A figure drawing a ``height`` x ``width`` array at ``target`` pixels across, at least one
+    pixel per voxel (never downsampled), rows stretched by ``aspect``."""
+    scale = max(1.0, target / max(width, 1))
+    fig = Figure(figsize=(width * scale / DPI, max(height * aspect * scale, 1) / DPI), facecolor="black")
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    return fig, ax
+
+
+def _draw(ax: Any, background: np.ndarray, window: tuple[float, float], aspect: float, *,
+          labels: np.ndarray | None = None, probability: np.ndarray | None = None,
+          expert: np.ndarray | None = None, contour: np.ndarray | None = None) -> None:
+    """The FLAIR in grey with the optional layers: lesions filled and outlined, probability as a heat
+    map, the expert mask's outline, the brain-mask outline."""
+    ax.imshow(background, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
+    if probability is not None:
+        shown = np.ma.masked_less(probability, 0.05)
+        ax.imshow(shown, cmap="hot", vmin=0.0, vmax=1.0, alpha=0.75, aspect=aspect, interpolation="nearest")
+    if labels is not None and np.any(labels > 0):
+        ax.imshow(_lesion_overlay(labels), aspect=aspect, interpolation="nearest", alpha=0.55)
+        ax.contour((labels > 0).astype(np.float32), levels=[0.5], colors=LESION_EDGE, linewidths=0.7)
+    if expert is not None and np.any(expert):
+        ax.contour(expert.astype(np.float32), levels=[0.5], colors=EXPERT_COLOUR, linewidths=0.9)
+    if contour is not None and np.any(contour):
+        ax.contour(contour.astype(np.float32), levels=[0.5], colors=BRAIN_CONTOUR, linewidths=0.8)
+    ax.set_xlim(-0.5, background.shape[1] - 0.5)
+    ax.set_ylim(background.shape[0] - 0.5, -0.5)
+
+
+def _lesion_slices(labels: np.ndarray, reference: np.ndarray, n: int) -> tuple[list[int], dict[int, int]]:
+    """Axial slices that show as many lesions as possible, and the slice each lesion is numbered on.
+
+    Each lesion is numbered once, on the slice where it is largest; up to ``n`` slices are picked
+    greedily by the number of lesions they would number, then filled evenly through the lesions.
+    """
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    if not ids:
+        return _pick_slices(reference, n), {}
+    areas = np.stack([np.bincount(labels[:, :, k].ravel(), minlength=max(ids) + 1) for k in range(labels.shape[2])])
+    best = {i: int(np.argmax(areas[:, i])) for i in ids}
+    by_slice: dict[int, list[int]] = {}
+    for lesion, k in best.items():
+        by_slice.setdefault(k, []).append(lesion)
+    chosen = sorted(by_slice, key=lambda k: (-len(by_slice[k]), k))[:n]
+    if len(chosen) < n:
+        extra = [k for k in _pick_slices(labels > 0, n) if k not in chosen]
+        chosen += extra[: n - len(chosen)]
+    chosen = sorted(chosen)
+    # lesions whose best slice was not chosen are numbered on the chosen slice where they are largest
+    home = {}
+    for lesion in ids:
+        present = [k for k in chosen if areas[k, lesion] > 0]
+        if present:
+            home[lesion] = max(present, key=lambda k: areas[k, lesion])
+    return chosen, home
+
+
+def _lesion_mosaic(flair: np.ndarray, labels: np.ndarray, slices: Sequence[int], home: Mapping[int, int],
+                   box: tuple[slice, slice], zooms: tuple[float, float, float], window: tuple[float, float], *,
+                   expert: np.ndarray | None = None, probability: np.ndarray | None = None,
+                   contour: np.ndarray | None = None, numbers: bool = True) -> str:
+    """An axial mosaic at full resolution with the given layers; lesion numbers as in the table."""
+    columns = min(COLUMNS, len(slices))
+    background = _tile(flair, slices, box, columns)
+    rows = math.ceil(len(slices) / columns)
+    tile_h, tile_w = background.shape[0] // rows, background.shape[1] // columns
+    aspect = zooms[1] / zooms[0]
+    fig, ax = _scaled_figure(*background.shape, aspect, MOSAIC_PIXELS)
+    _draw(ax, background, window, aspect,
+          labels=_tile(labels, slices, box, columns) if probability is None else None,
+          probability=_tile(probability, slices, box, columns) if probability is not None else None,
+          expert=_tile(expert, slices, box, columns) if expert is not None else None,
+          contour=_tile(contour, slices, box, columns) if contour is not None else None)
+    position = {k: i for i, k in enumerate(slices)}
+    for i, k in enumerate(slices):
+        r, c = divmod(i, columns)
+        ax.text(c * tile_w + 2, r * tile_h + 2, f"z={k}", color="yellow", fontsize=7, va="top")
+    if numbers:
+        for lesion, k in home.items():
+            r, c = divmod(position[k], columns)
+            xs, ys = np.nonzero(labels[box[0], box[1], k] == lesion)
+            if xs.size == 0:
+                continue
+            col = c * tile_w + float(xs.mean())
+            row = r * tile_h + (tile_h - 1 - float(ys.mean()))
+            ax.text(col + 3, row - 3, str(lesion), color="white", fontsize=7, fontweight="bold", ha="left",
+                    va="bottom", bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.6, "lw": 0})
+    ax.text(2, tile_h - 2, "L", color="white", fontsize=9, va="bottom", ha="left")
+    ax.text(tile_w - 2, tile_h - 2, "R", color="white", fontsize=9, va="bottom", ha="right")
+    return _png_data_uri(fig)
+
+
+def _orthogonal_views(flair: np.ndarray, labels: np.ndarray, centre: Sequence[int],
+                      zooms: tuple[float, float, float], window: tuple[float, float], *,
+                      expert: np.ndarray | None = None) -> list[tuple[str, str]]:
+    """Axial, coronal and sagittal slices through ``centre`` (RAS+ voxel indices) as PNG data URIs."""
+    i, j, k = (int(c) for c in centre)
+    views = [
+        ("axial", f"z={k}", lambda v: np.flipud(v[:, :, k].T), zooms[1] / zooms[0], ("L", "R")),
+        ("coronal", f"y={j}", lambda v: np.flipud(v[:, j, :].T), zooms[2] / zooms[0], ("L", "R")),
+        ("sagittal", f"x={i}", lambda v: np.flipud(v[i, :, :].T), zooms[2] / zooms[1], ("P", "A")),
+    ]
+    out = []
+    for name, where, cut, aspect, (left, right) in views:
+        background = cut(flair)
+        fig, ax = _scaled_figure(*background.shape, aspect, VIEW_PIXELS)
+        _draw(ax, background, window, aspect, labels=cut(labels),
+              expert=cut(expert) if expert is not None else None)
+        ax.text(2, 2, f"{name} {where}", color="yellow", fontsize=8, va="top")
+        ax.text(2, background.shape[0] - 2, left, color="white", fontsize=9, va="bottom", ha="left")
+        ax.text(background.shape[1] - 2, background.shape[0] - 2, right, color="white", fontsize=9, va="bottom",
+                ha="right")
+        out.append((name, _png_data_uri(fig)))
+    return out
+
+
+def _view_centre(labels: np.ndarray, reference: np.ndarray) -> tuple[int, int, int]:
+    """The centre of the largest lesion, else of the brain (RAS+ voxel indices)."""
+    if np.any(labels > 0):
+        sizes = np.bincount(labels.ravel().astype(np.int64))
+        sizes[0] = 0
+        target = labels == int(np.argmax(sizes))
+    else:
+        target = reference if reference.any() else np.ones(labels.shape, bool)
+    return tuple(int(round(c)) for c in ndimage.center_of_mass(target))  # type: ignore[return-value]
+
+
+_MD_CODE = re.compile(r"`([^`]+)`")
+_MD_EMPH = re.compile(r"\*([^*]+)\*")
+_MD_ITEM = re.compile(r"^\d+\. ")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\((https?://\S+?)\)(?=[\s.,;]|$)")  # DOIs may hold parentheses
+
+
+def _inline(text: str) -> str:
+    text = str(escape(" ".join(text.split())))
+    text = _MD_LINK.sub(r'<a href="\2">\1</a>', text)
+    text = _MD_CODE.sub(r"<code>\1</code>", text)
+    return _MD_EMPH.sub(r"<em>\1</em>", text)
+
+
+def methods_html(markdown: str) -> Markup:
+    """The methods text (``logs/CITATION.md``) as HTML: headings, paragraphs, numbered references."""
+    blocks = []
+    for block in re.split(r"\n\s*\n", markdown.strip()):
+        lines = [line for line in block.splitlines() if line.strip()]
+        heading = re.match(r"^(#{1,6}) (.*)$", lines[0]) if lines else None
+        if heading:
+            level = max(3, min(6, len(heading.group(1))))  # below the report's own h2
+            blocks.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+            lines = lines[1:]
+        if lines and all(_MD_ITEM.match(line) for line in lines):
+            items = "".join(f"<li>{_inline(_MD_ITEM.sub('', line))}</li>" for line in lines)
+            blocks.append(f"<ol>{items}</ol>")
+        elif lines:
+            blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
+    return Markup("\n".join(blocks))
+
+
 def render_participant_report(
     out_path: Path,
     flair_img: nib.Nifti1Image,
@@ -199,24 +389,38 @@ def render_participant_report(
     table: pd.DataFrame,
     summary: Mapping[str, Any],
     decisions: Mapping[str, Any],
+    *,
+    probability: np.ndarray | None = None,
+    expert_mask: np.ndarray | None = None,
+    expert_source: str = "",
+    about: Mapping[str, Any] | None = None,
+    methods: str = "",
 ) -> Path:
-    """Write the self-contained QC report of one run to ``out_path`` (atomically); return it.
+    """Write the self-contained report of one run to ``out_path`` (atomically); return it.
 
-    ``lesion_mask`` (binary, or the numbered lesions: any value > 0 is shown) and ``brain_mask``
-    are on ``flair_img``'s grid; ``table`` is the per-lesion table; ``summary`` is the run's
-    summary row (``lesion_count``, ``total_lesion_volume_ml``, ``brain_volume_ml``, ``model_id``,
-    ...; ``preproc_*`` columns are left to the decisions section); ``decisions`` are the
-    preprocessing decisions with their reasons.
+    ``lesion_mask`` (the numbered lesions, whose numbers the lesion table's ``index`` gives, or a
+    binary mask) and ``brain_mask`` are on ``flair_img``'s grid; ``table`` is the per-lesion table;
+    ``summary`` is the run's summary row (``preproc_*`` columns are left to the decisions section);
+    ``decisions`` are the preprocessing decisions with their reasons. Optional: the lesion
+    ``probability`` map, an ``expert_mask`` on the same grid (drawn as an outline; ``expert_source``
+    names it), ``about`` (date, command line, software and model versions: shown as a table) and
+    the ``methods`` text in markdown.
     """
     out_path = Path(out_path)
     shape = tuple(flair_img.shape[:3])
-    for name, array in (("lesion_mask", lesion_mask), ("brain_mask", brain_mask)):
-        if tuple(np.shape(array)) != shape:
+    for name, array in (("lesion_mask", lesion_mask), ("brain_mask", brain_mask), ("probability", probability),
+                        ("expert_mask", expert_mask)):
+        if array is not None and tuple(np.shape(array)) != shape:
             raise ValueError(f"{name} has shape {np.shape(array)}, the FLAIR {shape}")
 
     flair = _to_ras(np.asarray(flair_img.dataobj, dtype=np.float32).reshape(shape), flair_img.affine)
-    lesions = _to_ras(lesion_mask, flair_img.affine)
+    labels = np.asarray(_to_ras(lesion_mask, flair_img.affine))
+    if labels.dtype == bool or labels.max(initial=0) <= 1:
+        labels, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+    labels = labels.astype(np.int32)
     brain = _to_ras(np.asarray(brain_mask, bool), flair_img.affine)
+    prob = _to_ras(np.asarray(probability, np.float32), flair_img.affine) if probability is not None else None
+    expert = _to_ras(np.asarray(expert_mask) > 0, flair_img.affine) if expert_mask is not None else None
     zooms = _ras_zooms(flair_img)
 
     reference = brain if brain.any() else flair > 0
@@ -225,11 +429,14 @@ def render_participant_report(
     window = (float(low), float(high) if high > low else float(low) + 1.0)
     box = _bounding_box(reference)
 
-    has_lesions = bool(np.any(lesions > 0))
-    lesion_slices = _pick_slices(lesions > 0 if has_lesions else reference, N_SLICES)
+    has_lesions = bool(np.any(labels > 0))
+    lesion_slices, home = _lesion_slices(labels, reference, N_SLICES)
+    lesion_png = _lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, expert=expert)
+    probability_png = (_lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, probability=prob,
+                                      numbers=False) if prob is not None else "")
     brain_slices = _pick_slices(reference, N_SLICES)
-    lesion_png = _mosaic_figure(flair, lesion_slices, box, zooms, window, lesions=lesions)
     brain_png = _mosaic_figure(flair, brain_slices, box, zooms, window, contour=brain)
+    views = _orthogonal_views(flair, labels, _view_centre(labels, reference), zooms, window, expert=expert)
 
     count = summary.get("lesion_count", len(table))
     summary_rows = [(SUMMARY_LABELS.get(k, k), _fmt(v)) for k, v in summary.items()
@@ -244,9 +451,17 @@ def render_participant_report(
         summary_rows=summary_rows,
         decision_rows=_decision_rows(decisions),
         lesion_png=lesion_png,
-        lesion_caption="slices containing lesions" if has_lesions else "no lesions; slices through the brain",
+        lesion_caption=("axial slices showing the most lesions; each lesion is numbered once, on the slice where it "
+                        "is largest, with its number in the lesion table" if has_lesions
+                        else "no lesions; slices through the brain"),
+        has_expert=expert is not None,
+        expert_source=expert_source,
+        views=views,
+        probability_png=probability_png,
         brain_png=brain_png,
         lesion_table=lesion_table_html,
+        about_rows=[(str(k), _fmt(v)) for k, v in (about or {}).items()],
+        methods=methods_html(methods) if methods else "",
         version=_version(),
     )
     write_text_atomic(out_path, html)

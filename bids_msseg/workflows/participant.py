@@ -40,6 +40,7 @@ from bids_msseg.bids import FlairRun
 from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_wf_name
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.interfaces import LesionLocation, LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
+from bids_msseg.masks import index_masks, mask_roots, name_entities, pick_mask
 from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
 from bids_msseg.runtime import THREAD_VARIABLES
@@ -48,7 +49,8 @@ from bids_msseg.settings import SegmentationSettings
 if TYPE_CHECKING:
     from bids_msseg.settings import Options
 
-__all__ = ["FINAL_NODE", "RunStatus", "RunTracker", "SegmentationSettings", "crash_reason", "flair_wf_name",
+__all__ = ["FINAL_NODE", "RunStatus", "RunTracker", "STEPS", "SegmentationSettings", "crash_reason", "flair_wf_name",
+           "format_nipype_logging",
            "init_participant_wf", "init_single_flair_wf", "nipype_log_level", "run_participant_wf"]
 
 LOGGER = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ def init_participant_wf(
         "get_linked_libs": "false",
         "check_version": "false",
     }
+    experts = expert_masks_of(runs, options)
     names: set[str] = set()
     for run in runs:
         wf_name = flair_wf_name(run)
@@ -110,8 +113,27 @@ def init_participant_wf(
             wf_name = f"{wf_name[:-3]}_{len(names)}_wf"
         names.add(wf_name)
         workflow.add_nodes([init_single_flair_wf(run, options=options, bundle_path=bundle_path,
-                                                 settings=settings, name=wf_name)])
+                                                 settings=settings, name=wf_name,
+                                                 expert_mask=experts.get(run.relpath))])
     return workflow
+
+
+def expert_masks_of(runs: Sequence[FlairRun], options: Options) -> dict[str, Path]:
+    """Expert lesion masks of the runs (``--expert-masks``, else ``bids_dir/derivatives/*/``), by relpath.
+
+    Shown as an outline in the participant reports; the group level evaluates against them.
+    """
+    try:
+        index = index_masks(mask_roots(options.bids_dir, options.group.cohort.masks_dir, [options.output_dir]))
+    except OSError:
+        return {}
+    found = {}
+    for run in runs:
+        entities, _ = name_entities(run.path.name)
+        candidates = index.get(frozenset(entities.items()))
+        if candidates:
+            found[run.relpath] = pick_mask(candidates)
+    return found
 
 
 def init_single_flair_wf(
@@ -121,6 +143,7 @@ def init_single_flair_wf(
     bundle_path: Path,
     settings: SegmentationSettings,
     name: str | None = None,
+    expert_mask: Path | None = None,
 ) -> pe.Workflow:
     """Segment one FLAIR and write its derivatives and report.
 
@@ -136,6 +159,8 @@ def init_single_flair_wf(
         Model id, threshold and lesion definition resolved against the bundle.
     name
         Workflow name (default :func:`flair_wf_name`).
+    expert_mask
+        An expert lesion mask of this FLAIR, outlined in the report.
 
     Inputs
     ------
@@ -177,7 +202,7 @@ def init_single_flair_wf(
         name="lesion_stats", mem_gb=mem("lesion_stats"))
     extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
                   "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
-    if options.random_seed is not None:
+    if options.random_seed is not None:  # the default seed too: same input and seed, same outputs
         extra_meta["RandomSeed"] = options.random_seed
     location = pe.Node(LesionLocation(random_seed=options.random_seed or 0),
                        name="lesion_location", n_procs=threads, mem_gb=mem("lesion_location"))
@@ -188,8 +213,14 @@ def init_single_flair_wf(
                          connectivity=settings.connectivity, model_id=settings.model_id,
                          extra_meta=extra_meta),
         name="write_derivatives", mem_gb=mem("write_derivatives"))
+    about = {"Command line": options.command_line or "(not recorded)",
+             **{("Model" if k == "model_id" else "Model weights (sha256)" if k == "model_weights_sha256" else k): v
+                for k, v in provenance(settings.model_id, settings.weights_sha256).items()},
+             "Random seed": options.random_seed if options.random_seed is not None else "none"}
     report = pe.Node(
-        ParticipantReport(out_report=str(derivative_paths(options.output_dir, run.relpath)["report"])),
+        ParticipantReport(out_report=str(derivative_paths(options.output_dir, run.relpath)["report"]),
+                          expert_mask=str(expert_mask or ""), about=about,
+                          citation=str(options.logs_dir / "CITATION.md")),
         name=FINAL_NODE, mem_gb=mem("report"))
 
     workflow.connect([
@@ -200,7 +231,7 @@ def init_single_flair_wf(
         (segment, lesion_stats, [("probability", "probability")]),
         (inputnode, write, [("in_file", "in_file")]),
         (preprocess, write, [("decisions", "decisions")]),
-        (segment, write, [("device", "device")]),
+        (segment, write, [("device", "device"), ("precision", "precision")]),
         (inputnode, location, [("in_file", "in_file")]),
         (lesion_stats, location, [("probability", "probability"), ("labels", "labels"),
                                   ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"), ("table", "table")]),
@@ -210,9 +241,9 @@ def init_single_flair_wf(
                            ("template_mask", "template_mask"), ("template_probseg", "template_probseg")]),
         (inputnode, report, [("in_file", "in_file")]),
         (preprocess, report, [("decisions", "decisions")]),
-        (lesion_stats, report, [("brain_mask", "brain_mask")]),
+        (lesion_stats, report, [("brain_mask", "brain_mask"), ("labels", "mask"), ("probability", "probability")]),
         (location, report, [("table", "table")]),
-        (write, report, [("mask", "mask"), ("summary", "summary")]),
+        (write, report, [("summary", "summary")]),
         (write, outputnode, [("mask", "mask"), ("summary", "summary")]),
         (report, outputnode, [("out_report", "report")]),
     ])
@@ -233,6 +264,10 @@ class RunStatus:
     failed_node: str | None = None
     crash_file: Path | None = None
     reason: str | None = None  # the exception's last line, from the crash file
+    #: Seconds of each finished step, in order of completion.
+    steps: dict[str, float] = field(default_factory=dict)
+    #: Largest peak resident memory of the run's steps (GB), when the steps recorded it.
+    peak_memory_gb: float | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -241,16 +276,25 @@ class RunStatus:
         return self.finished - self.started
 
 
+#: Steps that do work (the others are nipype's identity nodes).
+STEPS = ("preprocess", "segment", "lesion_stats", "write_derivatives", "report")
+
+
 @dataclass
 class RunTracker:
-    """nipype status callback: follows each run's nodes and logs a line when a run ends.
+    """nipype status callback: follows each run's nodes and reports its start, its steps and its end.
 
     A run is ``ok`` when its final node (the report) has completed, ``failed`` as soon as any of
     its nodes raises (nipype then skips that run's remaining nodes and goes on with the others).
+    ``on_start(status)`` is called when a run's first step starts, ``on_step(status, step, seconds)``
+    when one of its :data:`STEPS` ends (``seconds`` None for a step reused from the work directory,
+    which nipype ends without starting), and ``on_finish(status, done, total)`` when the run ends.
     """
 
     runs: Sequence[FlairRun]
     on_finish: Callable[[RunStatus, int, int], None] | None = None
+    on_start: Callable[[RunStatus], None] | None = None
+    on_step: Callable[[RunStatus, str, float | None], None] | None = None
     status: dict[str, RunStatus] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +302,7 @@ class RunTracker:
         for run in self.runs:
             self.status.setdefault(flair_wf_name(run), RunStatus(run))
         self._done = 0
+        self._step_started: dict[str, float] = {}
 
     def _lookup(self, node: Any) -> tuple[RunStatus | None, str]:
         parts = str(getattr(node, "fullname", node)).split(".")
@@ -271,16 +316,30 @@ class RunTracker:
         if status is None or status.state in ("ok", "failed"):
             return
         now = time.perf_counter()
-        if event == "start":
-            if status.started is None:
-                status.started = now
+        key = str(getattr(node, "fullname", node))
+        if status.started is None and event in ("start", "end"):  # a step reused from the cache has no start
+            status.started = now
             status.state = "running"
+            if self.on_start is not None:
+                self.on_start(status)
+        if event == "start":
+            self._step_started[key] = now
         elif event == "exception":
             status.state, status.failed_node, status.finished = "failed", node_name, now
             self._finish(status)
-        elif event == "end" and node_name == FINAL_NODE:
-            status.state, status.finished = "ok", now
-            self._finish(status)
+        elif event == "end":
+            if node_name in STEPS:
+                started = self._step_started.pop(key, None)
+                seconds = None if started is None else now - started  # None: reused from the work directory
+                status.steps[node_name] = seconds or 0.0
+                peak = _peak_memory_of(node)
+                if peak is not None:
+                    status.peak_memory_gb = max(peak, status.peak_memory_gb or 0.0)
+                if self.on_step is not None:
+                    self.on_step(status, node_name, seconds)
+            if node_name == FINAL_NODE:
+                status.state, status.finished = "ok", now
+                self._finish(status)
 
     def _finish(self, status: RunStatus) -> None:
         self._done += 1
@@ -304,6 +363,25 @@ class RunTracker:
                 status.reason = crash_reason(path)
                 if status.state != "ok":
                     status.state = "failed"
+
+
+def _peak_memory_of(node: Any) -> float | None:
+    """The peak memory a finished node recorded in its result (``measure_peak_memory``), if any."""
+    try:
+        return float(node.result.runtime.peak_memory_gb)
+    except Exception:  # noqa: BLE001 - a string in tests, a result file not readable, no such attribute
+        return None
+
+
+#: nipype's messages (``-vv``) in bids_msseg's format, with the logger's name.
+NIPYPE_FORMAT = logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%H:%M:%S")
+
+
+def format_nipype_logging() -> None:
+    """Give nipype's handlers bids_msseg's line format (nipype's own is ``yymmdd-hh:mm:ss,ms``)."""
+    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(NIPYPE_FORMAT)
 
 
 def nipype_log_level(verbose: int) -> int:
@@ -334,6 +412,7 @@ class _Worker:
             logger.addHandler(handler)
         for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
             logging.getLogger(name).setLevel(nipype_level)
+        format_nipype_logging()
 
 
 class _WorkerInitMultiProcPlugin(MultiProcPlugin):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from bids_msseg.boilerplate import (
     DEFAULT_CONTEXT,
     cited_keys,
     load_references,
     render_boilerplate,
+    training_citations,
     write_citation,
 )
+from bids_msseg.model.bundle import DEFAULT_BUNDLE, read_card
+from bids_msseg.settings import Options, SegmentationSettings
 
 # ------------------------------------------------------------------------------------ boilerplate
 
@@ -29,9 +33,10 @@ def test_every_cited_key_is_in_the_bib():
     expected = {"badea2024generalizable", "zhou2018unetpp", "he2016resnet", "tustison2010n4",
                 "avants2008syn", "gorgolewski2016bids", "gorgolewski2017bidsapps", "gorgolewski2011nipype",
                 "yarkoni2019pybids", "nyul1999standardizing", "lesjak2018mrms", "iakubovskii2019smp",
-                "paszke2019pytorch"}
+                "paszke2019pytorch", "iglesias2011robex", "fonov2011unbiased", "holmes1998colin"}
     assert expected == set(references)
-    assert expected == set(cited_keys(render_boilerplate(ALL_ON)))
+    assert expected - {"iglesias2011robex", "fonov2011unbiased", "holmes1998colin"} == set(
+        cited_keys(render_boilerplate(ALL_ON)))
     assert references["lesjak2018mrms"]["doi"] == "10.1007/s12021-017-9348-7"
 
 
@@ -47,7 +52,7 @@ def test_boilerplate_describes_the_run():
     assert "N4" not in plain and "tustison2010n4" not in plain and "avants2008syn" not in plain
     assert "scaled linearly" in plain and "already skull-stripped" in plain
     auto = render_boilerplate({})
-    assert auto.count("decided for each run") == 2 and DEFAULT_CONTEXT["n4"] == "auto"
+    assert auto.count("only where needed") == 1 and DEFAULT_CONTEXT["n4"] == "auto"  # said once (issue 14)
 
 
 def test_write_citation_numbers_citations_and_lists_references(tmp_path):
@@ -63,7 +68,7 @@ def test_write_citation_numbers_citations_and_lists_references(tmp_path):
     assert "doi:[10.1109/TMI.2010.2046908](https://doi.org/10.1109/TMI.2010.2046908)" in joined
     assert "{" not in references and "\\" not in references
     bib = (tmp_path / "logs" / "CITATION.bib").read_text()
-    assert set(load_references(bib)) == set(load_references())
+    assert set(load_references(bib)) == set(cited_keys(render_boilerplate(ALL_ON)))
 
 
 def test_bib_parser_handles_nested_braces_quotes_and_numbers():
@@ -71,3 +76,44 @@ def test_bib_parser_handles_nested_braces_quotes_and_numbers():
                               ' year = 2001, pages = {1--2}}\n@misc{k2,title={x}}')
     assert entries["k1"]["title"] == "A {Nested} Title" and entries["k1"]["year"] == "2001"
     assert entries["k1"]["author"] == "Doe, Jane and others" and entries["k2"]["type"] == "misc"
+
+
+# ---- The methods text names every method with its reference, once (issue 14).
+
+def _default_context() -> dict:
+    options = Options(Path("/in"), Path("/out"), "participant")
+    card = read_card(DEFAULT_BUNDLE)
+    return SegmentationSettings.resolve(options, card).citation_context(options, card)
+
+
+def test_training_data_come_from_the_bundle() -> None:
+    context = _default_context()
+    card = read_card(DEFAULT_BUNDLE)
+    assert context["training_data"] == card.training["data"]
+    text = render_boilerplate(context)
+    assert "was trained on" in text and "(see docs" not in text
+    if "3D-MR-MS" in card.training["data"]:
+        assert "@lesjak2018mrms" in text
+
+
+def test_training_citations_follow_the_description() -> None:
+    assert training_citations("synthetic FLAIR from MNI152 2009 / Colin27 with 3D-MR-MS masks") == [
+        "lesjak2018mrms", "fonov2011unbiased", "holmes1998colin"]
+    assert training_citations("my own scans") == []
+
+
+def test_brain_extraction_and_precision_are_described() -> None:
+    text = render_boilerplate(_default_context())
+    assert "ROBEX" in text and "@iglesias2011robex" in text and "@avants2008syn" in text
+    assert "auto arithmetic" not in text and "bfloat16" in text
+    fp32 = render_boilerplate({**_default_context(), "precision": "fp32"})
+    assert "32-bit floating point" in fp32 and "bfloat16" not in fp32
+
+
+def test_no_sentence_twice() -> None:
+    for context in (_default_context(), {"n4": True, "brain_extraction": "auto"}, {"n4": "auto"}):
+        text = " ".join(render_boilerplate(context).split())
+        sentences = [s for s in re.split(r"(?<=[.;])\s+", text) if len(s) > 30]
+        repeated = {s for s in sentences if sentences.count(s) > 1}
+        assert not repeated, repeated
+        assert text.count("only where needed") <= 1

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bids_msseg.cli.run import check_output_dir, main
-from bids_msseg.errors import OutputError
+from bids_msseg.cli.parser import parse_args
+from bids_msseg.cli.run import check_output_dir, main, write_run_citation
+from bids_msseg.derivatives import derivative_paths, segmented_sources
+from bids_msseg.errors import EXIT_NO_INPUT, OutputError
 
 
 def _filter_file(tmp_path: Path, content: object | str) -> str:
@@ -189,3 +191,34 @@ def test_main_process_needs_no_torch(synthetic_bids: Path, tmp_path: Path) -> No
             "-w", str(tmp_path / "work")]
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]
+
+
+# ---- The command line's run-level behaviour: CITATION.md over every run of the output folder, the
+
+def _fake_outputs(out: Path, relpaths: list[str]) -> None:
+    """A lesion mask and its sidecar per run, as the participant level writes them."""
+    for relpath in relpaths:
+        paths = derivative_paths(out, relpath)
+        paths["mask"].parent.mkdir(parents=True, exist_ok=True)
+        paths["mask"].write_bytes(b"")
+        paths["mask_json"].write_text(json.dumps({"Sources": [f"bids:raw:{relpath}", "bids::x"]}))
+
+
+def test_citation_counts_every_run_of_the_output_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    runs = ["sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz",
+            "sub-02/anat/sub-02_FLAIR.nii.gz", "sub-26/anat/sub-26_FLAIR.nii.gz"]
+    _fake_outputs(out, runs)
+    assert segmented_sources(out) == sorted(runs)
+    # a later invocation for one participant (a cluster job) still describes all four runs
+    options = parse_args([str(tmp_path / "bids"), str(out), "participant", "--participant-label", "26"])
+    text = write_run_citation(options).read_text()
+    assert "4 FLAIR images of 3 participants" in text
+    assert "Lesjak" in text and "Iglesias" in text and "Tustison" in text and "Zhou" in text
+
+
+def test_group_does_not_create_a_missing_output_folder(tmp_path: Path) -> None:
+    (tmp_path / "bids").mkdir()
+    out = tmp_path / "missing"
+    assert main([str(tmp_path / "bids"), str(out), "group"]) == EXIT_NO_INPUT
+    assert not out.exists()

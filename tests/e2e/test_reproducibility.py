@@ -117,3 +117,23 @@ def test_real_raw_flair_repeats_exactly(shared_data: Path, tmp_path: Path) -> No
     assert sidecar["PreprocessingDecisions"]["n4"] is True and sidecar["PreprocessingDecisions"]["skullstrip"] is True
     digests = _assert_identical(out1, relpath, out2, relpath)
     print(f"identical sha256 of the data: {digests}")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_raw_flair_repeats_exactly_by_default(shared_data: Path, tmp_path: Path) -> None:
+    """Issue 14: without --random-seed (seed 0, which ANTs alone would read as "from the clock")."""
+    source = shared_data / RAW_FLAIR
+    if not source.is_file():
+        pytest.skip(f"real data not available: {source} is missing")
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "repeatability", "BIDSVersion": "1.10.0"}))
+    relpath = "sub-01/anat/sub-01_FLAIR.nii.gz"
+    (bids / relpath).symlink_to(source)
+    out1, out2 = _run_twice(bids, tmp_path)
+    assert json.loads(derivative_paths(out1, relpath)["mask_json"].read_text())["RandomSeed"] == 0
+    _assert_identical(out1, relpath, out2, relpath)
+    for key in IMAGE_KEYS:
+        paths1, paths2 = derivative_paths(out1, relpath), derivative_paths(out2, relpath)
+        assert paths1[key].read_bytes() == paths2[key].read_bytes(), f"{key}: files differ"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bids_msseg.preproc.brain import fill_holes, mask_from_background
+from bids_msseg.preproc.brain import ants_seed_value, fill_holes, mask_from_background
 from tests.preproc.helpers import synthetic_head
 
 # --- masks -------------------------------------------------------------------------------------
@@ -27,3 +27,11 @@ def test_fill_holes_closes_ventricles_open_at_the_slab_end() -> None:
     mask[8:12, 8:12, 3:] = False  # a channel open at the top: not a 3D hole
     filled = fill_holes(mask)
     assert filled[10, 10, 5]
+
+
+# ---- ANTs' registration seed is never 0, which ANTs reads as "seed from the clock" (issue 14).
+
+def test_ants_seed_is_never_zero_and_fits_int32() -> None:
+    assert ants_seed_value(0) != 0
+    assert len({ants_seed_value(s) for s in (0, 1, 42, 2**31 - 2)}) == 4
+    assert all(0 < ants_seed_value(s) < 2**31 for s in (0, 2**31 - 2, 2**40, 10**12))
