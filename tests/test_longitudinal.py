@@ -17,7 +17,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_validator
 
 from bids_msseg.bids import FlairRun
 from bids_msseg.derivatives import derivative_paths, write_dataset_description
@@ -283,7 +282,7 @@ def test_cli_switch_turns_the_step_off(tmp_path: Path):
 
 @pytest.mark.skipif(shutil.which("bids-validator-deno") is None,
                     reason="bids-validator-deno is not on PATH (pip install bids-validator-deno)")
-def test_bids_validator_accepts_longitudinal_outputs(shifted_pair, tmp_path: Path):
+def test_bids_validator_accepts_longitudinal_outputs(shifted_pair, tmp_path: Path, run_validator):
 
     out, _, _ = shifted_pair
     bids = out.parent / "bids"
