@@ -73,14 +73,14 @@ def binarize(
     Returns the binary mask (uint8), the numbered lesion map (int32) and the lesion count.
     """
     probability = np.asarray(probability)
-    mask = probability >= threshold
-    if seed_threshold > threshold:
-        structure = ndimage.generate_binary_structure(3, definition.connectivity)
-        components, n = ndimage.label(mask, structure=structure)
-        if n:
-            peaks = ndimage.maximum(probability, components, np.arange(1, n + 1))
-            mask = np.concatenate([[False], np.asarray(peaks) >= seed_threshold])[components]
-    labels, n = label_lesions(mask, voxel_volume_mm3, definition)
+    labels, n = label_lesions(probability >= threshold, voxel_volume_mm3, definition)
+    if seed_threshold > threshold and n:
+        inside = labels > 0
+        peaks = np.zeros(n + 1, np.float64)
+        np.maximum.at(peaks, labels[inside], probability[inside])  # lesion voxels only: fast
+        keep = peaks[1:] >= seed_threshold
+        lut = np.concatenate([[0], np.where(keep, np.cumsum(keep), 0)]).astype(np.int32)
+        labels, n = lut[labels], int(keep.sum())  # still numbered largest first
     return (labels > 0).astype(np.uint8), labels, n
 
 
