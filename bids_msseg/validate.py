@@ -77,6 +77,12 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
     if not path.is_file():
         raise fail(path, "not a regular file")
     try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise fail(path, f"the file cannot be read ({err.strerror or err}); check its permissions (the user "
+                         "running bids_msseg must be able to read it) or the storage it is on") from err
+    try:
         img = nib.load(str(path))
     except ImageFileError as err:
         raise fail(path, f"not a readable NIfTI image ({err}); convert it to NIfTI (e.g. dcm2niix for "
@@ -252,6 +258,10 @@ def write_crash_report(logs_dir: Path, run: FlairRun, message: str, step: str = 
     """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = Path(logs_dir) / f"crash-{stamp}-{run.name}-{step}.txt"
+    for n in range(2, 100):  # two runs of one name (sub-01_FLAIR.nii and .nii.gz) keep a report each
+        if not target.exists():
+            break
+        target = Path(logs_dir) / f"crash-{stamp}-{run.name}-{step}-{n}.txt"
     text = (f"Run: {run.relpath}\nFile: {run.path}\nStep: {step} (checks before the workflow; nothing "
             f"was computed for this run)\n\nbids_msseg.errors.InputError: {message}\n")
     try:
@@ -289,12 +299,34 @@ def screen_runs(runs: Sequence[FlairRun], output_dir: Path,
     logs_dir = Path(logs_dir) if logs_dir is not None else Path(output_dir) / "logs"
     good: list[FlairRun] = []
     rejected: list[Rejected] = []
+
+    def refuse(run: FlairRun, message: str) -> None:
+        LOGGER.error("%s: %s", run.name, message)
+        rejected.append(Rejected(run, message, write_crash_report(logs_dir, run, message)))
+
     for run in runs:
         try:
             screen_run(run, output_dir)
         except InputError as err:
-            LOGGER.error("%s: %s", run.name, err)
-            rejected.append(Rejected(run, str(err), write_crash_report(logs_dir, run, str(err))))
+            refuse(run, str(err))
         else:
             good.append(run)
-    return good, rejected
+    clashes = output_collisions(good, output_dir)
+    for run in [r for r in good if r.relpath in clashes]:
+        others = ", ".join(clashes[run.relpath])
+        refuse(run, str(fail(run.path, f"its outputs would have the same names as those of {others}: one would "
+                                       "overwrite the other; keep one of these files (remove or rename the others)")))
+    return [r for r in good if r.relpath not in clashes], rejected
+
+
+def output_collisions(runs: Sequence[FlairRun], output_dir: Path) -> dict[str, list[str]]:
+    """Runs whose derivatives would have the same names (``sub-01_FLAIR.nii`` beside ``.nii.gz``, or an
+    entity that derivative names do not keep): ``{relpath: [relpaths of the others]}``."""
+    by_target: dict[Path, list[str]] = {}
+    for run in runs:
+        try:
+            paths = derivative_paths(output_dir, run.relpath)
+        except OutputError:
+            continue
+        by_target.setdefault(paths["summary"], []).append(run.relpath)
+    return {rel: [o for o in group if o != rel] for group in by_target.values() if len(group) > 1 for rel in group}

@@ -212,13 +212,17 @@ def _bids_filter_file(value: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{value}: no such file")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise argparse.ArgumentTypeError(f"{value}: cannot be read ({err})") from None
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"{value}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{value}: not a usable filter file (JSON nested too deeply)") from None
     try:
         return validate_bids_filters(obj, source=str(value))
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{value}: not a usable filter file (JSON nested too deeply)") from None
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -227,8 +231,8 @@ def _plugin_args(value: str) -> dict[str, Any]:
     """argparse type: ``--plugin-args`` as a JSON object, e.g. ``'{"sbatch_args": "-p short"}'``."""
     try:
         obj = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"{value!r}: not a JSON object ({err})") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise argparse.ArgumentTypeError(f"{value[:80]!r}: not a JSON object ({err})") from None
     if not isinstance(obj, dict):
         raise argparse.ArgumentTypeError(f"{value!r}: must be a JSON object")
     return obj
@@ -244,8 +248,8 @@ def _plugin_file(value: str) -> dict[str, Any]:
         obj = yaml.safe_load(path.read_text())
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{value}: cannot be read ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise argparse.ArgumentTypeError(f"{value}: not valid YAML/JSON ({err})") from None
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"{value}: not valid YAML/JSON ({str(err)[:200]})") from None
     if not isinstance(obj, dict) or obj.get("plugin") not in NIPYPE_PLUGINS:
         raise argparse.ArgumentTypeError(f"{value}: needs 'plugin: <name>' with a name among "
                                          f"{', '.join(NIPYPE_PLUGINS)}")

@@ -43,7 +43,7 @@ from bids_msseg.provenance import describe, provenance
 from bids_msseg.runtime import check_device
 from bids_msseg.settings import Options, SegmentationSettings
 from bids_msseg.validate import screen_runs
-from bids_msseg.workdirs import check_output_dir, check_work_dir
+from bids_msseg.workdirs import check_output_dir, check_work_dir, discard_damaged_cache
 
 if TYPE_CHECKING:
     from bids_msseg.workflows.participant import RunStatus
@@ -169,7 +169,7 @@ def _participant(options: Options) -> int:
     if options.boilerplate_only:
         return _boilerplate_only(options)
 
-    check_work_dir(options.bids_dir, options.work_dir)
+    check_work_dir(options.bids_dir, options.work_dir, options.output_dir)
     _configure_nipype_logging(options.verbose)
     runs = collect_flair_runs(
         options.bids_dir,
@@ -217,6 +217,7 @@ def _participant(options: Options) -> int:
                          status.failed_node, seconds)
 
     cache_dir = options.work_dir / f"bids_msseg_{__version__.replace('.', '_')}"
+    discard_damaged_cache(cache_dir)
     workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir,
                                    settings=settings)
     tracker = RunTracker(todo, on_finish=progress)

@@ -82,3 +82,27 @@ def test_tracker_and_crash_reason(synthetic_bids: Path, tmp_path: Path) -> None:
     assert status.crash_file == logs / "crash-x-root-segment-1.txt"
     assert status.reason == "bids_msseg.errors.InputError: the image is 4D with 3 volumes"
     assert tracker.status["single_flair_sub_01_ses_2_FLAIR_wf"].state == "pending"
+
+
+def test_a_task_without_result_fails_its_run_instead_of_hanging() -> None:
+    """Issue 18: a full work directory made nipype's callback raise; the task never ended (hang)."""
+    from concurrent.futures import Future
+
+    from bids_msseg.workflows.participant import _WorkerInitMultiProcPlugin
+
+    plugin = _WorkerInitMultiProcPlugin({"n_procs": 1}, (1, 30, 50, 1))
+    try:
+        future: Future = Future()
+        plugin._task_obj[7] = future
+        future.set_exception(FileNotFoundError("result_segment.pklz\n[Errno 28] No space left on device"))
+        plugin._async_callback(future)
+        result = plugin._get_result(7)
+        assert result is not None and result["result"] is None and result["taskid"] == 7
+        assert "the disk is full" in result["traceback"][-1]
+        other: Future = Future()
+        plugin._task_obj[8] = other
+        other.set_exception(EOFError("truncated"))
+        plugin._async_callback(other)
+        assert "returned no result" in plugin._get_result(8)["traceback"][-1]
+    finally:
+        plugin.pool.shutdown(wait=False)
