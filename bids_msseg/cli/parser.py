@@ -332,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="N4 bias-field correction; auto decides from the image and its sidecar")
     pre.add_argument("--skullstrip", choices=SWITCHES, default="auto",
                      help="brain extraction; auto skips it for images that are already skull-stripped")
+    pre.add_argument("--force-contrast", dest="force_contrast", action="store_true",
+                     help="segment images whose contrast does not look like FLAIR (e.g. T1-like), with a "
+                          "warning, instead of refusing them")
+    pre.add_argument("--min-brain-volume", dest="min_brain_volume", type=_non_negative_float, metavar="ML",
+                     help="smallest plausible brain-mask volume in mL (default 300: adult brains); lower it for "
+                          "children's brains or scans covering part of the brain")
 
     run = parser.add_argument_group("Running")
     run.add_argument("--stop-on-first-crash", action="store_true",

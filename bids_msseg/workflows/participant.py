@@ -116,6 +116,16 @@ def init_participant_wf(
     return workflow
 
 
+def _preprocess_extras(options: Options) -> dict[str, Any]:
+    """Inputs of the preprocess node that are set only when not default (default runs keep their cache)."""
+    extras: dict[str, Any] = {}
+    if getattr(options, "force_contrast", False):
+        extras["force_contrast"] = True
+    if getattr(options, "min_brain_volume", None) is not None:
+        extras["min_brain_volume"] = float(options.min_brain_volume)
+    return extras
+
+
 def init_single_flair_wf(
     run: FlairRun,
     *,
@@ -165,7 +175,7 @@ def init_single_flair_wf(
 
     preprocess = pe.Node(
         Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
-                   omp_nthreads=threads),
+                   omp_nthreads=threads, **_preprocess_extras(options)),
         name="preprocess", n_procs=threads, mem_gb=mem("preprocess"))
     segment = pe.Node(
         Segment(bundle_path=str(bundle_path), model_id=settings.model_id,

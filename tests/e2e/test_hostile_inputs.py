@@ -10,6 +10,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -242,3 +243,171 @@ def test_huge_sidecar_is_not_copied_into_the_index(tmp_path: Path, synthetic_bid
     assert "more than the 1000000 accepted" in problems["sub-02/anat/sub-02_FLAIR.nii.gz"]
     size = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file() and "bids" not in p.parts)
     assert size < 1_000_000  # the work directory (was 4x the sidecar's size)
+
+
+# ---------------------------------------------------------------- wrong answers without a warning
+
+
+def _stripped_head(tmp_path: Path, name: str = "sub-01_FLAIR.nii.gz", scale: float = 1.0, **kwargs):
+    import nibabel as nib
+    import numpy as np
+
+    from tests.helpers import head_like_flair
+
+    data = head_like_flair((64, 72, 56), seed=4, skull=False).astype(np.float32)
+    affine = np.diag([3.0 * scale, 3.0 * scale, 3.0 * scale, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    for key, value in kwargs.items():
+        img.header[key] = value
+    path = tmp_path / name
+    nib.save(img, str(path))
+    return path, data, affine
+
+
+def test_one_extreme_voxel_is_clipped_not_taken_for_the_whole_range(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import nibabel as nib
+
+    from bids_msseg.preproc import preprocess_flair
+
+    _, data, affine = _stripped_head(tmp_path)
+    for value, count in ((1e8, 1), (1e30, 5)):
+        spoiled = data.copy()
+        spoiled.ravel()[:: spoiled.size // count][:count] = value
+        path = tmp_path / f"spoiled_{count}.nii.gz"
+        nib.save(nib.Nifti1Image(spoiled, affine), str(path))
+        result = preprocess_flair(path)
+        assert not result.decisions.skullstrip  # still seen as skull-stripped, its brain found
+        assert 300 < result.brain_volume_ml < 2500
+        assert "clipped" in caplog.text
+
+
+def test_negative_scaling_and_integer_wrap_are_refused(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from bids_msseg.errors import InputError
+    from bids_msseg.preproc.orient import load_flair
+
+    path, data, affine = _stripped_head(tmp_path, scl_slope=-1.0, scl_inter=0.0)
+    with pytest.raises(InputError, match="negative"):
+        load_flair(path)
+    wrapped = (data.astype(np.int64) * 60).astype(np.int16)  # 650 * 60 > 32767: lesions wrap around
+    nib.save(nib.Nifti1Image(wrapped, affine), str(tmp_path / "wrap.nii.gz"))
+    with pytest.raises(InputError, match="wrapped around"):
+        load_flair(tmp_path / "wrap.nii.gz")
+
+
+def test_small_brain_gets_the_right_hint_and_an_override(tmp_path: Path) -> None:
+    from bids_msseg.errors import InputError
+    from bids_msseg.preproc import preprocess_flair
+
+    path, _, _ = _stripped_head(tmp_path, scale=0.6)  # ~ a quarter of the volume: an infant-size brain
+    with pytest.raises(InputError, match="lower --min-brain-volume") as info:
+        preprocess_flair(path)
+    assert "force" not in str(info.value) or "--skullstrip on" in str(info.value)
+    result = preprocess_flair(path, min_brain_ml=100)
+    assert result.brain_volume_ml < 300
+
+
+def test_empty_huge_volume_is_refused_at_screening_in_seconds(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from bids_msseg.errors import InputError
+    from bids_msseg.validate import screen_flair
+
+    img = nib.Nifti1Image(np.zeros((1024, 1024, 190), np.uint8), np.eye(4))
+    path = tmp_path / "sub-01_FLAIR.nii.gz"
+    nib.save(img, str(path))
+    del img
+    start = time.monotonic()
+    with pytest.raises(InputError, match="every voxel is 0"):
+        screen_flair(path)
+    assert time.monotonic() - start < 20
+
+
+def _mni_t1(tmp_path: Path) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    datasets = pytest.importorskip("nilearn.datasets")
+    image = pytest.importorskip("nilearn.image")
+    t1 = datasets.load_mni152_template(resolution=2)
+    mask = image.resample_to_img(datasets.load_mni152_brain_mask(resolution=2), t1, interpolation="nearest")
+    data = np.asarray(t1.dataobj, np.float32) * (np.asarray(mask.dataobj) > 0)  # skull-stripped T1
+    path = tmp_path / "sub-01_FLAIR.nii.gz"
+    nib.save(nib.Nifti1Image(data, t1.affine), str(path))
+    return path
+
+
+def test_t1_named_flair_is_refused_unless_forced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bids_msseg.errors import InputError
+    from bids_msseg.preproc import preprocess_flair
+
+    path = _mni_t1(tmp_path)
+    with pytest.raises(InputError, match="does not look like a FLAIR.*as in T1.*--force-contrast"):
+        preprocess_flair(path)
+    result = preprocess_flair(path, force_contrast=True)
+    assert "as in T1" in result.contrast_warning
+    assert "segmented anyway" in caplog.text
+
+
+def test_inverted_flair_is_refused(tmp_path: Path, shared_data: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from bids_msseg.errors import InputError
+    from bids_msseg.preproc import preprocess_flair
+
+    img = nib.load(str(shared_data / "3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz"))
+    data = np.asarray(img.dataobj, np.float32)
+    brain = data > 0
+    lo, hi = np.percentile(data[brain], [0.5, 99.5])
+    data[brain] = hi + lo - np.clip(data[brain], lo, hi)
+    nib.save(nib.Nifti1Image(data, img.affine), str(tmp_path / "inverted.nii.gz"))
+    with pytest.raises(InputError, match="does not look like a FLAIR.*CSF looks bright"):
+        preprocess_flair(tmp_path / "inverted.nii.gz")
+
+
+@pytest.mark.parametrize("name", ["3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz", "mslesseg/P14/P14_T1_FLAIR.nii.gz",
+                                  "mslesseg/P14/P14_T2_FLAIR.nii.gz", "mslesseg/P14/P14_T3_FLAIR.nii.gz"])
+def test_real_skull_stripped_flairs_pass_the_contrast_screen(name: str, shared_data: Path) -> None:
+    from bids_msseg.preproc import preprocess_flair
+
+    result = preprocess_flair(shared_data / name)
+    assert result.contrast_warning is None
+
+
+@pytest.mark.slow
+def test_real_raw_flairs_pass_the_contrast_screen(shared_data: Path) -> None:
+    """The 9 raw FLAIRs and the GG-853 template (brain extraction first: about a minute each)."""
+    from bids_msseg.preproc import preprocess_flair
+
+    paths = sorted((shared_data / "raw-flair").glob("*_FLAIR.nii.gz"))
+    paths.append(shared_data / "flair-template/GG-853-FLAIR-2.0mm.nii.gz")
+    for path in paths:
+        assert preprocess_flair(path).contrast_warning is None, path
+
+
+@pytest.mark.slow
+def test_forced_t1_run_carries_its_warning_to_sidecar_report_and_group_table(
+        tmp_path: Path, make_bids_dataset, tiny_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import pandas as pd
+
+    from bids_msseg.derivatives import derivative_paths
+
+    bids = make_bids_dataset(tmp_path / "bids", runs=(), extra_files=())
+    target = bids / "sub-01/anat/sub-01_FLAIR.nii.gz"
+    target.parent.mkdir(parents=True)
+    shutil.move(_mni_t1(tmp_path), target)
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+    assert _main(bids, tmp_path, "--model", str(tiny_bundle)) == 1
+    assert "does not look like a FLAIR" in caplog.text and "--force-contrast" in caplog.text
+    assert _main(bids, tmp_path, "--model", str(tiny_bundle), "--force-contrast") == 0
+    paths = derivative_paths(tmp_path / "out", "sub-01/anat/sub-01_FLAIR.nii.gz")
+    assert "as in T1" in json.loads(paths["mask_json"].read_text())["PreprocessingDecisions"]["contrast_warning"]
+    assert "as in T1" in paths["report"].read_text()
+    assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 0
+    table = pd.read_csv(tmp_path / "out/group_lesions.tsv", sep="\t")
+    assert "as in T1" in table.loc[0, "contrast_warning"]
