@@ -113,7 +113,9 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
         return False
     try:
         meta = json.loads(paths["mask_json"].read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(meta, dict):
         return False
     neighbours = NEIGHBOURS[settings.connectivity]
     recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("SeedThreshold", 0.0),

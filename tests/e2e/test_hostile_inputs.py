@@ -411,3 +411,25 @@ def test_forced_t1_run_carries_its_warning_to_sidecar_report_and_group_table(
     assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 0
     table = pd.read_csv(tmp_path / "out/group_lesions.tsv", sep="\t")
     assert "as in T1" in table.loc[0, "contrast_warning"]
+
+
+def test_every_json_the_app_reads_survives_deep_nesting(tmp_path: Path, synthetic_bids: Path,
+                                                        tiny_bundle: Path) -> None:
+    """The class behind the nested sidecar and filter file: each JSON read gives a message, not a traceback."""
+    from bids_msseg.masks import generated_by_us
+    from bids_msseg.model.bundle import BundleError, read_card
+
+    deep = "[" * 100_000 + "]" * 100_000
+    folder = tmp_path / "derivatives_x"
+    folder.mkdir()
+    (folder / "dataset_description.json").write_text(deep)
+    assert generated_by_us(folder) is False
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "model.json").write_text(deep)
+    with pytest.raises(BundleError):
+        read_card(bundle)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(deep)
+    assert _main(synthetic_bids, tmp_path, "--model", str(tiny_bundle)) == 73  # refuses to replace it
