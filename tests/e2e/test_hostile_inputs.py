@@ -105,8 +105,10 @@ def test_runs_whose_outputs_would_collide_are_refused(second: str, tmp_path: Pat
 def test_dataset_description_that_is_a_json_array_exit_16(tmp_path: Path, synthetic_bids: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     (synthetic_bids / "dataset_description.json").write_text("[1, 2, 3]")
-    assert _main(synthetic_bids, tmp_path) == 16
-    assert "holds a JSON list, not an object" in caplog.text
+    for extra in ((), ("--skip-bids-validation",)):
+        caplog.clear()
+        assert _main(synthetic_bids, tmp_path, *extra) == 16
+        assert "holds a JSON list, not an object" in caplog.text
 
 
 def test_deeply_nested_sidecar_costs_only_its_run(tmp_path: Path, synthetic_bids: Path,
