@@ -22,6 +22,7 @@ import shutil
 import stat
 import tempfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from bids_msseg.errors import OutputError, UsageError
@@ -129,19 +130,29 @@ def _gzip_intact(path: Path) -> bool:
         return False
 
 
-def discard_damaged_cache(cache_dir: Path) -> list[Path]:
+def discard_damaged_cache(cache_dir: Path, only: Iterable[str] | None = None) -> list[Path]:
     """Remove the node folders of nipype's cache whose ``*.pklz`` files are truncated or corrupt.
 
     A run killed while nipype wrote a result file, or a full disk, leaves a damaged file that makes
     the next run stop with ``EOFError`` before any node runs (every run lost). The files are only
     decompressed (never unpickled); a damaged node folder is deleted, with a warning, so that
-    nipype recomputes that step. Returns the removed folders.
+    nipype recomputes that step. ``only`` limits the check to these sub-folders of ``cache_dir`` (the
+    runs of this invocation: jobs running at the same time on one work directory are left alone).
+    Returns the removed folders.
     """
     removed: list[Path] = []
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         return removed
-    for root, dirs, files in os.walk(cache_dir):  # no followlinks: nipype writes no links to folders
+    tops = [cache_dir] if only is None else [cache_dir / name for name in sorted(set(only))]
+    for top in tops:
+        removed.extend(_discard_damaged(top))
+    return removed
+
+
+def _discard_damaged(top: Path) -> list[Path]:
+    removed: list[Path] = []
+    for root, dirs, files in os.walk(top):  # no followlinks: nipype writes no links to folders
         if any(name.endswith(".pklz") and not _gzip_intact(Path(root) / name) for name in files):
             LOGGER.warning("damaged nipype cache entry %s (truncated or corrupt result file): removed, the step "
                            "is recomputed", root)

@@ -35,6 +35,7 @@ from bids_msseg._compat import configure_environment
 from bids_msseg.bids import FlairRun, collect_flair_runs
 from bids_msseg.boilerplate import write_citation
 from bids_msseg.cli.parser import parse_args
+from bids_msseg.crashfiles import flair_wf_name
 from bids_msseg.derivatives import derivative_paths, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.lesions import NEIGHBOURS
@@ -219,7 +220,7 @@ def _participant(options: Options) -> int:
                          status.failed_node, seconds)
 
     cache_dir = options.work_dir / f"bids_msseg_{__version__.replace('.', '_')}"
-    discard_damaged_cache(cache_dir)
+    discard_damaged_cache(cache_dir / "bids_msseg_participant_wf", only=[flair_wf_name(run) for run in todo])
     workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir,
                                    settings=settings)
     tracker = RunTracker(todo, on_finish=progress)

@@ -213,7 +213,9 @@ def test_damaged_nipype_result_file_is_recomputed(tmp_path: Path) -> None:
             fh.write(os.urandom(200_000))
     data = (node / "result_preprocess.pklz").read_bytes()
     (node / "result_preprocess.pklz").write_bytes(data[: len(data) // 2])
-    assert discard_damaged_cache(tmp_path / "cache") == [node]
+    wf = tmp_path / "cache/wf"
+    assert discard_damaged_cache(wf, only=["single_flair_sub_02_FLAIR_wf"]) == []  # another job's run: left alone
+    assert discard_damaged_cache(wf, only=["single_flair_sub_01_FLAIR_wf", "single_flair_sub_02_FLAIR_wf"]) == [node]
     assert not node.exists() and (good / "result_preprocess.pklz").is_file()
 
 
