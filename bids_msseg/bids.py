@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,10 @@ class FlairRun:
 
     @property
     def subject(self) -> str:
-        return str(self.entities["subject"])
+        """The subject label (from the path's ``sub-<label>`` folder when pybids read none from the name)."""
+        if "subject" in self.entities:
+            return str(self.entities["subject"])
+        return Path(self.relpath).parts[0].partition("-")[2]
 
     @property
     def session(self) -> str | None:
@@ -66,44 +70,148 @@ class FlairRun:
         return base
 
 
-def _dataset_fingerprint(bids_dir: Path, validate: bool) -> str:
+#: Deepest folder nesting walked below the dataset root (BIDS needs 4: sub/ses/datatype/file).
+MAX_WALK_DEPTH = 32
+#: Largest JSON sidecar read (bytes). Real sidecars are a few kB; a larger one is not metadata, and
+#: pybids would copy it into its index (a 100 MB sidecar grew the work directory to 413 MB).
+MAX_SIDECAR_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    """One bounded walk of the dataset: what the index fingerprint, the sidecar and FLAIR checks need."""
+
+    entries: tuple[tuple[str, int, int], ...]  # (relative path, size, mtime_ns) of every file pybids indexes
+    large_sidecars: tuple[str, ...]  # relative paths of JSON files above MAX_SIDECAR_BYTES
+    flair_like: tuple[tuple[str, str], ...]  # (relative path, why it is not a FLAIR run) of look-alikes
+
+
+def _flair_lookalike(rel: Path, is_dir: bool) -> str | None:
+    """Why ``rel`` looks like a FLAIR image that pybids will not index (None when it does not)."""
+    name = rel.name
+    lower = name.lower()
+    if not (lower.endswith("_flair.nii.gz") or lower.endswith("_flair.nii")):
+        return None
+    if is_dir:
+        return "a directory, not an image file"
+    if not (name.endswith("_FLAIR.nii.gz") or name.endswith("_FLAIR.nii")):
+        return "the suffix and extension must be spelled _FLAIR.nii[.gz] (case matters)"
+    if len(rel.parts) < 3 or rel.parts[-2] != "anat" or not rel.parts[0].startswith("sub-"):
+        return "not in a sub-<label>/[ses-<label>/]anat/ folder"
+    labels = [part.partition("-")[2] for part in rel.parts[:-2]] + [
+        pair.partition("-")[2] for pair in name.split("_")[:-1]]
+    if any(not label.isascii() or not label.isalnum() for label in labels):
+        return "a label that is not letters and digits (A-Z, a-z, 0-9)"
+    return None
+
+
+def scan_dataset(bids_dir: Path) -> DatasetScan:
+    """Walk the dataset as pybids will (top-level derivatives/, sourcedata/... and hidden entries
+    skipped), following symbolic links but refusing loops, and at most :data:`MAX_WALK_DEPTH` deep.
+
+    Raises :class:`ValidationError` (16) for a folder link that points to one of its own parent
+    folders (``anat/latest -> .``): pybids would index it forever.
+    """
+    bids_dir = Path(bids_dir)
+    entries: list[tuple[str, int, int]] = []
+    large: list[str] = []
+    lookalikes: list[tuple[str, str]] = []
+    root_stat = os.stat(bids_dir)
+    stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(bids_dir, ((root_stat.st_dev, root_stat.st_ino),))]
+    while stack:
+        folder, ancestors = stack.pop()
+        rel_root = folder.relative_to(bids_dir)
+        if len(rel_root.parts) > MAX_WALK_DEPTH:
+            raise ValidationError(f"{folder}: folders nested more than {MAX_WALK_DEPTH} deep in {bids_dir}; "
+                                  "a BIDS dataset is at most a few folders deep")
+        try:
+            children = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            LOGGER.warning("cannot list %s (%s): its files are not indexed", folder, err.strerror or err)
+            continue
+        subfolders = []
+        for child in children:
+            if child.name.startswith(".") or (folder == bids_dir and child.name in _IGNORED_TOP):
+                continue
+            path = Path(child.path)
+            rel = rel_root / child.name
+            try:
+                st = os.stat(path)  # follows symlinks: a changed target counts
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                why = _flair_lookalike(rel, True)
+                if why:
+                    lookalikes.append((rel.as_posix(), why))
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    raise ValidationError(
+                        f"{path} is a symbolic link to {os.path.realpath(path)}, a folder that contains it: "
+                        "a loop that makes indexing the dataset endless; remove the link")
+                subfolders.append((path, (*ancestors, key)))
+                continue
+            entries.append((rel.as_posix(), st.st_size, st.st_mtime_ns))
+            if child.name.endswith(".json") and st.st_size > MAX_SIDECAR_BYTES:
+                large.append(rel.as_posix())
+            why = _flair_lookalike(rel, False)
+            if why:
+                lookalikes.append((rel.as_posix(), why))
+        stack.extend(reversed(subfolders))
+    return DatasetScan(tuple(sorted(entries)), tuple(large), tuple(lookalikes))
+
+
+def _dataset_fingerprint(bids_dir: Path, validate: bool, scan: DatasetScan | None = None) -> str:
     """Hash of the root, every indexed file's relative path, size and mtime, and the indexing options."""
     import bids  # lazy: pybids is slow to import; only dataset indexing needs it
 
+    scan = scan or scan_dataset(bids_dir)
     digest = hashlib.sha256()
     digest.update(f"{bids_dir}\npybids={bids.__version__};validate={validate}\n".encode())
-    for root, dirs, files in os.walk(bids_dir, followlinks=True):
-        rel_root = Path(root).relative_to(bids_dir)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not (rel_root == Path(".") and d in _IGNORED_TOP))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            try:
-                st = os.stat(Path(root) / name)  # follows symlinks: a changed target counts
-            except OSError:
-                continue
-            digest.update(f"{rel_root / name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for rel, size, mtime in scan.entries:
+        digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
     return digest.hexdigest()
+
+
+def check_dataset_description(bids_dir: Path) -> None:
+    """Refuse a ``dataset_description.json`` that pybids cannot read (not JSON, not an object): 16."""
+    path = Path(bids_dir) / "dataset_description.json"
+    if not path.is_file():
+        return  # missing: pybids' validation says so (and --skip-bids-validation goes on)
+    try:
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes")
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValidationError(f"{path} is not readable JSON ({type(err).__name__}: {str(err)[:200]}); fix it "
+                              "(it must be a JSON object with Name and BIDSVersion)") from err
+    if not isinstance(content, dict):
+        raise ValidationError(f"{path} holds a JSON {type(content).__name__}, not an object; fix it (it must "
+                              "be a JSON object with Name and BIDSVersion)")
 
 
 #: What pybids raises when a JSON sidecar anywhere in the dataset is unreadable while it indexes
 #: metadata (invalid JSON, not UTF-8: OSError; a JSON that is not an object: TypeError/ValueError).
-_METADATA_ERRORS = (OSError, TypeError, ValueError, AttributeError)
+_METADATA_ERRORS = (OSError, TypeError, ValueError, AttributeError, RecursionError)
 
 
-def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
+def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None, scan: DatasetScan | None = None):
     """A ``BIDSLayout`` and whether it indexed sidecar metadata (see :func:`_open_indexed_layout`).
 
     pybids reads every JSON sidecar of the dataset while indexing, and one unreadable sidecar
     (of any modality) makes the whole index fail. Then the dataset is indexed again without
     metadata, in memory, and :func:`read_sidecars` reads each FLAIR's own sidecars, so a broken
-    file costs at most the run it belongs to.
+    file costs at most the run it belongs to. The same happens, without trying pybids first, when
+    the dataset holds a JSON file larger than :data:`MAX_SIDECAR_BYTES` (pybids would copy it into
+    its index).
     """
     from bids.exceptions import BIDSValidationError  # lazy: pybids is slow to import; only dataset indexing needs it
 
     try:
-        return _open_indexed_layout(bids_dir, validate, database_dir), True
+        if scan is not None and scan.large_sidecars:
+            shown = ", ".join(scan.large_sidecars[:5]) + (" ..." if len(scan.large_sidecars) > 5 else "")
+            raise ValueError(f"JSON files larger than {MAX_SIDECAR_BYTES // 1_000_000} MB ({shown}) are not "
+                             "sidecar metadata")
+        return _open_indexed_layout(bids_dir, validate, database_dir, scan), True
     except BIDSValidationError as err:
         raise ValidationError(f"{bids_dir} is not a valid BIDS dataset: {err}") from err
     except _METADATA_ERRORS as err:
@@ -119,7 +227,8 @@ def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
     return BIDSLayout(str(bids_dir), validate=validate, indexer=indexer), False
 
 
-def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | None):
+def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | None,
+                         scan: DatasetScan | None = None):
     """A ``BIDSLayout``, reusing the database in ``database_dir`` when the dataset is unchanged.
 
     Each state of the dataset (its fingerprint) gets its own database folder
@@ -133,7 +242,7 @@ def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | No
         return BIDSLayout(str(bids_dir), validate=validate)
     database_dir = Path(database_dir)
     database_dir.mkdir(parents=True, exist_ok=True)
-    target = database_dir / _dataset_fingerprint(bids_dir, validate)[:24]
+    target = database_dir / _dataset_fingerprint(bids_dir, validate, scan)[:24]
     if (target / _DATABASE_FILE).is_file():
         LOGGER.debug("BIDS database %s: reused", target)
         return BIDSLayout(str(bids_dir), validate=validate, database_path=str(target))
@@ -218,8 +327,14 @@ def read_sidecars(bids_dir: Path, path: Path) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     for sidecar in reversed(found):  # farthest first: nearer files override
         try:
+            size = sidecar.stat().st_size
+            if size > MAX_SIDECAR_BYTES:
+                raise ValueError(f"{size} bytes, more than the {MAX_SIDECAR_BYTES} accepted for metadata")
             content = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except RecursionError as err:
+            raise ValueError(f"its sidecar {sidecar} is not readable JSON (nested too deeply); fix or remove "
+                             "it") from err
+        except (OSError, UnicodeDecodeError, ValueError) as err:
             raise ValueError(f"its sidecar {sidecar} is not readable JSON ({err}); fix or remove it") from err
         if not isinstance(content, dict):
             raise ValueError(f"its sidecar {sidecar} holds a JSON {type(content).__name__}, not an object; "
@@ -256,9 +371,16 @@ def collect_flair_runs(
     bids_dir = Path(bids_dir).absolute()
     if not bids_dir.is_dir():
         raise NoInputError(f"{bids_dir}: the BIDS directory does not exist")
-    layout, with_metadata = _open_layout(bids_dir, validate=not skip_validation, database_dir=database_dir)
+    check_dataset_description(bids_dir)
+    scan = scan_dataset(bids_dir)
+    layout, with_metadata = _open_layout(bids_dir, validate=not skip_validation, database_dir=database_dir,
+                                         scan=scan)
 
     all_flairs = layout.get(return_type="object", **FLAIR_QUERY)
+    indexed = {Path(f.path).relative_to(bids_dir).as_posix() for f in all_flairs}
+    for relpath, why in scan.flair_like:
+        if relpath not in indexed:
+            LOGGER.warning("%s looks like a FLAIR but is not used: %s", relpath, why)
     if not all_flairs:
         raise NoInputError(
             f"{bids_dir}: no FLAIR image in the dataset (looked for sub-*/[ses-*/]anat/*_FLAIR.nii[.gz])"
@@ -297,6 +419,9 @@ def collect_flair_runs(
         path = Path(bf.path)
         entities = {k: v for k, v in bf.get_entities().items() if k not in ("extension",)}
         problem = None
+        if "subject" not in entities:
+            problem = (f"cannot use FLAIR {path}: pybids reads no subject label from its name (labels are "
+                       "letters and digits only); rename it following BIDS")
         if with_metadata:
             metadata = layout.get_metadata(bf.path)
         else:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bids_msseg.bids import collect_flair_runs
@@ -79,7 +80,10 @@ COHORT_COLUMNS: dict[str, dict[str, str]] = {
     "connectivity": {"Description": "Neighbourhood of connected components (6, 18 or 26)."},
     "report": {"Description": "The run's participant report, relative to the output directory."},
     "crash_file": {"Description": "Crash file of a failed run, relative to the output directory."},
-    "failure_reason": {"Description": "The innermost exception of the crash file."},
+    "failure_reason": {"Description": "The innermost exception of the crash file, or what is wrong with the "
+                                      "run's outputs (incomplete, corrupt summary)."},
+    "contrast_warning": {"Description": "Why the image may not be a FLAIR (contrast check of the participant "
+                                        "level; n/a when it looked like one)."},
 }
 #: Summary TSV columns copied as they are.
 _SUMMARY_COPY = ("total_lesion_volume_ml", "lesion_count", "brain_volume_ml", "model_id", "threshold",
@@ -89,17 +93,40 @@ _LOCATION_COPY = tuple(c for c in location_columns() if c not in ("location", "c
 COHORT_COLUMNS.update({c: dict(location_columns()[c]) for c in _LOCATION_COPY})
 _SUMMARY_COPY += _LOCATION_COPY
 _SUMMARY_RENAME = {"preproc_n4": "n4", "preproc_reasons_n4": "n4_reason",
-                   "preproc_skullstrip": "brain_extraction", "preproc_reasons_skullstrip": "brain_extraction_reason"}
+                   "preproc_skullstrip": "brain_extraction", "preproc_reasons_skullstrip": "brain_extraction_reason",
+                   "preproc_contrast_warning": "contrast_warning"}
+#: Summary columns that must hold finite numbers (a corrupt summary is not an "ok" run).
+_SUMMARY_NUMERIC = ("total_lesion_volume_ml", "lesion_count", "brain_volume_ml", "threshold", "min_lesion_size_mm3",
+                    "connectivity")
+#: Largest summary TSV read (bytes): one row of a few hundred bytes.
+_MAX_SUMMARY_BYTES = 1_000_000
 
 
 # ------------------------------------------------------------------------------- cohort table
 
 
 def _read_summary(path: Path) -> dict[str, Any]:
-    table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+    """The one row of a run's summary TSV, checked: raises ``ValueError`` saying what is wrong."""
+    if path.stat().st_size > _MAX_SUMMARY_BYTES:
+        raise ValueError(f"{path.stat().st_size} bytes, not a one-row summary")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(str(err).strip().splitlines()[-1]) from err
     if len(table) != 1:
-        raise ValueError(f"{path}: expected one row, found {len(table)}")
-    return table.iloc[0].to_dict()
+        raise ValueError(f"expected one row, found {len(table)}")
+    row = table.iloc[0].to_dict()
+    for column in _SUMMARY_NUMERIC:
+        value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
+        if column not in row or pd.isna(value) or not np.isfinite(value):
+            raise ValueError(f"column {column} holds {row.get(column)!r}, not a number")
+        row[column] = value
+    if int(row["connectivity"]) not in (6, 18, 26) or row["lesion_count"] < 0 or row["total_lesion_volume_ml"] < 0:
+        raise ValueError(f"impossible values (connectivity {row['connectivity']}, lesion_count "
+                         f"{row['lesion_count']}, total_lesion_volume_ml {row['total_lesion_volume_ml']})")
+    row["lesion_count"] = int(row["lesion_count"])
+    row["connectivity"] = int(row["connectivity"])
+    return row
 
 
 def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapping[str, Mapping[str, Any]],
@@ -120,11 +147,19 @@ def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapp
         }
         paths = derivative_paths(output_dir, run.relpath)
         summary = None
+        problem = None
         if paths["summary"].is_file():
             try:
                 summary = _read_summary(paths["summary"])
-            except (OSError, ValueError, pd.errors.ParserError) as err:
-                LOGGER.error("%s: unreadable summary %s (%s)", run.relpath, paths["summary"], err)
+            except (OSError, ValueError) as err:
+                problem = f"corrupt summary {paths['summary'].relative_to(output_dir).as_posix()}: {err}"
+                LOGGER.error("%s: %s", run.relpath, problem)
+                summary = None
+            if summary is not None:
+                absent = sorted(key for key, path in paths.items() if not path.is_file())
+                if absent:
+                    problem = f"incomplete participant outputs (missing: {', '.join(absent)}); run it again"
+                    summary = None
         if summary is not None:
             row["status"] = "ok"
             row.update({k: summary.get(k) for k in _SUMMARY_COPY})
@@ -133,10 +168,12 @@ def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapp
                 row["report"] = paths["report"].relative_to(output_dir).as_posix()
         else:
             crash = crashes.get(flair_wf_name(run))
-            row["status"] = "failed" if crash else "missing"
+            row["status"] = "failed" if crash or problem else "missing"
             if crash:
                 row["crash_file"] = crash.relative_to(output_dir).as_posix()
                 row["failure_reason"] = crash_reason(crash)
+            if problem:
+                row["failure_reason"] = problem + (f"; last crash: {row['failure_reason']}" if crash else "")
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COHORT_COLUMNS))
 
@@ -200,7 +237,8 @@ def _remove_stale(output_dir: Path, names: Sequence[str]) -> None:
 def run_cohort(options: Options) -> int:
     """The group level without ``--train`` (steps in the module docstring); return the exit code."""
     settings = options.group.cohort
-    check_work_dir(options.bids_dir, options.work_dir)  # holds the pybids index; never inside the dataset
+    # The work directory holds the pybids index: never inside the dataset.
+    check_work_dir(options.bids_dir, options.work_dir, options.output_dir)
     runs = collect_flair_runs(options.bids_dir, participant_labels=options.participant_label,
                               session_labels=options.session_label, bids_filters=options.flair_filters,
                               skip_validation=options.skip_bids_validation,

@@ -616,7 +616,7 @@ def dataset_description(bids_root: Path, out_dir: Path, *, version: str,
     raw_description = Path(bids_root) / "dataset_description.json"
     try:
         doi = json.loads(raw_description.read_text()).get("DatasetDOI")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         doi = None
     if doi:
         description["SourceDatasets"] = [{"DOI": doi}]
@@ -649,7 +649,7 @@ def write_dataset_description(
         if target.exists():
             try:
                 existing = json.loads(target.read_text())
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:
                 raise OutputError(f"{target} is not valid JSON ({err}); refusing to replace it") from err
             if not isinstance(existing, dict):
                 raise OutputError(f"{target} exists and is not a JSON object; refusing to replace it")

@@ -62,6 +62,8 @@ EVALUATION_COLUMNS: dict[str, dict[str, str]] = {
     "expert_mask": {"Description": "The expert lesion mask compared with (relative to the BIDS dataset when "
                                    "inside it)."},
     "evaluation_status": {"Description": "ok, or why the run could not be evaluated."},
+    "expert_mask_note": {"Description": "How the expert mask was read when it was not binary (e.g. a probabilistic "
+                                        "mask thresholded at 0.5); n/a otherwise."},
     "dice": {"Description": "Dice = 2|P&G|/(|P|+|G|), voxel-wise (1 when both masks are empty)."},
     "iou": {"Description": "Intersection over union (Jaccard), voxel-wise."},
     "ppv": {"Description": "Positive predictive value |P&G|/|P| (n/a for an empty prediction)."},
@@ -175,10 +177,60 @@ def _seen_files(root: Path, limit: int = 3) -> str:
     return f"; found instead: {', '.join(seen[:limit])}{more}"
 
 
+#: Threshold of a probabilistic (fractional) expert mask: a voxel is lesion from this probability on.
+PROBABILISTIC_THRESHOLD = 0.5
+#: Largest number of voxels of a mask (a header claiming more is broken; nothing is allocated).
+MAX_MASK_VOXELS = 200_000_000
+
+
+class MaskError(ValueError):
+    """A mask file that cannot be used: the message says why (for the per-run row)."""
+
+
+def load_mask(path: Path) -> tuple[np.ndarray, nib.Nifti1Image, str | None]:
+    """A lesion mask as booleans, its image, and a note when it had to be interpreted.
+
+    Binary masks and label maps (non-negative integers: several lesion labels) are read as ``> 0``;
+    a probabilistic mask (values in [0, 1] with fractions) is thresholded at
+    :data:`PROBABILISTIC_THRESHOLD`, and the note says so. Anything else raises :class:`MaskError`:
+    unreadable or not NIfTI, not 3D (a 4th axis of more than one volume), too large, non-finite,
+    negative, or fractional values outside [0, 1].
+    """
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise MaskError(f"not a NIfTI image ({type(img).__name__})")
+        shape = tuple(int(n) for n in img.shape)
+        if len(shape) < 3 or (len(shape) > 3 and int(np.prod(shape[3:])) != 1):
+            raise MaskError(f"not a 3D mask (shape {shape})")
+        if int(np.prod(shape, dtype=np.int64)) > MAX_MASK_VOXELS:
+            raise MaskError(f"absurd dimensions {shape}")
+        data, img = load_3d(path)
+        data = np.asarray(data)
+    except MaskError:
+        raise
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types on a broken file; the row says which
+        raise MaskError(f"unreadable ({type(err).__name__}: {str(err)[:200]})") from err
+    if data.dtype.kind not in "biuf":
+        raise MaskError(f"unsupported voxel type {data.dtype}")
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)):
+            raise MaskError("NaN or infinite values")
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if lo < 0:
+        raise MaskError(f"negative values (min {lo:g}): not a lesion mask")
+    if data.dtype.kind == "f" and not np.all(np.equal(np.mod(data, 1), 0)):
+        if hi > 1.0:
+            raise MaskError(f"fractional values up to {hi:g}: neither a binary, label nor probability mask")
+        note = (f"probabilistic mask (values in [0, 1]) thresholded at {PROBABILISTIC_THRESHOLD:g}")
+        return data >= PROBABILISTIC_THRESHOLD, img, note
+    return data > 0, img, None
+
+
 def _load_mask(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """A mask as booleans (a trailing singleton 4th axis dropped) and its image."""
-    data, img = load_3d(path)
-    return data > 0, img
+    """A mask as booleans (a trailing singleton 4th axis dropped) and its image (:func:`load_mask`)."""
+    data, img, _ = load_mask(path)
+    return data, img
 
 
 def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
@@ -211,11 +263,19 @@ def evaluate_cohort(cohort: pd.DataFrame, output_dir: Path, masks: Mapping[froze
         pred_path = derivative_paths(output_dir, run["source"])["mask"]
         try:
             pred, pred_img = _load_mask(pred_path)
-            truth, truth_img = _load_mask(mask_path)
-        except (OSError, ValueError) as err:
-            LOGGER.error("%s: cannot read the masks to evaluate (%s)", run["source"], err)
-            rows.append({**row, "evaluation_status": f"unreadable: {err}"})
+        except MaskError as err:
+            LOGGER.error("%s: cannot read the predicted mask %s (%s)", run["source"], pred_path, err)
+            rows.append({**row, "evaluation_status": f"unreadable predicted mask: {err}"})
             continue
+        try:
+            truth, truth_img, note = load_mask(mask_path)
+        except MaskError as err:
+            LOGGER.error("%s: unreadable expert mask %s (%s); not evaluated", run["source"], mask_path, err)
+            rows.append({**row, "evaluation_status": f"unreadable expert mask: {err}"})
+            continue
+        if note:
+            LOGGER.warning("%s: expert mask %s is a %s", run["source"], mask_path, note)
+            row["expert_mask_note"] = note
         if not _same_grid(pred_img, truth_img):
             LOGGER.error("%s: the expert mask %s is not on the FLAIR's grid (shape %s vs %s); not evaluated",
                          run["source"], mask_path, truth_img.shape, pred_img.shape)

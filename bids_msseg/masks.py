@@ -46,7 +46,9 @@ def generated_by_us(folder: Path) -> bool:
     """True when a derivatives folder's ``dataset_description.json`` names bids_msseg as its generator."""
     try:
         desc = json.loads((folder / "dataset_description.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(desc, dict):
         return False
     generated = desc.get("GeneratedBy") or []
     return any(isinstance(g, dict) and g.get("Name") == PIPELINE_NAME for g in generated)

@@ -135,6 +135,10 @@ class Options:
     normalization: str = "model"
     n4: str = "auto"
     skullstrip: str = "auto"
+    #: Segment images whose contrast does not look like FLAIR (warned) instead of refusing them.
+    force_contrast: bool = False
+    #: Smallest accepted brain-mask volume in mL (None: the default of ``preproc.BRAIN_VOLUME_RANGE_ML``).
+    min_brain_volume: float | None = None
     stop_on_first_crash: bool = False
     boilerplate_only: bool = False
     random_seed: int | None = DEFAULT_RANDOM_SEED  # None: unseeded (not reachable from the command line)

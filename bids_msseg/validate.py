@@ -57,6 +57,14 @@ ZOOM_RANGE_MM = (0.05, 20.0)
 #: an image that is mostly non-finite is broken.
 MAX_NONFINITE_FRACTION = 0.5
 
+#: A voxel whose magnitude exceeds this multiple of the 99.9th percentile of the non-zero magnitudes is an
+#: outlier (a broken voxel, 1e8 or 1e30) and is clipped before any decision; real FLAIRs reach at most
+#: 2.2 times that percentile (../shared/data), so nothing is clipped in them.
+OUTLIER_FACTOR = 10.0
+#: Above this share of negative non-zero voxels the image is refused: a magnitude FLAIR is positive
+#: (z-scored images have about half their brain below 0; a negative scl_slope gives all of it).
+MAX_NEGATIVE_FRACTION = 0.9
+
 #: Errors nibabel and the gzip/zlib modules raise on unreadable, corrupt or truncated files
 #: (nibabel's own header and data errors derive from Exception only).
 READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, OverflowError,
@@ -76,6 +84,12 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
         raise fail(path, f"the file does not exist{hint}")
     if not path.is_file():
         raise fail(path, "not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise fail(path, f"the file cannot be read ({err.strerror or err}); check its permissions (the user "
+                         "running bids_msseg must be able to read it) or the storage it is on") from err
     try:
         img = nib.load(str(path))
     except ImageFileError as err:
@@ -196,11 +210,58 @@ def check_file_size(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) ->
                          "copy or convert it again")
 
 
+#: A ``.nii.gz`` whose voxel data is more than this many times smaller compressed is streamed at
+#: screening to see whether it holds anything (real FLAIRs compress 2-11 fold; an empty 1024x1024x190
+#: volume 2000 fold, and loading it took two minutes before it was refused).
+SUSPICIOUS_COMPRESSION = 100.0
+
+
+def check_compressed_content(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> None:
+    """For a ``.nii.gz`` that compresses suspiciously well, stream its voxel data (bounded memory) and
+    refuse it when every voxel is 0, constant, or one of two values, as :func:`check_data` would after
+    loading all of it."""
+    path = Path(path)
+    if not path.name.lower().endswith(".nii.gz"):
+        return
+    expected = expected_file_bytes(img)
+    if expected < SUSPICIOUS_COMPRESSION * max(1, path.stat().st_size):
+        return
+    dtype = img.get_data_dtype()
+    offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
+    values: set = set()
+    try:
+        with gzip.open(path, "rb") as fh:
+            fh.seek(offset)
+            rest = b""
+            while chunk := fh.read(1 << 24):
+                chunk = rest + chunk
+                usable = len(chunk) - len(chunk) % dtype.itemsize
+                rest = chunk[usable:]
+                array = np.frombuffer(chunk[:usable], dtype=dtype)
+                if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                    return  # NaN/Inf: judged after loading (a minority is set to 0 there)
+                if array.size:
+                    values.update(np.unique(array[:: max(1, array.size // 4096)]).tolist())
+                    values.update((array.min().item(), array.max().item()))
+                if len(values) > 2:
+                    return
+    except READ_ERRORS as err:
+        raise fail(path, f"the voxel data cannot be read: truncated or corrupt file ({type(err).__name__}: "
+                         f"{err}); copy or convert it again") from err
+    if values <= {0} or values <= {0.0}:
+        raise fail(path, "every voxel is 0 (an empty image: a failed conversion?)")
+    if len(values) == 1:
+        raise fail(path, f"the image is constant (every voxel is {next(iter(values))})")
+    raise fail(path, "the image holds only two distinct values: it looks like a binary mask, "
+                     "not a FLAIR; check which file is named *_FLAIR")
+
+
 def screen_flair(path: str | Path) -> None:
     """Every check that needs no voxel data (see the module docstring); raises :class:`InputError`."""
     img = open_nifti(path)
     check_header(img, path)
     check_file_size(img, path)
+    check_compressed_content(img, path)
 
 
 def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
@@ -209,6 +270,7 @@ def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
     Refuses mostly non-finite, all-zero, constant and two-valued (mask-like) images.
     """
     name = Path(path).name
+    check_integer_wrap(np.asanyarray(data), path)
     data = np.asarray(data, dtype=np.float32)
     finite = np.isfinite(data)
     n_bad = int(data.size - np.count_nonzero(finite))
@@ -221,6 +283,7 @@ def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
         data = np.where(finite, data, np.float32(0.0))
     if not np.any(data):
         raise fail(path, "every voxel is 0 (an empty image: a failed conversion?)")
+    data = clip_outliers(data, path)
     lo, hi = float(data.min()), float(data.max())
     if hi - lo <= 1e-6 * max(1.0, abs(hi)):
         raise fail(path, f"the image is constant (every voxel is {lo:g})")
@@ -229,7 +292,48 @@ def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
     if np.unique(np.append(sample, [lo, hi])).size <= 2:
         raise fail(path, "the image holds only two distinct values: it looks like a binary mask, "
                          "not a FLAIR; check which file is named *_FLAIR")
+    nonzero = sample[sample != 0]
+    if nonzero.size and np.count_nonzero(nonzero < 0) > MAX_NEGATIVE_FRACTION * nonzero.size:
+        raise fail(path, f"{100 * np.count_nonzero(nonzero < 0) / nonzero.size:.0f}% of the non-zero voxels are "
+                         "negative: a magnitude FLAIR is positive (a negative scl_slope, or an inverted image?); "
+                         "re-convert it from the scanner data")
     return data
+
+
+def check_integer_wrap(data: np.ndarray, path: str | Path) -> None:
+    """Refuse integer data that wrapped around (bright voxels stored past the type's maximum became
+    large negative values): both extremes of a signed type are used and the negative voxels are few."""
+    if data.dtype.kind != "i" or data.dtype.itemsize > 4:
+        return
+    info = np.iinfo(data.dtype)
+    lo, hi = int(data.min()), int(data.max())
+    if lo < info.min // 4 and hi > info.max // 4:
+        negative = np.count_nonzero(data < 0) / max(1, np.count_nonzero(data))
+        if negative < 0.5:
+            raise fail(path, f"{data.dtype} values span {lo} to {hi} with {100 * negative:.2f}% negative voxels: "
+                             "the brightest voxels wrapped around the integer range (overflow when the image was "
+                             "converted); re-convert it with a larger type or rescaling (e.g. dcm2niix)")
+
+
+def clip_outliers(data: np.ndarray, path: str | Path) -> np.ndarray:
+    """Clip voxels beyond :data:`OUTLIER_FACTOR` times the 99.9th percentile of the non-zero magnitudes
+    (broken voxels at 1e8 or 1e30 would otherwise set every intensity-relative tolerance), with a warning.
+    Returns ``data`` itself when nothing is clipped (so real images stay bit-identical)."""
+    magnitude = np.abs(data)
+    sample = magnitude.ravel()[:: max(1, data.size // 1_000_000)]
+    sample = sample[sample > 0]
+    if not sample.size:
+        return data
+    limit = OUTLIER_FACTOR * float(np.percentile(sample, 99.9))
+    outliers = magnitude > limit
+    n_out = int(np.count_nonzero(outliers))
+    if not n_out:
+        return data
+    bound = float(magnitude[~outliers].max()) if n_out < data.size else limit
+    LOGGER.warning("%s: %d voxel(s) with extreme values (up to %.3g, while 99.9%% of the image is below %.3g) "
+                   "clipped to +-%.3g before any decision", Path(path).name, n_out, float(magnitude.max()),
+                   limit / OUTLIER_FACTOR, bound)
+    return np.clip(data, -bound, bound).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ runs of a dataset
@@ -252,6 +356,10 @@ def write_crash_report(logs_dir: Path, run: FlairRun, message: str, step: str = 
     """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = Path(logs_dir) / f"crash-{stamp}-{run.name}-{step}.txt"
+    for n in range(2, 100):  # two runs of one name (sub-01_FLAIR.nii and .nii.gz) keep a report each
+        if not target.exists():
+            break
+        target = Path(logs_dir) / f"crash-{stamp}-{run.name}-{step}-{n}.txt"
     text = (f"Run: {run.relpath}\nFile: {run.path}\nStep: {step} (checks before the workflow; nothing "
             f"was computed for this run)\n\nbids_msseg.errors.InputError: {message}\n")
     try:
@@ -289,12 +397,34 @@ def screen_runs(runs: Sequence[FlairRun], output_dir: Path,
     logs_dir = Path(logs_dir) if logs_dir is not None else Path(output_dir) / "logs"
     good: list[FlairRun] = []
     rejected: list[Rejected] = []
+
+    def refuse(run: FlairRun, message: str) -> None:
+        LOGGER.error("%s: %s", run.name, message)
+        rejected.append(Rejected(run, message, write_crash_report(logs_dir, run, message)))
+
     for run in runs:
         try:
             screen_run(run, output_dir)
         except InputError as err:
-            LOGGER.error("%s: %s", run.name, err)
-            rejected.append(Rejected(run, str(err), write_crash_report(logs_dir, run, str(err))))
+            refuse(run, str(err))
         else:
             good.append(run)
-    return good, rejected
+    clashes = output_collisions(good, output_dir)
+    for run in [r for r in good if r.relpath in clashes]:
+        others = ", ".join(clashes[run.relpath])
+        refuse(run, str(fail(run.path, f"its outputs would have the same names as those of {others}: one would "
+                                       "overwrite the other; keep one of these files (remove or rename the others)")))
+    return [r for r in good if r.relpath not in clashes], rejected
+
+
+def output_collisions(runs: Sequence[FlairRun], output_dir: Path) -> dict[str, list[str]]:
+    """Runs whose derivatives would have the same names (``sub-01_FLAIR.nii`` beside ``.nii.gz``, or an
+    entity that derivative names do not keep): ``{relpath: [relpaths of the others]}``."""
+    by_target: dict[Path, list[str]] = {}
+    for run in runs:
+        try:
+            paths = derivative_paths(output_dir, run.relpath)
+        except OutputError:
+            continue
+        by_target.setdefault(paths["summary"], []).append(run.relpath)
+    return {rel: [o for o in group if o != rel] for group in by_target.values() if len(group) > 1 for rel in group}

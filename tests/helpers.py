@@ -35,8 +35,8 @@ def head_like_flair(shape: tuple[int, int, int] = (48, 56, 40), seed: int = 0, s
     radius = np.sqrt(sum((g / r) ** 2 for g, r in zip(grid, (0.85, 0.88, 0.85), strict=True)))
     img = np.zeros(shape, np.float32)
     brain = radius < 0.78
-    img[brain] = 300.0  # grey matter
-    img[radius < 0.55] = 380.0  # white matter
+    img[brain] = 380.0  # grey matter: brighter than white matter in FLAIR
+    img[radius < 0.55] = 300.0  # white matter
     ventricles = np.sqrt((grid[0] / 0.18) ** 2 + (grid[1] / 0.35) ** 2 + (grid[2] / 0.2) ** 2) < 1.0
     img[ventricles] = 80.0
     if skull:

@@ -307,3 +307,52 @@ def test_qc_mosaic_shows_prediction_and_expert_outline(cohort_dataset: tuple[Pat
     assert red > 0 and green == 0
     red, green = colours(with_expert)
     assert red > 0 and green > 0
+
+
+# ------------------------------------------------------- damaged inputs of the group level (issue 18)
+
+
+def test_corrupt_summary_and_incomplete_outputs_are_not_ok(cohort_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    bids, out = cohort_dataset
+    summary = derivative_paths(out, RUNS[0][0])["summary"]
+    lines = summary.read_text().splitlines()
+    header = lines[0].split("\t")
+    values = lines[1].split("\t")
+    values[header.index("total_lesion_volume_ml")] = "lots"
+    summary.write_text("\n".join([lines[0], "\t".join(values)]) + "\n")
+    derivative_paths(out, RUNS[2][0])["report"].unlink()  # a full disk: summary written, report not
+    assert _group(bids, out, tmp_path) == 0
+    table = _read_tsv(out / "group_lesions.tsv").set_index("source")
+    assert table.loc[RUNS[0][0], "status"] == "failed"
+    assert "column total_lesion_volume_ml holds 'lots', not a number" in table.loc[RUNS[0][0], "failure_reason"]
+    assert table.loc[RUNS[2][0], "status"] == "failed"
+    assert "incomplete participant outputs (missing: report)" in table.loc[RUNS[2][0], "failure_reason"]
+    assert table.loc[RUNS[3][0], "status"] == "ok"
+
+
+@pytest.mark.parametrize("kind", ["probabilistic", "4D", "text", "junk", "negative"])
+def test_expert_masks_are_validated_per_run(kind: str, cohort_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    bids, out = cohort_dataset
+    target = next((bids / "derivatives/manual").rglob("sub-01_ses-1_label-lesion_mask.nii.gz"))
+    img = nib.load(str(target))
+    truth = np.asanyarray(img.dataobj).astype(np.float32)
+    if kind == "probabilistic":  # a soft mask: 0.9 inside the lesion, 0.1 everywhere else
+        nib.save(nib.Nifti1Image(np.where(truth > 0, 0.9, 0.1).astype(np.float32), img.affine), str(target))
+    elif kind == "4D":
+        nib.save(nib.Nifti1Image(np.stack([truth, truth], axis=-1), img.affine), str(target))
+    elif kind == "text":
+        target.write_text("this is not an image")
+    elif kind == "junk":
+        target.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)
+    else:
+        nib.save(nib.Nifti1Image(-truth, img.affine), str(target))
+    assert _group(bids, out, tmp_path) == 0
+    evaluation = _read_tsv(out / "group_evaluation.tsv").set_index("source")
+    status = evaluation.loc[RUNS[0][0], "evaluation_status"]
+    assert evaluation.loc[RUNS[2][0], "evaluation_status"] == "ok"  # the other run is still scored
+    if kind == "probabilistic":
+        assert status == "ok"
+        assert evaluation.loc[RUNS[0][0], "true_volume_ml"] == pytest.approx(27 * 64 / 1000)
+        assert "thresholded at 0.5" in evaluation.loc[RUNS[0][0], "expert_mask_note"]
+    else:
+        assert status.startswith("unreadable expert mask: "), status

@@ -214,13 +214,17 @@ def _bids_filter_file(value: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{value}: no such file")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise argparse.ArgumentTypeError(f"{value}: cannot be read ({err})") from None
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"{value}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{value}: not a usable filter file (JSON nested too deeply)") from None
     try:
         return validate_bids_filters(obj, source=str(value))
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{value}: not a usable filter file (JSON nested too deeply)") from None
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -229,8 +233,8 @@ def _plugin_args(value: str) -> dict[str, Any]:
     """argparse type: ``--plugin-args`` as a JSON object, e.g. ``'{"sbatch_args": "-p short"}'``."""
     try:
         obj = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"{value!r}: not a JSON object ({err})") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise argparse.ArgumentTypeError(f"{value[:80]!r}: not a JSON object ({err})") from None
     if not isinstance(obj, dict):
         raise argparse.ArgumentTypeError(f"{value!r}: must be a JSON object")
     return obj
@@ -246,8 +250,8 @@ def _plugin_file(value: str) -> dict[str, Any]:
         obj = yaml.safe_load(path.read_text())
     except OSError as err:
         raise argparse.ArgumentTypeError(f"{value}: cannot be read ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise argparse.ArgumentTypeError(f"{value}: not valid YAML/JSON ({err})") from None
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"{value}: not valid YAML/JSON ({str(err)[:200]})") from None
     if not isinstance(obj, dict) or obj.get("plugin") not in NIPYPE_PLUGINS:
         raise argparse.ArgumentTypeError(f"{value}: needs 'plugin: <name>' with a name among "
                                          f"{', '.join(NIPYPE_PLUGINS)}")
@@ -351,6 +355,12 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
                      help="N4 bias-field correction; auto (default) decides from the image and its sidecar")
     pre.add_argument("--skullstrip", choices=SWITCHES, default="auto",
                      help="brain extraction; auto (default) skips it for images already skull-stripped")
+    pre.add_argument("--force-contrast", dest="force_contrast", action="store_true",
+                     help="segment images whose contrast does not look like FLAIR (e.g. T1-like), with a "
+                          "warning, instead of refusing them")
+    pre.add_argument("--min-brain-volume", dest="min_brain_volume", type=_non_negative_float, metavar="ML",
+                     help="smallest plausible brain-mask volume in mL (default 300: adult brains); lower it for "
+                          "children's brains or scans covering part of the brain")
 
     run = parser.add_argument_group("Running")
     run.add_argument("-w", "--work-dir", dest="work_dir", type=_abs_path, metavar="DIR",

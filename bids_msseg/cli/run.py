@@ -36,6 +36,7 @@ from bids_msseg.bids import FlairRun, collect_flair_runs
 from bids_msseg.boilerplate import write_citation
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_seconds
+from bids_msseg.crashfiles import flair_wf_name
 from bids_msseg.derivatives import derivative_paths, segmented_sources, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.lesions import NEIGHBOURS, LesionDefinition
@@ -45,7 +46,7 @@ from bids_msseg.provenance import describe, provenance
 from bids_msseg.runtime import check_device
 from bids_msseg.settings import Options, SegmentationSettings
 from bids_msseg.validate import screen_runs
-from bids_msseg.workdirs import check_output_dir, check_work_dir
+from bids_msseg.workdirs import check_output_dir, check_work_dir, discard_damaged_cache
 
 if TYPE_CHECKING:
     pass
@@ -117,7 +118,9 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
         return False
     try:
         meta = json.loads(paths["mask_json"].read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(meta, dict):
         return False
     neighbours = NEIGHBOURS[settings.connectivity]
     recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("SeedThreshold", 0.0),
@@ -195,7 +198,7 @@ def _participant(options: Options) -> int:
     if options.boilerplate_only:
         return _boilerplate_only(options)
 
-    check_work_dir(options.bids_dir, options.work_dir)
+    check_work_dir(options.bids_dir, options.work_dir, options.output_dir)
     _configure_nipype_logging(options.verbose)
     runs = collect_flair_runs(
         options.bids_dir,
@@ -239,6 +242,7 @@ def _participant(options: Options) -> int:
     display = ProgressDisplay(len(todo), parallel, detail=lambda status: _summary_line(options.output_dir,
                                                                                        status.run))
     cache_dir = options.work_dir / f"bids_msseg_{__version__.replace('.', '_')}"
+    discard_damaged_cache(cache_dir / "bids_msseg_participant_wf", only=[flair_wf_name(run) for run in todo])
     workflow = init_participant_wf(todo, options=options, bundle_path=bundle_path, work_dir=cache_dir,
                                    settings=settings)
     tracker = RunTracker(todo, on_finish=display.on_finish, on_start=display.on_start, on_step=display.on_step)

@@ -12,6 +12,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -30,6 +31,8 @@ class _PreprocessInputSpec(BaseInterfaceInputSpec):
     n4 = traits.Enum("auto", "on", "off", usedefault=True, desc="N4 bias-field correction")
     skullstrip = traits.Enum("auto", "on", "off", usedefault=True, desc="brain extraction")
     random_seed = traits.Either(None, traits.Int, usedefault=True, desc="seed of ANTs' sampling")
+    force_contrast = traits.Bool(desc="segment an image whose contrast does not look like FLAIR (warned)")
+    min_brain_volume = traits.Float(desc="smallest plausible brain-mask volume (mL)")
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="threads (not part of the hash)")
 
 
@@ -61,6 +64,8 @@ class Preprocess(SimpleInterface):
             force_n4=force_flag(self.inputs.n4),
             force_skullstrip=force_flag(self.inputs.skullstrip),
             random_seed=self.inputs.random_seed,
+            force_contrast=bool(isdefined(self.inputs.force_contrast) and self.inputs.force_contrast),
+            min_brain_ml=self.inputs.min_brain_volume if isdefined(self.inputs.min_brain_volume) else None,
         )
         cwd = Path(runtime.cwd)
         affine = result.ras.affine
@@ -70,6 +75,8 @@ class Preprocess(SimpleInterface):
         decisions = result.decisions.to_json()
         if isinstance(decisions, str):  # PreprocDecisions.to_json() returns the JSON text
             decisions = json.loads(decisions)
+        if getattr(result, "contrast_warning", None):  # only then: other runs' outputs stay as they were
+            decisions["contrast_warning"] = result.contrast_warning
         self._results["decisions"] = str(write_json(cwd / "preprocessing.json", {
             "decisions": decisions,
             "timings": dict(getattr(result, "timings", {}) or {}),

@@ -114,8 +114,10 @@ def read_card(directory: Path) -> ModelCard:
         raise BundleError(f"{directory}: not a model bundle (no {CARD_NAME})")
     try:
         raw = json.loads(card_path.read_text())
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{card_path}: invalid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise BundleError(f"{card_path}: invalid JSON ({str(err)[:200]})") from err
+    if not isinstance(raw, dict):
+        raise BundleError(f"{card_path}: holds a JSON {type(raw).__name__}, not an object")
     known = set(ModelCard.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown:

@@ -22,6 +22,7 @@ import numpy as np
 
 from bids_msseg.errors import InputError
 from bids_msseg.preproc.brain import extract_brain, mask_from_background
+from bids_msseg.preproc.contrast import check_contrast
 from bids_msseg.preproc.decisions import PreprocDecisions, decide_preprocessing
 from bids_msseg.preproc.n4 import n4_correct
 from bids_msseg.preproc.orient import load_flair, to_ras
@@ -33,6 +34,9 @@ LOGGER = logging.getLogger(__name__)
 #: Accepted brain-mask volume (mL). Adult brains are ~1.0-1.6 L (mask with CSF up to ~1.9 L); a
 #: clinical 2D FLAIR may cover only part of the brain. Outside this range no brain was found.
 BRAIN_VOLUME_RANGE_ML = (300.0, 2500.0)
+#: Below the range but above this (mL), a mask may be a small brain (an infant's) or partial coverage:
+#: the message then suggests ``--min-brain-volume`` (the decisions take blobs from 150 mL as brains).
+SMALL_BRAIN_ML = 150.0
 
 
 @dataclass
@@ -46,6 +50,8 @@ class PreprocResult:
     zooms: tuple[float, float, float]
     decisions: PreprocDecisions
     timings: dict[str, float] = field(default_factory=dict)
+    #: Why the image may not be a FLAIR (:func:`~bids_msseg.preproc.contrast.check_contrast`), else None.
+    contrast_warning: str | None = None
 
     @property
     def brain_volume_ml(self) -> float:
@@ -59,6 +65,8 @@ def preprocess_flair(
     force_n4: bool | None = None,
     force_skullstrip: bool | None = None,
     random_seed: int | None = None,
+    force_contrast: bool = False,
+    min_brain_ml: float | None = None,
 ) -> PreprocResult:
     """Load, check, reorient, bias-correct and brain-mask one FLAIR (see the module docstring).
 
@@ -100,14 +108,37 @@ def preprocess_flair(
                            zooms=zooms, decisions=decisions, timings=timings)
     volume = result.brain_volume_ml
     lo, hi = BRAIN_VOLUME_RANGE_ML
+    if min_brain_ml is not None:
+        lo = float(min_brain_ml)
     if not lo <= volume <= hi:
-        how = ("brain extraction" if decisions.skullstrip
-               else "the non-background of an image taken as skull-stripped")
-        hint = (" If the image still has its skull, run with brain extraction forced on."
-                if not decisions.skullstrip else
-                " If the image is already skull-stripped, run with brain extraction forced off.")
-        raise InputError(f"no brain found in {path}: {how} gave a {volume:.0f} mL mask, outside the "
-                         f"plausible {lo:.0f}-{hi:.0f} mL.{hint}")
+        raise InputError(f"no brain found in {path}: {_volume_hint(decisions, volume, lo, hi)}")
+    check = check_contrast(corrected, brain_mask, zooms)
+    if check.verdict == "refuse" and not force_contrast:
+        raise InputError(f"cannot use FLAIR {path}: {check.message} (contrast statistics {check.stats}); if it "
+                         "is a FLAIR, run with --force-contrast")
+    if check.verdict != "ok":
+        result.contrast_warning = f"{check.message} (contrast statistics {check.stats})"
+        LOGGER.warning("%s: %s%s", path.name, result.contrast_warning,
+                       "; segmented anyway (--force-contrast)" if check.verdict == "refuse" else "")
     LOGGER.info("%s: brain mask %.0f mL; timings %s", path.name, volume,
                 ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return result
+
+
+def _volume_hint(decisions: PreprocDecisions, volume: float, lo: float, hi: float) -> str:
+    """Why a brain-mask volume is implausible, and what to do, given how the mask was made."""
+    small = volume < lo and volume >= SMALL_BRAIN_ML
+    if decisions.skullstrip:
+        what = f"brain extraction gave a {volume:.0f} mL mask, outside the plausible {lo:.0f}-{hi:.0f} mL."
+        if volume < lo:
+            return (f"{what} If the image is already skull-stripped, run with --skullstrip off"
+                    + ("; if it is a small brain (a child's) or covers only part of the brain, lower "
+                       f"--min-brain-volume (e.g. --min-brain-volume {int(volume * 0.8)})." if small else "."))
+        return f"{what} Check the image's voxel sizes (header) and that it is a brain FLAIR."
+    what = (f"the non-background of an image taken as skull-stripped gave a {volume:.0f} mL mask, outside the "
+            f"plausible {lo:.0f}-{hi:.0f} mL.")
+    if small:
+        return (f"{what} If it is a small brain (a child's) or a scan covering part of the brain, lower "
+                f"--min-brain-volume (e.g. --min-brain-volume {int(volume * 0.8)}); if the image still has its "
+                "skull, run with --skullstrip on.")
+    return f"{what} If the image still has its skull, run with --skullstrip on."

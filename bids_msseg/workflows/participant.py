@@ -22,10 +22,12 @@ through :class:`RunTracker` (one line per finished run).
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing as mp
 import os
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -136,6 +138,16 @@ def expert_masks_of(runs: Sequence[FlairRun], options: Options) -> dict[str, Pat
     return found
 
 
+def _preprocess_extras(options: Options) -> dict[str, Any]:
+    """Inputs of the preprocess node that are set only when not default (default runs keep their cache)."""
+    extras: dict[str, Any] = {}
+    if getattr(options, "force_contrast", False):
+        extras["force_contrast"] = True
+    if getattr(options, "min_brain_volume", None) is not None:
+        extras["min_brain_volume"] = float(options.min_brain_volume)
+    return extras
+
+
 def init_single_flair_wf(
     run: FlairRun,
     *,
@@ -188,7 +200,7 @@ def init_single_flair_wf(
 
     preprocess = pe.Node(
         Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
-                   omp_nthreads=threads),
+                   omp_nthreads=threads, **_preprocess_extras(options)),
         name="preprocess", n_procs=threads, mem_gb=mem("preprocess"))
     segment = pe.Node(
         Segment(bundle_path=str(bundle_path), model_id=settings.model_id,
@@ -415,6 +427,26 @@ class _Worker:
         format_nipype_logging()
 
 
+#: What a full disk looks like in a worker's traceback (no space, quota exceeded, file too large).
+_DISK_FULL = tuple(f"[Errno {code}]" for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+def _lost_result_line(trace: list[str]) -> str:
+    """The last line of the crash file of a task whose worker returned no result (read by the summary).
+
+    The worker's own traceback comes back as text (a ``_RemoteTraceback`` cause), so it is searched
+    as text.
+    """
+    text = "".join(trace)
+    full = next((code for code in _DISK_FULL if code in text), None)
+    if full is not None:
+        return (f"OSError: {full} the disk is full while writing the step's results: the work directory (-w) "
+                "or the output directory has no space left; free space or choose another -w and run again "
+                "(completed steps are resumed)\n")
+    return ("RuntimeError: the step's worker returned no result (its result file could not be written or "
+            "read: a full or failing work directory -w?)\n")
+
+
 class _WorkerInitMultiProcPlugin(MultiProcPlugin):
     """nipype's MultiProc with ``forkserver`` workers prepared by :meth:`_Worker.init`, scheduling
     runs depth-first: among the ready jobs, those of the earliest run in ``run_order`` go first.
@@ -438,6 +470,28 @@ class _WorkerInitMultiProcPlugin(MultiProcPlugin):
             initargs=(self._cwd, *worker_args),
             mp_context=mp.get_context("forkserver"),
         )
+
+    def _async_callback(self, args: Any) -> None:
+        """Record a task's result, also when the worker could not return one.
+
+        nipype's own callback calls ``future.result()`` unguarded: when the worker's ``node.run``
+        failed and reading the node's result file failed too (a full work directory: the file was
+        never written), the exception escapes the callback, the task never gets a result, and the
+        scheduler waits for it forever. Here such a task is recorded as failed with the worker's
+        traceback, so its run fails (crash file, FAILED line) and the others go on.
+        """
+        try:
+            result = args.result()
+        except BaseException as err:  # noqa: BLE001 - any failure must end the task, never hang it
+            taskid = next((tid for tid, future in list(self._task_obj.items()) if future is args), None)
+            if taskid is None:
+                LOGGER.error("a workflow task failed and cannot be matched to its node: %s", err)
+                return
+            trace = traceback.format_exception(type(err), err, err.__traceback__)
+            trace.append(_lost_result_line(trace))
+            self._taskresult[taskid] = {"result": None, "traceback": trace, "taskid": taskid}
+            return
+        self._taskresult[result["taskid"]] = result
 
     def _run_rank(self, jobid: int) -> int:
         for part in str(self.procs[jobid].fullname).split("."):
@@ -480,6 +534,10 @@ def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunT
         ok = True
     except RuntimeError as err:  # nipype re-raises the first node failure at the end
         LOGGER.debug("workflow finished with errors: %s", str(err).splitlines()[-1] if str(err) else err)
+        ok = False
+    except OSError as err:  # the scheduler itself could not write (a full disk): the runs not done fail
+        LOGGER.error("the workflow stopped: %s (%s); free space or choose another -w/output directory and "
+                     "run again", err.strerror or err, getattr(err, "filename", "") or "")
         ok = False
     finally:
         if plugin is not None:

@@ -242,8 +242,8 @@ IMAGE_CASES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
     "a few NaN/Inf": (nan_few, "accepted", ""),
     "mostly NaN": (nan_most, "load", "NaN or Inf"),
     "mostly -Inf": (inf_most, "load", "NaN or Inf"),
-    "all zero": (all_zero, "load", "every voxel is 0"),
-    "constant": (constant, "load", "constant"),
+    "all zero": (all_zero, "screen", "every voxel is 0"),  # compresses > 100-fold: streamed at screening
+    "constant": (constant, "screen", "constant"),
     "binary mask": (binary_mask, "load", "binary mask"),
     "int8": (int8, "accepted", ""),
     "uint16": (uint16, "accepted", ""),

@@ -35,8 +35,8 @@ def synthetic_head(seed: int = 0, skull: bool = True, noisy_background: bool = F
     # Ellipsoid radius 1 at semi-axes of 68 x 85 x 58 mm: a ~1.4 L brain-with-CSF.
     r = np.sqrt((grid[0] / 68) ** 2 + (grid[1] / 85) ** 2 + (grid[2] / 58) ** 2)
     img = np.zeros(shape, np.float32)
-    img[r < 1.0] = 300.0
-    img[r < 0.7] = 380.0
+    img[r < 1.0] = 380.0  # grey matter: brighter than white matter in FLAIR
+    img[r < 0.7] = 300.0
     img[np.sqrt((grid[0] / 12) ** 2 + (grid[1] / 30) ** 2 + (grid[2] / 15) ** 2) < 1.0] = 80.0
     if skull:  # CSF, bone and scalp fat: one connected head, as in real scans
         img[(r >= 1.0) & (r < 1.08)] = 40.0

@@ -115,3 +115,27 @@ def test_tracker_reports_cached_steps(synthetic_bids: Path) -> None:
                          on_step=lambda s, step, seconds: events.append((step, seconds)))
     tracker("bids_msseg_participant_wf.single_flair_sub_02_FLAIR_wf.preprocess", "end")
     assert events == ["start", ("preprocess", None)]
+
+
+def test_a_task_without_result_fails_its_run_instead_of_hanging() -> None:
+    """Issue 18: a full work directory made nipype's callback raise; the task never ended (hang)."""
+    from concurrent.futures import Future
+
+    from bids_msseg.workflows.participant import _WorkerInitMultiProcPlugin
+
+    plugin = _WorkerInitMultiProcPlugin({"n_procs": 1}, (1, 30, 50, 1))
+    try:
+        future: Future = Future()
+        plugin._task_obj[7] = future
+        future.set_exception(FileNotFoundError("result_segment.pklz\n[Errno 28] No space left on device"))
+        plugin._async_callback(future)
+        result = plugin._get_result(7)
+        assert result is not None and result["result"] is None and result["taskid"] == 7
+        assert "the disk is full" in result["traceback"][-1]
+        other: Future = Future()
+        plugin._task_obj[8] = other
+        other.set_exception(EOFError("truncated"))
+        plugin._async_callback(other)
+        assert "returned no result" in plugin._get_result(8)["traceback"][-1]
+    finally:
+        plugin.pool.shutdown(wait=False)
