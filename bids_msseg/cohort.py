@@ -35,6 +35,7 @@ from bids_msseg.derivatives import (
     EVALUATION_TSV,
     derivative_paths,
     parse_source,
+    required_outputs,
     write_json,
     write_tsv,
 )
@@ -156,7 +157,7 @@ def build_cohort_table(runs: Sequence[Any], output_dir: Path, participants: Mapp
                 LOGGER.error("%s: %s", run.relpath, problem)
                 summary = None
             if summary is not None:
-                absent = sorted(key for key, path in paths.items() if not path.is_file())
+                absent = sorted(key for key, path in required_outputs(paths).items() if not path.is_file())
                 if absent:
                     problem = f"incomplete participant outputs (missing: {', '.join(absent)}); run it again"
                     summary = None

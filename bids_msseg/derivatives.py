@@ -109,6 +109,14 @@ _OUTPUTS: dict[str, tuple[dict[str, str], str, str]] = {
     "tpl_probseg": ({"space": TEMPLATE_SPACE, "label": "lesion"}, "probseg", ".nii.gz"),
 }
 _NIFTI_KEYS = ("mask", "probseg", "dseg", "brain", "location", "tpl_mask", "tpl_probseg")
+#: Outputs written only when the run's template registration succeeded (``location_status`` ok).
+OPTIONAL_OUTPUTS = frozenset({"location", "location_json", "location_tsv", "tpl_mask", "tpl_mask_json",
+                              "tpl_probseg", "tpl_probseg_json"})
+
+
+def required_outputs(paths: Mapping[str, Path]) -> dict[str, Path]:
+    """The outputs every complete run has (:func:`derivative_paths` less :data:`OPTIONAL_OUTPUTS`)."""
+    return {key: path for key, path in paths.items() if key not in OPTIONAL_OUTPUTS}
 
 #: Descriptions of the dseg TSV's own columns (BIDS defines ``index`` and ``name``), kept in the
 #: dseg sidecar so the validator knows them.

@@ -37,7 +37,7 @@ from bids_msseg.boilerplate import write_citation
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_seconds
 from bids_msseg.crashfiles import flair_wf_name
-from bids_msseg.derivatives import derivative_paths, segmented_sources, write_dataset_description
+from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_sources, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.lesions import NEIGHBOURS, LesionDefinition
 from bids_msseg.longitudinal import run_longitudinal
@@ -114,7 +114,7 @@ def container_info() -> dict[str, str] | None:
 def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSettings) -> bool:
     """True when every derivative of ``run`` exists and was made with the same model and settings."""
     paths = derivative_paths(output_dir, run.relpath)
-    if not all(p.is_file() for p in paths.values()):
+    if not all(p.is_file() for p in required_outputs(paths).values()):
         return False
     try:
         meta = json.loads(paths["mask_json"].read_text())
