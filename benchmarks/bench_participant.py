@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Wall time of whole participant runs through the command line, against the goals.
 
-    python benchmarks/bench_participant.py --work /tmp/bench
+    python benchmarks/bench_participant.py --work /tmp/bench [--cases 0 2] [--extra=--seed-threshold=0]
 
 Two single-subject BIDS datasets linking ../shared/data: 3D-MR-MS patient 26 (skull-stripped,
 1 mm; goal <= 15 s) and a raw clinical FLAIR with skull (N4 + brain extraction; goal <= 60 s).
 Each is run once cold (fresh output and work directories). Prints seconds and the ratio to goal,
 then each workflow node's duration as nipype recorded it (``_report/report.rst``).
-Run it on a quiet machine: the figures are wall clock.
+Run it on a quiet machine: the figures are wall clock. The CPU model and whether it has native
+bf16 (the precision ``auto`` picks) are printed first. ``--extra`` passes options to every run
+(e.g. ``--seed-threshold=0`` for the default model without hysteresis).
 """
 
 from __future__ import annotations
@@ -54,16 +56,25 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--cases", type=int, nargs="+", default=None, help="case numbers to run (default: all)")
+    ap.add_argument("--extra", action="append", default=[], help="an option passed to every run")
     args = ap.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    LOGGER.info("CPU: %s; native bf16: %s (precision auto = %s); options: %s", cpu, bf16,
+                "bf16" if bf16 else "fp32", " ".join(args.extra) or "defaults")
     if not SHARED.exists():
         LOGGER.error("%s is absent", SHARED)
         return 2
     for i, (name, (flair, goal)) in enumerate(CASES.items()):
+        if args.cases is not None and i not in args.cases:
+            continue
         root = args.work / f"case{i}"
         shutil.rmtree(root, ignore_errors=True)
         bids = one_subject_dataset(root, flair)
         cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(root / "out"), "participant",
-               "--skip-bids-validation", "-w", str(root / "work")]
+               "--skip-bids-validation", "-w", str(root / "work"), *args.extra]
         t0 = time.perf_counter()
         code = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         dt = time.perf_counter() - t0
