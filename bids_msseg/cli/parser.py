@@ -130,6 +130,16 @@ def _probability(value: str) -> float:
     return number
 
 
+def _seed_probability(value: str) -> float:
+    """A seed threshold: 0 turns hysteresis off, else a probability strictly between 0 and 1."""
+    try:
+        if float(value) == 0.0:
+            return 0.0
+    except ValueError:
+        pass
+    return _probability(value)
+
+
 def _non_negative_float(value: str) -> float:
     try:
         number = float(value)
@@ -341,7 +351,7 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
                             "model)")
     model.add_argument("--threshold", type=_probability, metavar="P",
                        help="probability above which a voxel is lesion (default: the bundle's)")
-    model.add_argument("--seed-threshold", type=_probability, metavar="P",
+    model.add_argument("--seed-threshold", type=_seed_probability, metavar="P",
                        help="keep only lesions whose probability reaches P somewhere, 0 = off "
                             "(default: the bundle's)")
     model.add_argument("--min-lesion-size", dest="min_lesion_size", type=_non_negative_float, metavar="MM3",

@@ -136,3 +136,12 @@ def test_runs_are_seeded_by_default(tmp_path: Path) -> None:
 def test_command_line_is_recorded(tmp_path: Path) -> None:
     options = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "01"])
     assert options.command_line == f"bids_msseg {tmp_path} {tmp_path / 'o'} participant --participant-label 01"
+
+
+def test_seed_threshold_zero_turns_hysteresis_off(tmp_path: Path) -> None:
+    base = [str(tmp_path / "bids"), str(tmp_path / "out"), "participant"]
+    assert parse_args(base).seed_threshold is None  # the bundle's
+    assert parse_args([*base, "--seed-threshold", "0"]).seed_threshold == 0.0
+    assert parse_args([*base, "--seed-threshold", "0.97"]).seed_threshold == 0.97
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--seed-threshold", "1.5"])
