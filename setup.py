@@ -7,7 +7,7 @@ Install with the constraints file so that pip keeps the CPU build of torch:
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "bids_msseg" / "__init__.py").read_text()).group(1)
@@ -20,18 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=[
-        "bids_msseg",
-        "bids_msseg.cli",
-        "bids_msseg.crosssite",
-        "bids_msseg.model",
-        "bids_msseg.preproc",
-        "bids_msseg.train",
-        "bids_msseg.workflows",
-        "bids_msseg.interfaces",
-        "bids_msseg.reports",
-        "bids_msseg.boilerplate",
-    ],
+    packages=find_packages(include=["bids_msseg", "bids_msseg.*"]),  # every subpackage, new ones too
     package_data={
         "bids_msseg": ["data/default_model/*", "data/templates/*", "data/demo_lesions/*"],
         "bids_msseg.boilerplate": ["*.j2", "*.bib", "*.md"],
