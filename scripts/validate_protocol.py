@@ -2,6 +2,7 @@
 """The default model's real validation protocol: every model choice is made on this table.
 
     python scripts/validate_protocol.py --out /tmp/protocol [--model BUNDLE] [--name NAME] [--threshold T]
+    python scripts/validate_protocol.py --out /tmp/protocol --name NAME --rescore 0.65 0.65:0.97 ...
 
 Builds one BIDS dataset from ../shared/data (never copied, only linked):
 
@@ -42,6 +43,8 @@ from bids_msseg.metrics import lesion_metrics, voxel_metrics
 LOGGER = logging.getLogger("validate_protocol")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GG853 = DATA / "flair-template"
+
+
 def scans() -> dict[str, tuple[Path, Path | None]]:
     """BIDS stem -> (FLAIR, expert mask or None)."""
     out: dict[str, tuple[Path, Path | None]] = {
@@ -58,8 +61,9 @@ def scans() -> dict[str, tuple[Path, Path | None]]:
 
 
 def make_dataset(root: Path) -> Path:
+    """A BIDS dataset of links to the protocol's scans (idempotent)."""
     bids = root / "bids"
-    (bids).mkdir(parents=True, exist_ok=True)
+    bids.mkdir(parents=True, exist_ok=True)
     (bids / "dataset_description.json").write_text(json.dumps({"Name": "protocol", "BIDSVersion": "1.9.0"}))
     for stem, (flair, _) in scans().items():
         parts = stem.split("_")
@@ -72,12 +76,14 @@ def make_dataset(root: Path) -> Path:
 
 
 def load_template() -> LabelledTemplate:
+    """GG-853 (a lesion-free FLAIR average) with the Neuromorphometrics labels."""
     return neuromorphometrics_template(GG853 / "GG-853-FLAIR-2.0mm.nii.gz",
                                        GG853 / "GG-853-brainmask-2.0mm_derived.nii.gz")
 
 
 def anatomy_labels(cache: Path, stem: str, flair: nib.Nifti1Image, brain: np.ndarray,
                    template: LabelledTemplate) -> np.ndarray:
+    """The template's labels on the scan's grid: registered once, then read from ``cache``."""
     path = cache / f"{stem}_labels.nii.gz"
     if not path.exists():
         t0 = time.time()
