@@ -176,7 +176,7 @@ def load_flair_anatomies(paths: list[Path], reference: nib.Nifti1Image, seed: in
 
     mni = _resample_to(datasets.load_mni152_template(resolution=1), reference, order=1)
     mni_brain = _resample_to(datasets.load_mni152_brain_mask(resolution=1), reference, order=1) > 0.5
-    wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
+    wm = mni_white_matter(reference)
     fixed = to_ants_image(mni * mni_brain, reference.affine)
     anatomies = []
     for path in paths:
@@ -208,14 +208,11 @@ def load_flair_average(image_path: Path, brain_path: Path, reference: nib.Nifti1
     Its normal FLAIR-bright structures (hippocampus, periventricular caps, choroid plexus, septum)
     are taught as background: everything in it is known.
     """
-    from nilearn import datasets  # lazy: nilearn is heavy, needed only to build training data
-
     image = _resample_to(nib.load(image_path), reference, order=1)
     brain = ndimage.binary_fill_holes(_resample_to(nib.load(brain_path), reference, order=1) > 0.5)
     image = np.clip(image, 0, None) * brain
     image = (image / np.percentile(image[brain], 99)).astype(np.float32)
-    wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
-    level = float(np.median(image[wm & brain]))
+    level = float(np.median(image[mni_white_matter(reference) & brain]))
     name = Path(image_path).name.split(".nii")[0]
     LOGGER.info("FLAIR average %s: brain %.0f mL, white matter %.3f", name, brain.sum() / 1000, level)
     return Anatomy(name, image, brain, None, reference.affine, level, None, average=True)
@@ -234,12 +231,16 @@ def small_lesion_shapes(masks: list[np.ndarray], min_voxels: int = 3, max_voxels
     return shapes
 
 
-def white_matter_sites(reference: nib.Nifti1Image, erode: int = 2) -> np.ndarray:
-    """Voxel indices of (eroded) MNI152 white matter on the lesion-mask grid: where small lesions go."""
+def mni_white_matter(reference: nib.Nifti1Image) -> np.ndarray:
+    """nilearn's MNI152 white-matter mask on the grid of ``reference`` (a white-matter prior)."""
     from nilearn import datasets  # lazy: nilearn is heavy, needed only to build training data
 
-    wm = _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
-    return np.argwhere(ndimage.binary_erosion(wm, iterations=erode))
+    return _resample_to(datasets.load_mni152_wm_mask(resolution=1), reference, order=0) > 0.5
+
+
+def white_matter_sites(reference: nib.Nifti1Image, erode: int = 2) -> np.ndarray:
+    """Voxel indices of (eroded) MNI152 white matter on the lesion-mask grid: where small lesions go."""
+    return np.argwhere(ndimage.binary_erosion(mni_white_matter(reference), iterations=erode))
 
 
 def scatter_small_lesions(shape: tuple[int, ...], small: SmallLesions, n: int, rng: np.random.Generator) -> np.ndarray:
