@@ -35,6 +35,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, neuromorphometrics_template, register_template
 from bids_msseg.lesions import LesionDefinition, binarize, label_lesions
@@ -170,6 +171,26 @@ def grid_line(table: pd.DataFrame) -> dict:
             "synthsr_lesions": synthsr["pred_lesions"], "synthsr_ml": synthsr["pred_ml"]}
 
 
+def peak_table(out: Path, threshold: float, edges: tuple[float, ...] = (0.0, 0.9, 0.97, 1.01)) -> pd.DataFrame:
+    """Components of the labelled scans' maps at ``threshold``, by peak probability: how many touch an
+    expert lesion. Says whether a rule on the peak can separate true lesions from false ones."""
+    rows = []
+    for stem, (_, mask_path) in scans().items():
+        if mask_path is None:
+            continue
+        prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))).dataobj,
+                          np.float32)
+        truth = np.asarray(nib.load(mask_path).dataobj) > 0.5
+        labels, n = label_lesions(prob >= threshold, 1.0, LesionDefinition())
+        ids = np.arange(1, n + 1)
+        peaks = np.asarray(ndimage.maximum(prob, labels, ids)) if n else np.zeros(0)
+        touched = np.isin(ids, np.unique(labels[truth & (labels > 0)]))
+        rows += [{"peak": p, "true": t} for p, t in zip(peaks, touched, strict=True)]
+    table = pd.DataFrame(rows, columns=["peak", "true"])
+    table["bin"] = pd.cut(table["peak"], list(edges), right=False)
+    return table.groupby("bin", observed=False)["true"].agg(components="size", touching_expert_lesion="sum")
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per-patient means (P14's visits are one patient), then their mean."""
     labelled = table.dropna(subset=["dice"]).copy()
@@ -192,12 +213,17 @@ def main() -> int:
                     help="skip the run; re-binarize the existing probability maps at T, keeping lesions that "
                          "reach SEED (hysteresis), of at least MINSIZE mm3; several specs print a grid")
     ap.add_argument("--no-run", action="store_true", help="score the existing outputs of --name")
+    ap.add_argument("--peaks", type=float, default=None, metavar="T",
+                    help="skip the run; tabulate the components at T by peak probability (true vs false)")
     args = ap.parse_args()
     if not DATA.exists():
         LOGGER.error("%s is absent", DATA)
         return 2
     bids = make_dataset(args.out)
     out = args.out / args.name / "derivatives"
+    if args.peaks is not None:
+        LOGGER.info("\n%s", peak_table(out, args.peaks).to_string())
+        return 0
     if args.rescore is None and not args.no_run:
         cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(out), "participant", "--skip-bids-validation",
                "-w", str(args.out / "work" / "shared"), "--precision", args.precision, "--overwrite"]

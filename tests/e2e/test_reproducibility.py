@@ -95,22 +95,28 @@ def test_two_seeded_runs_are_byte_identical(tmp_path: Path, tiny_bundle: Path, m
 RAW_FLAIR = "raw-flair/ljubljana-longitudinal_patient01_study1_FLAIR.nii.gz"
 
 
+def _raw_flair_dataset(shared_data: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A one-run BIDS dataset linking the raw FLAIR (skips when the real data is absent)."""
+    source = shared_data / RAW_FLAIR
+    if not source.is_file():
+        pytest.skip(f"real data not available: {source} is missing")
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "repeatability", "BIDSVersion": "1.10.0"}))
+    relpath = "sub-01/anat/sub-01_FLAIR.nii.gz"
+    (bids / relpath).symlink_to(source)
+    return bids, relpath
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_raw_flair_repeats_exactly(shared_data: Path, tmp_path: Path) -> None:
     """A raw clinical FLAIR (Lesjak et al. 2016, CC-BY) through N4, brain extraction and the default model."""
     from bids_msseg.model.bundle import DEFAULT_BUNDLE
 
-    source = shared_data / RAW_FLAIR
-    if not source.is_file():
-        pytest.skip(f"real data not available: {source} is missing")
     if not (DEFAULT_BUNDLE / "model.json").is_file():
         pytest.skip(f"the packaged default model is not present ({DEFAULT_BUNDLE})")
-    bids = tmp_path / "bids"
-    (bids / "sub-01" / "anat").mkdir(parents=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "repeatability", "BIDSVersion": "1.10.0"}))
-    relpath = "sub-01/anat/sub-01_FLAIR.nii.gz"
-    (bids / relpath).symlink_to(source)
+    bids, relpath = _raw_flair_dataset(shared_data, tmp_path)
     out1, out2 = _run_twice(bids, tmp_path, "--random-seed", "42", "--nprocs", "1", "--omp-nthreads", "2",
                             "--device", "cpu")
     sidecar = json.loads(derivative_paths(out1, relpath)["mask_json"].read_text())
@@ -123,14 +129,7 @@ def test_real_raw_flair_repeats_exactly(shared_data: Path, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_real_raw_flair_repeats_exactly_by_default(shared_data: Path, tmp_path: Path) -> None:
     """Issue 14: without --random-seed (seed 0, which ANTs alone would read as "from the clock")."""
-    source = shared_data / RAW_FLAIR
-    if not source.is_file():
-        pytest.skip(f"real data not available: {source} is missing")
-    bids = tmp_path / "bids"
-    (bids / "sub-01" / "anat").mkdir(parents=True)
-    (bids / "dataset_description.json").write_text(json.dumps({"Name": "repeatability", "BIDSVersion": "1.10.0"}))
-    relpath = "sub-01/anat/sub-01_FLAIR.nii.gz"
-    (bids / relpath).symlink_to(source)
+    bids, relpath = _raw_flair_dataset(shared_data, tmp_path)
     out1, out2 = _run_twice(bids, tmp_path)
     assert json.loads(derivative_paths(out1, relpath)["mask_json"].read_text())["RandomSeed"] == 0
     _assert_identical(out1, relpath, out2, relpath)

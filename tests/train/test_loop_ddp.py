@@ -11,12 +11,10 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bids_msseg.train.data import list_shards, make_shard
+from bids_msseg.train.data import list_shards
 from bids_msseg.train.loop import TrainConfig, rank_seed
 
 WORLD = 2
@@ -52,16 +50,6 @@ def _worker(rank: int, port: int, shard_dir: str, run_dir: str, out_dir: str) ->
     save_file({k: v.contiguous() for k, v in built[0].state_dict().items()}, f"{out_dir}/rank{rank}.safetensors")
     Path(f"{out_dir}/rank{rank}.json").write_text(json.dumps(state))
     torch.distributed.destroy_process_group()
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory, training_scan) -> Path:
-    d = tmp_path_factory.mktemp("ddp_shards")
-    ref = np.linspace(0, 1, 1001)
-    for i in range(6):
-        image, brain, lesion = training_scan(i)
-        make_shard(d / f"vol_{i:05d}.npz", image, brain, lesion, (1.0, 1.0, 1.0), ref, size=64)
-    return d
 
 
 def test_rank_seeds_differ_and_rank0_keeps_the_seed() -> None:
