@@ -106,6 +106,44 @@ def build_pool(out: Path, n: int, seed: int, masks_dir: Path, flair_dir: Path | 
         LOGGER.info("shard %d: %s, %.1f s", i, vol.params, time.time() - t0)
 
 
+def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, seed: int) -> None:
+    """Real expert-labelled scans as training shards: the scan as the participant level sees it
+    (:func:`bids_msseg.preproc.preprocess_flair`), normalized with ``bundle``'s reference, plus
+    ``copies`` image-quality-degraded copies (blur, sharpening, thick slices; DeepLesionBrain).
+
+    Every voxel is labelled (the expert mask is complete): the real negatives (hippocampus, choroid
+    plexus, septum, ventricle caps) that synthetic scans cannot teach. ``pairs`` are
+    ``FLAIR:MASK`` paths on the same grid. Leave-one-patient-out: a model trained on these shards is
+    never scored on the same patient.
+    """
+    import zlib
+
+    from bids_msseg.preproc import preprocess_flair
+    from bids_msseg.train.augment import degrade_quality
+    from bids_msseg.train.cache import load_mask_on_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    reference = np.asarray(json.loads((bundle / "model.json").read_text())["reference_quantiles"])
+    for pair in pairs:
+        flair, mask = (Path(x) for x in pair.split(":"))
+        stem = flair.name.split(".nii")[0]
+        targets = [(out / f"real_{stem}.npz", 0)] + [(out / f"real_{stem}_augq{j}.npz", j)
+                                                      for j in range(1, copies + 1)]
+        todo = [(t, j) for t, j in targets if not t.exists()]
+        if not todo:
+            continue
+        pre = preprocess_flair(flair, random_seed=seed)
+        lesion = load_mask_on_grid(mask, pre.ras)
+        zooms = tuple(float(z) for z in pre.ras.header.get_zooms()[:3])
+        for target, j in todo:
+            image, params = pre.corrected, None
+            if j:
+                image, params = degrade_quality(image, np.random.default_rng([seed, zlib.crc32(stem.encode()), j]))
+            make_shard(target, image, pre.brain_mask, lesion & pre.brain_mask, zooms, reference,
+                       meta={"source": flair.name, "expert_mask": mask.name, "augmentation": params})
+            LOGGER.info("real shard %s written%s", target.name, f" ({params})" if params else "")
+
+
 def validation_shards(pool: Path, wait_for: int, seed: int, max_val_scans: int) -> list[Path]:
     """A run's validation scans: the 20% of the pool's first ``wait_for`` shards held out by ``seed``,
     at most ``max_val_scans`` of them spread over the pool (templates first, real FLAIR anatomy later)."""
@@ -135,7 +173,11 @@ def run_training(pool: Path, run: Path, args: argparse.Namespace) -> None:
         from bids_msseg.model.bundle import load_bundle
 
         init = load_bundle(args.init_bundle).network.state_dict()
-    train(run, None, val, cfg, shard_source=pool, init_weights=init)
+    real = list_shards(args.real) if args.real else None
+    if real:
+        cfg.real_fraction = args.real_fraction
+        LOGGER.info("%d real shards from %s, %.0f%% of each batch", len(real), args.real, 100 * args.real_fraction)
+    train(run, None, val, cfg, shard_source=pool, init_weights=init, real_shards=real)
 
 
 def calibrate(pool: Path, run: Path, args: argparse.Namespace) -> None:
@@ -262,6 +304,14 @@ def main() -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32")
     t.add_argument("--keep-epochs", action="store_true", help="keep every epoch's checkpoint (epoch_NNN)")
+    t.add_argument("--real", type=Path, default=None, help="folder of real labelled shards (see ``real``)")
+    t.add_argument("--real-fraction", type=float, default=0.25, help="share of each batch drawn from --real")
+    r = sub.add_parser("real", help="real expert-labelled scans as training shards (leave-one-patient-out)")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--pair", action="append", required=True, metavar="FLAIR:MASK")
+    r.add_argument("--bundle", type=Path, required=True, help="the bundle whose quantile reference to use")
+    r.add_argument("--copies", type=int, default=4, help="image-quality-degraded copies per scan")
+    r.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("export")
     e.add_argument("--pool", type=Path, required=True)
     e.add_argument("--run", type=Path, required=True)
@@ -287,6 +337,8 @@ def main() -> None:
         plot_curve(args.run, args.out)
     elif args.cmd == "pool":
         build_pool(args.out, args.n, args.seed, args.masks, args.flair_anatomy, args)
+    elif args.cmd == "real":
+        build_real_shards(args.out, args.pair, args.bundle, args.copies, args.seed)
     elif args.cmd == "train":
         run_training(args.pool, args.run, args)
     elif args.cmd == "calibrate":

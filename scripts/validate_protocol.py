@@ -3,6 +3,8 @@
 
     python scripts/validate_protocol.py --out /tmp/protocol [--model BUNDLE] [--name NAME] [--threshold T]
     python scripts/validate_protocol.py --out /tmp/protocol --name NAME --rescore 0.65 0.65:0.97 ...
+    python scripts/validate_protocol.py --out /tmp/protocol --name lopo --model BOTH \
+        --model-for p26=TRAINED_ON_P14 --model-for P14=TRAINED_ON_P26
 
 Builds one BIDS dataset from ../shared/data (never copied, only linked):
 
@@ -74,6 +76,22 @@ def make_dataset(root: Path) -> Path:
         if not link.exists():
             link.symlink_to(flair)
     return bids
+
+
+def models_by_subject(default: str | None, model_for: list[str]) -> dict[str | None, list[str]]:
+    """Bundle -> the subject labels it segments: ``LABEL=BUNDLE`` entries, the rest with ``default``.
+
+    Leave-one-patient-out: a model trained on one patient's expert masks segments only the other.
+    """
+    chosen = dict(item.split("=", 1) for item in model_for)
+    subjects = sorted({stem.split("_")[0].removeprefix("sub-") for stem in scans()})
+    unknown = set(chosen) - set(subjects)
+    if unknown:
+        raise SystemExit(f"--model-for: no such subject {sorted(unknown)} (have {subjects})")
+    groups: dict[str | None, list[str]] = {}
+    for subject in subjects:
+        groups.setdefault(chosen.get(subject, default), []).append(subject)
+    return groups
 
 
 def load_template() -> LabelledTemplate:
@@ -207,6 +225,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", default="default", help="subfolder for this model's outputs and table")
     ap.add_argument("--model", default=None, help="a bundle folder (default: the packaged model)")
+    ap.add_argument("--model-for", action="append", default=[], metavar="LABEL=BUNDLE",
+                    help="segment subject LABEL with BUNDLE instead (leave-one-patient-out: the model that did "
+                         "not train on that patient); repeatable")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--threshold", type=float, default=None, help="passed to the command line")
     ap.add_argument("--rescore", nargs="+", default=None, metavar="T[:SEED[:MINSIZE]]",
@@ -225,15 +246,17 @@ def main() -> int:
         LOGGER.info("\n%s", peak_table(out, args.peaks).to_string())
         return 0
     if args.rescore is None and not args.no_run:
-        cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(out), "participant", "--skip-bids-validation",
-               "-w", str(args.out / "work" / "shared"), "--precision", args.precision, "--overwrite"]
-        cmd += ["--model", args.model] if args.model else []
-        cmd += ["--threshold", str(args.threshold)] if args.threshold is not None else []
-        t0 = time.time()
-        code = subprocess.call(cmd)
-        LOGGER.info("command: %s\nexit %d in %.1f s", " ".join(cmd), code, time.time() - t0)
-        if code:
-            return code
+        for model, labels in models_by_subject(args.model, args.model_for).items():
+            cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(out), "participant", "--skip-bids-validation",
+                   "-w", str(args.out / "work" / "shared"), "--precision", args.precision, "--overwrite"]
+            cmd += ["--model", model] if model else []
+            cmd += ["--participant-label", *labels] if args.model_for else []
+            cmd += ["--threshold", str(args.threshold)] if args.threshold is not None else []
+            t0 = time.time()
+            code = subprocess.call(cmd)
+            LOGGER.info("command: %s\nexit %d in %.1f s", " ".join(cmd), code, time.time() - t0)
+            if code:
+                return code
     specs = [parse_spec(t) for t in args.rescore] if args.rescore else [None]
     tables = evaluate(out, args.out / "anatomy", specs)
     for spec, table in tables.items():

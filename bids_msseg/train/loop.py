@@ -71,6 +71,9 @@ class TrainConfig:
     #: Also keep every epoch's checkpoint (``epoch_NNN``), so that the epoch can be chosen afterwards
     #: on real validation scans (the default model's protocol) rather than on the synthetic ones.
     keep_epochs: bool = False
+    #: Share of each batch drawn from real expert-labelled shards (``train(real_shards=...)``), so that
+    #: their real negatives weigh the same whatever the size of the synthetic pool.
+    real_fraction: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -188,13 +191,15 @@ def train(
     shard_source: Path | None = None,
     val_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     init_weights: Mapping[str, torch.Tensor] | None = None,
+    real_shards: list[Path] | None = None,
 ) -> dict:
     """Train into ``run_dir`` (resuming from ``run_dir/last`` if present); returns the final state.
 
     ``shard_source``, when given, is re-listed every epoch so that training on a synthetic pool
     can start while the pool is still being generated; validation shards are fixed up front.
     ``init_weights`` (a network state dict, e.g. a bundle's, to fine-tune from) are loaded when the
-    run starts fresh; a resumed run takes its weights from the checkpoint instead.
+    run starts fresh; a resumed run takes its weights from the checkpoint instead. ``real_shards``
+    (real expert-labelled scans) fill ``cfg.real_fraction`` of every batch, from their own sampler.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +234,13 @@ def train(
         saved = [state["sampler"]] + [None] * (world - 1)
     if saved[rank] is not None:
         sampler.rng.bit_generator.state = saved[rank]
+    n_real = round(cfg.batch_size * cfg.real_fraction) if real_shards else 0
+    real_sampler = None
+    if n_real:
+        real_sampler = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction,
+                                    rank_seed(cfg.seed, rank) + 7919)
+        if state.get("sampler_real") is not None and world == 1:
+            real_sampler.rng.bit_generator.state = state["sampler_real"]
     model: torch.nn.Module = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel  # lazy: torch stays out of the command line's start-up
@@ -248,7 +260,10 @@ def train(
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + step)
-            img, lab = sampler.batch(cfg.batch_size, cfg.crop)
+            img, lab = sampler.batch(cfg.batch_size - n_real, cfg.crop)
+            if real_sampler is not None:
+                real_img, real_lab = real_sampler.batch(n_real, cfg.crop)
+                img, lab = torch.cat([img, real_img]), torch.cat([lab, real_lab])
             img = img.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device, cfg.precision):
                 logits = model(img)
@@ -279,6 +294,7 @@ def train(
                                for c in columns) + "\n")
         state["epoch"] = epoch
         state["sampler"] = sampler.rng.bit_generator.state
+        state["sampler_real"] = real_sampler.rng.bit_generator.state if real_sampler is not None else None
         if best_now > state["best_dice"]:
             best_key = max(scores, key=scores.get)
             state.update(best_dice=best_now, best_epoch=epoch,

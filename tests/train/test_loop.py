@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bids_msseg.model.bundle import load_bundle
-from bids_msseg.train.data import UNKNOWN, list_shards, load_shard, make_shard
+from bids_msseg.train.data import UNKNOWN, SliceSampler, list_shards, load_shard, make_shard
 from bids_msseg.train.export import export_bundle
 from bids_msseg.train.loop import TrainConfig, train, validate, weighted_bce
 
@@ -119,3 +119,32 @@ def test_cosine_learning_rate_anneals_to_zero_and_constant_is_the_papers():
     assert learning_rate(TrainConfig(), 12345) == 1e-3
     with pytest.raises(ValueError):
         learning_rate(TrainConfig(lr_schedule="step"), 0)
+
+
+def test_real_shards_fill_their_share_of_every_batch_and_resume(shards, tmp_path, monkeypatch):
+    """``real_fraction`` of each batch comes from the real shards' own sampler (counted here), and a
+    resumed run continues both samplers where they stopped (same losses as an uninterrupted run)."""
+    torch.set_num_threads(1)
+    paths = list_shards(shards)
+    synthetic, real, val = paths[:2], paths[2:4], paths[4:]
+    drawn: list[tuple[int, int]] = []
+    original = SliceSampler.batch
+
+    def counting(self, size, crop=None):
+        drawn.append((id(self), size))
+        return original(self, size, crop)
+
+    monkeypatch.setattr(SliceSampler, "batch", counting)
+
+    def cfg(epochs):
+        c = _cfg(epochs)
+        c.real_fraction = 0.5
+        return c
+
+    full = train(tmp_path / "full", synthetic, val, cfg(2), val_thresholds=(0.5,), real_shards=real)
+    sizes = sorted({size for _, size in drawn})
+    assert sizes == [_cfg(1).batch_size // 2] and len({sampler for sampler, _ in drawn}) == 2
+    train(tmp_path / "split", synthetic, val, cfg(1), val_thresholds=(0.5,), real_shards=real)
+    resumed = train(tmp_path / "split", synthetic, val, cfg(2), val_thresholds=(0.5,), real_shards=real)
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in full["history"]], rel=1e-5)
