@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import ndimage
 
 from bids_msseg.anatomy import LabelledTemplate, lesion_free_regions, neuromorphometrics_template, register_template
+from bids_msseg.io import atomic_path
 from bids_msseg.lesions import LesionDefinition, binarize, label_lesions
 from bids_msseg.metrics import lesion_metrics, voxel_metrics
 
@@ -78,18 +79,26 @@ def make_dataset(root: Path) -> Path:
     return bids
 
 
-def models_by_subject(default: str | None, model_for: list[str]) -> dict[str | None, list[str]]:
+def subject_of(stem: str) -> str:
+    return stem.split("_")[0].removeprefix("sub-")
+
+
+def models_by_subject(default: str | None, model_for: list[str], only: list[str] | None = None
+                      ) -> dict[str | None, list[str]]:
     """Bundle -> the subject labels it segments: ``LABEL=BUNDLE`` entries, the rest with ``default``.
 
     Leave-one-patient-out: a model trained on one patient's expert masks segments only the other.
+    ``only`` restricts the protocol to these subjects (e.g. the labelled ones, to choose an epoch).
     """
     chosen = dict(item.split("=", 1) for item in model_for)
-    subjects = sorted({stem.split("_")[0].removeprefix("sub-") for stem in scans()})
-    unknown = set(chosen) - set(subjects)
+    subjects = sorted({subject_of(stem) for stem in scans()})
+    unknown = (set(chosen) | set(only or [])) - set(subjects)
     if unknown:
         raise SystemExit(f"--model-for: no such subject {sorted(unknown)} (have {subjects})")
     groups: dict[str | None, list[str]] = {}
     for subject in subjects:
+        if only and subject not in only:
+            continue
         groups.setdefault(chosen.get(subject, default), []).append(subject)
     return groups
 
@@ -108,7 +117,8 @@ def anatomy_labels(cache: Path, stem: str, flair: nib.Nifti1Image, brain: np.nda
         t0 = time.time()
         labels = register_template(np.asarray(flair.dataobj, np.float32), brain, flair.affine, template)
         cache.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(labels.astype(np.int16), flair.affine), path)
+        with atomic_path(path) as tmp:  # another protocol run may read the cache meanwhile
+            nib.save(nib.Nifti1Image(labels.astype(np.int16), flair.affine), tmp)
         LOGGER.info("%s: template registered in %.1f s", stem, time.time() - t0)
     return np.asarray(nib.load(path).dataobj).astype(np.int32)
 
@@ -141,7 +151,8 @@ def parse_spec(text: str) -> Spec:
     return float(parts[0]), float(parts[1] or 0.0), float(parts[2]) if parts[2] else None
 
 
-def evaluate(out: Path, cache: Path, specs: list[Spec | None]) -> dict[Spec | None, pd.DataFrame]:
+def evaluate(out: Path, cache: Path, specs: list[Spec | None], only: list[str] | None = None
+             ) -> dict[Spec | None, pd.DataFrame]:
     """The protocol table for the participant outputs in ``out``, once per post-processing spec.
 
     ``None`` scores the written masks; a spec re-binarizes the probability maps with the product's
@@ -150,6 +161,8 @@ def evaluate(out: Path, cache: Path, specs: list[Spec | None]) -> dict[Spec | No
     template = load_template()
     rows: dict[Spec | None, list[dict]] = {spec: [] for spec in specs}
     for stem, (flair_path, mask_path) in scans().items():
+        if only and subject_of(stem) not in only:
+            continue
         mask_file = next(out.rglob(f"{stem}_space-orig_label-lesion_mask.nii.gz"))
         sidecar = json.loads(mask_file.with_name(mask_file.name.replace(".nii.gz", ".json")).read_text())
         connectivity = {6: 1, 18: 2, 26: 3}[int(sidecar["Connectivity"])]
@@ -181,7 +194,8 @@ def grid_line(table: pd.DataFrame) -> dict:
     """One line of a post-processing grid: the protocol's targets at a glance."""
     labelled = table.dropna(subset=["dice"])
     raw = table[table["dice"].isna()]
-    synthsr = table[table["scan"] == "sub-synthsr"].iloc[0]
+    synthsr = table[table["scan"] == "sub-synthsr"]
+    synthsr = synthsr.iloc[0] if len(synthsr) else pd.Series({"pred_lesions": np.nan, "pred_ml": np.nan})
     means = summarize(table).loc["mean of patients"]
     return {"dice": means["dice"], "lesion_f1": means["lesion_f1"], "lesion_tpr": means["lesion_tpr"],
             "max_fp_lesions": labelled["fp_lesions"].max(), "max_fp_ml": labelled["fp_ml"].max(),
@@ -228,6 +242,8 @@ def main() -> int:
     ap.add_argument("--model-for", action="append", default=[], metavar="LABEL=BUNDLE",
                     help="segment subject LABEL with BUNDLE instead (leave-one-patient-out: the model that did "
                          "not train on that patient); repeatable")
+    ap.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                    help="run and score only these subjects (e.g. p26 P14 to choose an epoch quickly)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--threshold", type=float, default=None, help="passed to the command line")
     ap.add_argument("--rescore", nargs="+", default=None, metavar="T[:SEED[:MINSIZE]]",
@@ -246,11 +262,12 @@ def main() -> int:
         LOGGER.info("\n%s", peak_table(out, args.peaks).to_string())
         return 0
     if args.rescore is None and not args.no_run:
-        for model, labels in models_by_subject(args.model, args.model_for).items():
+        for model, labels in models_by_subject(args.model, args.model_for, args.only).items():
             cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(out), "participant", "--skip-bids-validation",
-                   "-w", str(args.out / "work" / "shared"), "--precision", args.precision, "--overwrite"]
+                   "-w", str(args.out / "work" / "shared"), "--precision", args.precision, "--overwrite",
+                   "--no-longitudinal"]
             cmd += ["--model", model] if model else []
-            cmd += ["--participant-label", *labels] if args.model_for else []
+            cmd += ["--participant-label", *labels] if args.model_for or args.only else []
             cmd += ["--threshold", str(args.threshold)] if args.threshold is not None else []
             t0 = time.time()
             code = subprocess.call(cmd)
@@ -258,7 +275,7 @@ def main() -> int:
             if code:
                 return code
     specs = [parse_spec(t) for t in args.rescore] if args.rescore else [None]
-    tables = evaluate(out, args.out / "anatomy", specs)
+    tables = evaluate(out, args.out / "anatomy", specs, args.only)
     for spec, table in tables.items():
         suffix = "" if spec is None else "-" + "_".join("" if x is None else f"{x:g}" for x in spec)
         table.to_csv(args.out / args.name / f"protocol{suffix}.tsv", sep="\t", index=False, float_format="%.3f")
