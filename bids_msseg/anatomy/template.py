@@ -51,6 +51,10 @@ TENTORIUM_MARGIN_MM = 14.0
 DEEP_GREY_ELLIPSOID = ((0.0, -6.0, 4.0), (34.0, 38.0, 22.0))
 #: Smallest internal CSF component kept as lateral ventricle, mm^3.
 MIN_VENTRICLE_MM3 = 1000.0
+#: Grey matter this close to the lateral ventricles is not cortex, mm: the partial-volume rim of the
+#: ventricle wall (CSF next to white matter looks grey on T1) and the caudate body outside the
+#: deep-grey ellipsoid (docs/lesion_location.md, "Confluent lesions on patient 26").
+VENTRICLE_RIM_MM = 4.0
 
 
 def nilearn_files() -> dict[str, Path]:
@@ -110,7 +114,8 @@ def build_template_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine
     labels = np.zeros(brain.shape, np.uint8)
     labels[csf] = REGIONS["csf"]
     labels[cerebral] = REGIONS["white_matter"]
-    labels[grey & ~ellipsoid] = REGIONS["cortex"]
+    rim = ndimage.distance_transform_edt(~ventricles, sampling=np.sqrt((affine[:3, :3] ** 2).sum(0))) <= VENTRICLE_RIM_MM
+    labels[grey & ~ellipsoid & ~rim] = REGIONS["cortex"]
     labels[grey & ellipsoid] = REGIONS["deep_grey"]
     labels[infra & (tissue >= 0.5)] = REGIONS["infratentorial"]
     labels[ventricles] = REGIONS["lateral_ventricles"]
