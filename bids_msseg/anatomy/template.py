@@ -11,8 +11,9 @@ is needed:
 === ================== ==============================================================================
 1   lateral_ventricles CSF (GM + WM probability < 0.5) inside the brain, in components that do not touch
                        the brain's outer surface, above the tentorium, larger than 1 mL
-2   cortex             cerebral GM (probability >= 0.5) outside the deep-grey ellipsoid
-3   white_matter       the rest of the cerebral tissue (WM probability >= GM's)
+2   cortex             cerebral GM (probability >= 0.5) outside the deep-grey ellipsoid and over
+                       ``VENTRICLE_RIM_MM`` from the lateral ventricles
+3   white_matter       the rest of the cerebral tissue (WM, and the GM-looking rim of the ventricle wall)
 4   deep_grey          cerebral GM inside an ellipsoid around basal ganglia and thalami
 5   infratentorial     brainstem and cerebellum: a watershed of the tissue map from seeds 14 mm below and
                        above a plane approximating the tentorium; the boundary follows the CSF gap
@@ -114,7 +115,8 @@ def build_template_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine
     labels = np.zeros(brain.shape, np.uint8)
     labels[csf] = REGIONS["csf"]
     labels[cerebral] = REGIONS["white_matter"]
-    rim = ndimage.distance_transform_edt(~ventricles, sampling=np.sqrt((affine[:3, :3] ** 2).sum(0))) <= VENTRICLE_RIM_MM
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    rim = ndimage.distance_transform_edt(~ventricles, sampling=zooms) <= VENTRICLE_RIM_MM
     labels[grey & ~ellipsoid & ~rim] = REGIONS["cortex"]
     labels[grey & ellipsoid] = REGIONS["deep_grey"]
     labels[infra & (tissue >= 0.5)] = REGIONS["infratentorial"]
