@@ -16,7 +16,8 @@ is needed:
 3   white_matter       the rest of the cerebral tissue (WM, and the GM-looking rim of the ventricle wall)
 4   deep_grey          cerebral GM inside an ellipsoid around basal ganglia and thalami
 5   infratentorial     brainstem and cerebellum: a watershed of the tissue map from seeds 14 mm below and
-                       above a plane approximating the tentorium; the boundary follows the CSF gap
+                       above a plane approximating the tentorium (the boundary follows the CSF gap),
+                       plus the midbrain (``MIDBRAIN_BOX``), which no CSF gap separates from above
 6   csf                other CSF inside the brain mask (sulci, cisterns, 3rd and 4th ventricles)
 === ================== ==============================================================================
 
@@ -48,6 +49,10 @@ GROUPS: dict[str, tuple[int, ...]] = {name: (value,) for name, value in REGIONS.
 #: The tentorium plane (mm, MNI): z = A + B * y + C * |x|; watershed seeds this far below/above.
 TENTORIUM_PLANE = (-20.0, -0.2, -0.5)
 TENTORIUM_MARGIN_MM = 14.0
+#: The midbrain (mm, MNI: |x| <= 14, y from -36 to -10, z <= -8): brainstem (infratentorial for
+#: McDonald) that the watershed leaves above the tentorium, where no CSF gap separates it from the
+#: diencephalon (Neuromorphometrics: Brain_Stem and the posterior Ventral_DC).
+MIDBRAIN_BOX = (14.0, (-36.0, -10.0), -8.0)
 #: The deep-grey ellipsoid (centre x, y, z and semi-axes, mm, MNI).
 DEEP_GREY_ELLIPSOID = ((0.0, -6.0, 4.0), (34.0, 38.0, 22.0))
 #: Smallest internal CSF component kept as lateral ventricle, mm^3.
@@ -95,6 +100,8 @@ def build_template_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine
     markers[brain & (z < plane - TENTORIUM_MARGIN_MM)] = 1
     markers[brain & (z > plane + TENTORIUM_MARGIN_MM)] = 2
     infra = watershed(1.0 - tissue, markers, mask=brain) == 1
+    half_width, (y_back, y_front), z_top = MIDBRAIN_BOX
+    infra |= brain & (np.abs(x) <= half_width) & (y >= y_back) & (y <= y_front) & (z <= z_top)
 
     csf = brain & (tissue < 0.5)
     surface = brain & ~ndimage.binary_erosion(brain)

@@ -18,3 +18,18 @@ def test_no_cortex_lines_the_lateral_ventricles():
     assert not (near & (labels == REGIONS["cortex"])).any()
     assert (near & (labels == REGIONS["white_matter"])).sum() > 10_000  # the rim is still tissue
     assert 500_000 < (template.labels == REGIONS["cortex"]).sum() < 900_000
+
+
+def test_the_midbrain_is_infratentorial_and_the_thalamus_is_not():
+    """The brainstem includes the midbrain (McDonald); no CSF gap marks its top, so it is set by MNI coordinates."""
+    template = mni152_template()
+    inverse = np.linalg.inv(template.affine)
+
+    def label_at(x: float, y: float, z: float) -> int:
+        i, j, k = np.rint(inverse @ [x, y, z, 1.0])[:3].astype(int)
+        return int(template.labels[i, j, k])
+
+    for point in ((10, -16, -11), (-10, -16, -11), (0, -28, -14), (0, -28, -30)):  # peduncles, tegmentum, pons
+        assert label_at(*point) == REGIONS["infratentorial"], point
+    for point in ((12, -18, 6), (-12, -18, 6)):  # thalamus
+        assert label_at(*point) == REGIONS["deep_grey"], point

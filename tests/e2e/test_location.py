@@ -162,6 +162,8 @@ def test_no_location_then_location_then_the_group_level(located_dataset, tmp_pat
     assert json.loads((out / FREQUENCY_JSON).read_text())["NumberOfRuns"] == 1
     html = (out / "group_report.html").read_text()
     assert "group_figures/lesion_frequency.png" in html and 'id="location-classes"' in html
+    issues = [i for i in run_validator(out) if i.get("severity") == "error"]
+    assert not issues, issues  # the location files of the run and the group's map
 
     assert main(_participant(root, out, work, tiny_bundle, "--no-location")) == 0  # and off again
     assert not [key for key in LOCATION_KEYS if paths[key].exists()]
