@@ -82,11 +82,7 @@ class WriteDerivatives(SimpleInterface):
             extra["InferenceDevice"] = self.inputs.device
         if self.inputs.precision:
             extra["InferencePrecision"] = self.inputs.precision
-        table = read_table(self.inputs.table)
-        summary_extra = self._write_location(extra)
-        if not isdefined(self.inputs.location):  # --no-location: the columns are there, n/a
-            table = with_locations(table, None)
-            summary_extra = summary_columns(table, None, LOCATION_OFF, None)
+        table, summary_extra = self._write_location(read_table(self.inputs.table), extra)
         paths = write_run_derivatives(
             self.inputs.out_dir,
             self.inputs.source_relpath,
@@ -111,13 +107,17 @@ class WriteDerivatives(SimpleInterface):
         self._results["table"] = str(paths["dseg_tsv"])
         return runtime
 
-    def _write_location(self, extra: dict) -> dict | None:
-        """Write the location outputs when LesionLocation ran and return its summary columns; else
-        remove those of an earlier run made with location on and return None."""
+    def _write_location(self, table: pd.DataFrame, extra: dict) -> tuple[pd.DataFrame, dict]:
+        """Write the outputs of LesionLocation; return the lesion table and the summary's location columns.
+
+        Without LesionLocation (``--no-location``) the location outputs of an earlier run are removed
+        and the columns are n/a.
+        """
         if not isdefined(self.inputs.location):
             write_location_derivatives(self.inputs.out_dir, self.inputs.source_relpath,
                                        load_original(self.inputs.in_file), None, None, None, None)
-            return None
+            table = with_locations(table, None)
+            return table, summary_columns(table, None, LOCATION_OFF, None)
         info = read_json(self.inputs.location)
 
         def optional(name: str, dtype: type) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -135,7 +135,7 @@ class WriteDerivatives(SimpleInterface):
         write_location_derivatives(self.inputs.out_dir, self.inputs.source_relpath,
                                    load_original(self.inputs.in_file), location_map, tpl_mask, tpl_prob,
                                    tpl_affine, meta=meta)
-        return dict(info["summary"])
+        return table, dict(info["summary"])
 
 
 class _ReportInputSpec(BaseInterfaceInputSpec):

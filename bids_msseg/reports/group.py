@@ -2,10 +2,12 @@
 
 ``group_report.html`` at the output root shows the run counts (ok / failed / missing), the
 distribution of total lesion volume, box plots per site (lesion volume, lesion count, brain
-volume), one small QC mosaic per run (three axial slices of the FLAIR with the predicted lesions
-in colour and, where one exists, the expert mask's outline) linking to the run's participant
-report, the table of runs, and, when expert masks exist, the evaluation (summary over the cohort
-and per site, per-scan table, predicted against expert volume).
+volume), the lesion location classes (a table per class, lesion counts and volumes per class, the
+McDonald regions involved per run) and the cohort lesion-frequency map over the template
+(:mod:`bids_msseg.frequency`), one small QC mosaic per run (three axial slices of the FLAIR with
+the predicted lesions in colour and, where one exists, the expert mask's outline) linking to the
+run's participant report, the table of runs, and, when expert masks exist, the evaluation (summary
+over the cohort and per site, per-scan table, predicted against expert volume).
 
 Pictures are PNG files under ``group_figures/`` (``group_figures/qc/`` for the mosaics), linked
 with relative paths, so the report stays small for large cohorts and the folder can be moved as a

@@ -1,8 +1,9 @@
 """The participant-level QC report: one self-contained HTML page per FLAIR run.
 
 The page shows what a reader needs to trust (or reject) the numbers: a summary (lesion count,
-total lesion volume, brain volume, model, preprocessing decisions and their reasons), an axial
-mosaic of the FLAIR with the lesions overlaid, an axial mosaic with the brain-mask contour (to
+total lesion volume, brain volume, model, preprocessing decisions and their reasons), the lesions
+per location class, an axial mosaic of the FLAIR with the lesions overlaid in the colour of their
+location class (:func:`location_colours`), an axial mosaic with the brain-mask contour (to
 check brain extraction, on which normalization depends), and the per-lesion table. Figures are
 PNGs embedded as base64 ``data:`` URIs, so the file can be mailed or archived on its own.
 
