@@ -464,8 +464,11 @@ def render_participant_report(
 
     flair = _to_ras(np.asarray(flair_img.dataobj, dtype=np.float32).reshape(shape), flair_img.affine)
     labels = np.asarray(_to_ras(lesion_mask, flair_img.affine))
+    classified = table
     if labels.dtype == bool or labels.max(initial=0) <= 1:
-        labels, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+        labels, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+        if n > 1:  # numbered here in scan order, not as the table: its classes cannot be matched to lesions
+            classified = table.drop(columns=["location"], errors="ignore")
     labels = labels.astype(np.int32)
     brain = _to_ras(np.asarray(brain_mask, bool), flair_img.affine)
     prob = _to_ras(np.asarray(probability, np.float32), flair_img.affine) if probability is not None else None
@@ -479,7 +482,7 @@ def render_participant_report(
     box = _bounding_box(reference)
 
     has_lesions = bool(np.any(labels > 0))
-    lut, legend = location_colours(table, int(labels.max(initial=0)))
+    lut, legend = location_colours(classified, int(labels.max(initial=0)))
     lesion_slices, home = _lesion_slices(labels, reference, N_SLICES)
     lesion_png = _lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, expert=expert, lut=lut)
     probability_png = (_lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, probability=prob,
