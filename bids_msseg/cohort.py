@@ -11,7 +11,9 @@
    JSON data dictionary at the output root;
 4. evaluate the runs that have expert masks (:mod:`bids_msseg.evaluation`): ``group_evaluation.tsv``
    and ``group_evaluation_summary.tsv`` (+ JSON);
-5. write the HTML report ``group_report.html`` (:mod:`bids_msseg.reports.group`).
+5. average the runs' template-space lesion masks into the cohort lesion-frequency map
+   (:mod:`bids_msseg.frequency`);
+6. write the HTML report ``group_report.html`` (:mod:`bids_msseg.reports.group`).
 
 The site of a run follows :data:`bids_msseg.sites.SITE_RULE` (:func:`~bids_msseg.sites.site_of`);
 ``site_source`` records which source applied. It is written into ``group_lesions.json`` too.
@@ -41,6 +43,7 @@ from bids_msseg.derivatives import (
 )
 from bids_msseg.errors import EXIT_OK, NoInputError
 from bids_msseg.evaluation import EVALUATION_COLUMNS, evaluate_cohort, find_expert_masks, summarize_cohort
+from bids_msseg.frequency import FREQUENCY_JSON, FREQUENCY_MAP, cohort_frequency, write_frequency_map
 from bids_msseg.lesions import location_columns
 from bids_msseg.longitudinal.outputs import GROUP_TSV as LONGITUDINAL_TSV
 from bids_msseg.longitudinal.outputs import SUMMARY_COLUMNS as LONGITUDINAL_COLUMNS
@@ -283,8 +286,15 @@ def run_cohort(options: Options) -> int:
                     "Longitudinal lesion change: one row per follow-up session compared with its subject's baseline.")
     else:
         _remove_stale(options.output_dir, [LONGITUDINAL_TSV])
+    frequency = cohort_frequency(cohort, options.output_dir)
+    if frequency is not None:
+        write_frequency_map(options.output_dir, frequency)
+    else:
+        LOGGER.info("no run has a template-space lesion mask: no lesion-frequency map")
+        for name in (FREQUENCY_MAP, FREQUENCY_JSON):
+            (options.output_dir / name).unlink(missing_ok=True)
     report = render_group_report(options.output_dir, options.bids_dir, cohort, evaluation, summary,
-                                 longitudinal=longitudinal)
+                                 longitudinal=longitudinal, frequency=frequency)
     LOGGER.info("group level: %d ok, %d failed, %d missing; %d run(s) evaluated; %s and %s written",
                 counts.get("ok", 0), counts.get("failed", 0), counts.get("missing", 0),
                 int((evaluation.get("evaluation_status", pd.Series(dtype=str)) == "ok").sum()),

@@ -120,6 +120,8 @@ def lesion_table(
 #: Location classes and their values in the location label map (0 = no lesion).
 LOCATION_CLASSES: dict[str, int] = {"periventricular": 1, "juxtacortical": 2, "infratentorial": 3,
                                     "subcortical": 4}
+#: ``location_status`` of a run made with ``--no-location`` (a failed registration says ``failed: <why>``).
+LOCATION_OFF = "off: --no-location"
 #: The classes that are McDonald "dissemination in space" brain regions.
 DIS_CLASSES = ("periventricular", "juxtacortical", "infratentorial")
 #: Display colours (report, label TSV).
@@ -159,7 +161,8 @@ def location_columns() -> Mapping[str, dict[str, str]]:
                                             "cortical/juxtacortical, infratentorial; the spinal cord is not "
                                             "imaged) holding at least one lesion. An imaging count, not a "
                                             "diagnosis of dissemination in space."},
-        "location_status": {"Description": "ok, or why lesion locations are n/a (a failed template registration)."},
+        "location_status": {"Description": "ok, or why lesion locations are n/a: 'failed: <reason>' (the template "
+                                            "registration failed) or 'off: --no-location'."},
         "registration_seconds": {"Description": "Wall time of the template registration.", "Units": "s"},
     }
     for name in LOCATION_CLASSES:

@@ -148,6 +148,8 @@ class Options:
     overwrite: bool = False
     #: After the participant runs, compare each subject's sessions (``--no-longitudinal`` turns it off).
     longitudinal: bool = True
+    #: Lesion location classes and the template-space outputs (``--no-location`` turns them off).
+    location: bool = True
     verbose: int = 0
     #: The command line as typed (shown in the reports).
     command_line: str = ""
@@ -182,6 +184,7 @@ class SegmentationSettings:
     connectivity: int
     normalization: str  # the method actually used: the card's unless overridden
     weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' ComponentVersions
+    location: bool = True  # lesion location classes and template-space outputs (--no-location: off)
 
     @classmethod
     def resolve(cls, options: Options, card: ModelCard) -> SegmentationSettings:
@@ -196,6 +199,7 @@ class SegmentationSettings:
             connectivity=int(card.connectivity),
             normalization=card.normalization if options.normalization == "model" else options.normalization,
             weights_sha256=card.weights_sha256,
+            location=options.location,
         )
 
     def citation_context(self, options: Options, card: ModelCard) -> dict[str, Any]:

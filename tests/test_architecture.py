@@ -35,6 +35,7 @@ LAYER_OF_PREFIX = {
     "bids_msseg.workflows": "participant",
     "bids_msseg.group": "group",
     "bids_msseg.cohort": "group",
+    "bids_msseg.frequency": "group",
     "bids_msseg.evaluation": "group",
     "bids_msseg.reports.group": "group",
     "bids_msseg.train.bids_training": "group",

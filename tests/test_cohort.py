@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_msseg.anatomy.location import LesionLocations, summary_columns, with_locations
 from bids_msseg.cli.run import main
-from bids_msseg.derivatives import derivative_paths, write_dataset_description, write_run_derivatives
+from bids_msseg.derivatives import (
+    derivative_paths,
+    write_dataset_description,
+    write_location_derivatives,
+    write_run_derivatives,
+)
+from bids_msseg.frequency import FREQUENCY_JSON, FREQUENCY_MAP
 from bids_msseg.lesions import LesionDefinition, label_lesions, lesion_table
 
 RUNS = (
@@ -54,7 +61,10 @@ def _boxes_mask(shape: tuple[int, ...], boxes) -> np.ndarray:
     return mask
 
 
-def _fake_outputs(out: Path, bids: Path, relpath: str, boxes) -> dict[str, Path]:
+def _fake_outputs(out: Path, bids: Path, relpath: str, boxes, classes: list[str] | None = None,
+                  template_mask: nib.Nifti1Image | None = None) -> dict[str, Path]:
+    """Participant outputs of ``relpath`` with lesions in ``boxes``; with ``classes`` (one per lesion,
+    largest first) also the location outputs, the template-space mask being ``template_mask``."""
     img = nib.load(str(bids / relpath))
     mask = _boxes_mask(img.shape, boxes)
     voxel = float(abs(np.linalg.det(img.affine[:3, :3])))
@@ -62,8 +72,16 @@ def _fake_outputs(out: Path, bids: Path, relpath: str, boxes) -> dict[str, Path]
     labels, n = label_lesions(mask, voxel, definition)
     prob = mask.astype(np.float32) * 0.9
     brain = np.asanyarray(img.dataobj) > 0
-    paths = write_run_derivatives(out, relpath, img, prob, labels, n, brain, lesion_table(labels, n, img.affine, prob),
-                                  threshold=0.5, definition=definition, model_id="fake@123", decisions=DECISIONS)
+    table = lesion_table(labels, n, img.affine, prob)
+    located = None
+    if classes is not None:
+        located = LesionLocations(classes, [False] * n, [""] * n)
+        table = with_locations(table, located)
+        write_location_derivatives(out, relpath, img, located.map(labels), np.asarray(template_mask.dataobj), None,
+                                   template_mask.affine)
+    paths = write_run_derivatives(out, relpath, img, prob, labels, n, brain, table,
+                                  threshold=0.5, definition=definition, model_id="fake@123", decisions=DECISIONS,
+                                  summary_extra=summary_columns(table, located, "ok", 1.0) if located else None)
     paths["report"].write_text("<!DOCTYPE html><html><body>participant report</body></html>")
     return paths
 
@@ -356,3 +374,49 @@ def test_expert_masks_are_validated_per_run(kind: str, cohort_dataset: tuple[Pat
         assert "thresholded at 0.5" in evaluation.loc[RUNS[0][0], "expert_mask_note"]
     else:
         assert status.startswith("unreadable expert mask: "), status
+
+
+# ------------------------------------------------------------------ lesion location at the group level
+
+
+def test_location_classes_and_the_lesion_frequency_map(cohort_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    from bids_msseg.anatomy.template import mni152_template
+
+    bids, out = cohort_dataset
+    template = mni152_template()
+    shared, own = np.zeros(template.image.shape, np.uint8), np.zeros(template.image.shape, np.uint8)
+    shared[90:94, 120:124, 100:104] = 1
+    own[60:62, 100:102, 90:92] = 1
+    _fake_outputs(out, bids, RUNS[0][0], PRED_BOXES[RUNS[0][0]], ["periventricular", "juxtacortical"],
+                  nib.Nifti1Image(shared | own, template.affine))
+    _fake_outputs(out, bids, RUNS[2][0], PRED_BOXES[RUNS[2][0]], ["infratentorial"],
+                  nib.Nifti1Image(shared, template.affine))
+    assert _group(bids, out, tmp_path) == 0
+
+    table = _read_tsv(out / "group_lesions.tsv").set_index("source")
+    first, second, third = table.loc[RUNS[0][0]], table.loc[RUNS[2][0]], table.loc[RUNS[3][0]]
+    assert (first["periventricular_count"], first["juxtacortical_count"], first["mcdonald_regions"]) == (1, 1, 2)
+    assert first["periventricular_volume_ml"] == pytest.approx(27 * 64 / 1000)
+    assert (second["infratentorial_count"], second["subcortical_count"], second["mcdonald_regions"]) == (1, 0, 1)
+    assert pd.isna(third["periventricular_count"]) and pd.isna(third["location_status"])  # made without location
+
+    frequency = nib.load(out / FREQUENCY_MAP)
+    np.testing.assert_allclose(frequency.affine, template.affine)
+    data = np.asarray(frequency.dataobj)
+    assert data[91, 121, 101] == 1.0 and data[60, 100, 90] == 0.5 and data.sum() == pytest.approx(64 + 8 * 0.5)
+    sidecar = json.loads((out / FREQUENCY_JSON).read_text())
+    assert sidecar["NumberOfRuns"] == 2 and list(sidecar["RunsLeftOut"]) == [RUNS[3][0]]
+
+    html = (out / "group_report.html").read_text()
+    assert 'id="location-classes"' in html and "2 of 3 completed run(s) have lesion location classes" in html
+    for figure in ("group_figures/lesion_location.png", "group_figures/lesion_frequency.png"):
+        assert figure in html and (out / figure).stat().st_size > 5000
+    assert f'href="{FREQUENCY_MAP}"' in html and "share of the 2 run(s)" in html
+
+    # participant outputs remade without location: the map of an earlier group run goes away
+    for relpath in (RUNS[0][0], RUNS[2][0]):
+        write_location_derivatives(out, relpath, nib.load(str(bids / relpath)), None, None, None, None)
+        _fake_outputs(out, bids, relpath, PRED_BOXES[relpath])
+    assert _group(bids, out, tmp_path) == 0
+    assert not (out / FREQUENCY_MAP).exists() and not (out / FREQUENCY_JSON).exists()
+    assert "No completed run has lesion location classes" in (out / "group_report.html").read_text()

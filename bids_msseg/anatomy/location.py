@@ -112,6 +112,13 @@ def location_summary(table: pd.DataFrame, locations: LesionLocations | None) -> 
     return row
 
 
+def summary_columns(table: pd.DataFrame, locations: LesionLocations | None, status: str,
+                    seconds: float | None) -> dict[str, object]:
+    """The summary's location columns: :func:`location_summary`, the status and the registration time."""
+    return {**location_summary(table, locations), "location_status": status,
+            "registration_seconds": None if seconds is None else round(seconds, 2)}
+
+
 def with_locations(table: pd.DataFrame, locations: LesionLocations | None) -> pd.DataFrame:
     """The lesion table with ``location``, ``confluent`` and ``touches`` columns (n/a when unknown)."""
     out = table.copy()

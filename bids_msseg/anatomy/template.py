@@ -11,11 +11,13 @@ is needed:
 === ================== ==============================================================================
 1   lateral_ventricles CSF (GM + WM probability < 0.5) inside the brain, in components that do not touch
                        the brain's outer surface, above the tentorium, larger than 1 mL
-2   cortex             cerebral GM (probability >= 0.5) outside the deep-grey ellipsoid
-3   white_matter       the rest of the cerebral tissue (WM probability >= GM's)
+2   cortex             cerebral GM (probability >= 0.5) outside the deep-grey ellipsoid and over
+                       ``VENTRICLE_RIM_MM`` from the lateral ventricles
+3   white_matter       the rest of the cerebral tissue (WM, and the GM-looking rim of the ventricle wall)
 4   deep_grey          cerebral GM inside an ellipsoid around basal ganglia and thalami
 5   infratentorial     brainstem and cerebellum: a watershed of the tissue map from seeds 14 mm below and
-                       above a plane approximating the tentorium; the boundary follows the CSF gap
+                       above a plane approximating the tentorium (the boundary follows the CSF gap),
+                       plus the midbrain (``MIDBRAIN_BOX``), which no CSF gap separates from above
 6   csf                other CSF inside the brain mask (sulci, cisterns, 3rd and 4th ventricles)
 === ================== ==============================================================================
 
@@ -47,10 +49,18 @@ GROUPS: dict[str, tuple[int, ...]] = {name: (value,) for name, value in REGIONS.
 #: The tentorium plane (mm, MNI): z = A + B * y + C * |x|; watershed seeds this far below/above.
 TENTORIUM_PLANE = (-20.0, -0.2, -0.5)
 TENTORIUM_MARGIN_MM = 14.0
+#: The midbrain (mm, MNI: |x| <= 14, y from -36 to -10, z <= -8): brainstem (infratentorial for
+#: McDonald) that the watershed leaves above the tentorium, where no CSF gap separates it from the
+#: diencephalon (Neuromorphometrics: Brain_Stem and the posterior Ventral_DC).
+MIDBRAIN_BOX = (14.0, (-36.0, -10.0), -8.0)
 #: The deep-grey ellipsoid (centre x, y, z and semi-axes, mm, MNI).
 DEEP_GREY_ELLIPSOID = ((0.0, -6.0, 4.0), (34.0, 38.0, 22.0))
 #: Smallest internal CSF component kept as lateral ventricle, mm^3.
 MIN_VENTRICLE_MM3 = 1000.0
+#: Grey matter this close to the lateral ventricles is not cortex, mm: the partial-volume rim of the
+#: ventricle wall (CSF next to white matter looks grey on T1) and the caudate body outside the
+#: deep-grey ellipsoid (docs/lesion_location.md, "Confluent lesions on patient 26").
+VENTRICLE_RIM_MM = 4.0
 
 
 def nilearn_files() -> dict[str, Path]:
@@ -90,6 +100,8 @@ def build_template_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine
     markers[brain & (z < plane - TENTORIUM_MARGIN_MM)] = 1
     markers[brain & (z > plane + TENTORIUM_MARGIN_MM)] = 2
     infra = watershed(1.0 - tissue, markers, mask=brain) == 1
+    half_width, (y_back, y_front), z_top = MIDBRAIN_BOX
+    infra |= brain & (np.abs(x) <= half_width) & (y >= y_back) & (y <= y_front) & (z <= z_top)
 
     csf = brain & (tissue < 0.5)
     surface = brain & ~ndimage.binary_erosion(brain)
@@ -110,7 +122,9 @@ def build_template_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine
     labels = np.zeros(brain.shape, np.uint8)
     labels[csf] = REGIONS["csf"]
     labels[cerebral] = REGIONS["white_matter"]
-    labels[grey & ~ellipsoid] = REGIONS["cortex"]
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    rim = ndimage.distance_transform_edt(~ventricles, sampling=zooms) <= VENTRICLE_RIM_MM
+    labels[grey & ~ellipsoid & ~rim] = REGIONS["cortex"]
     labels[grey & ellipsoid] = REGIONS["deep_grey"]
     labels[infra & (tissue >= 0.5)] = REGIONS["infratentorial"]
     labels[ventricles] = REGIONS["lateral_ventricles"]

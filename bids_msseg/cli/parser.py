@@ -387,9 +387,10 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only", action="store_true",
                      help="only write the methods boilerplate (logs/CITATION.md) and exit")
     run.add_argument("--no-longitudinal", dest="longitudinal", action="store_false",
-                     help="do not compare the sessions of subjects with two or more (default: after its runs, "
-                          "each follow-up FLAIR is registered to the baseline and new, enlarging, shrinking and "
-                          "disappearing lesions are reported)")
+                     help="do not compare each subject's sessions (default: each follow-up against its "
+                          "baseline: new, enlarging, shrinking, disappearing lesions)")
+    run.add_argument("--no-location", dest="location", action="store_false",
+                     help="no McDonald location classes, no MNI152-space masks (default: both)")
     run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                      help="more messages: -v debug messages and nipype's warnings and tracebacks, "
                           "-vv nipype's progress, -vvv nipype's debug messages")

@@ -18,10 +18,11 @@ from typing import Any, TextIO
 LOGGER = logging.getLogger("bids_msseg.cli")
 
 #: Share of a run's time each step takes (a raw 1 mm FLAIR on CPU), for the progress and the ETA.
-STEP_WEIGHTS = {"preprocess": 0.45, "segment": 0.4, "lesion_stats": 0.04, "write_derivatives": 0.04,
-                "report": 0.07}
+STEP_WEIGHTS = {"preprocess": 0.4, "segment": 0.35, "lesion_stats": 0.04, "lesion_location": 0.1,
+                "write_derivatives": 0.04, "report": 0.07}
 #: How each step is named in the progress lines.
 STEP_LABELS = {"preprocess": "preprocessing", "segment": "segmentation", "lesion_stats": "lesion statistics",
+               "lesion_location": "lesion location",
                "write_derivatives": "derivatives written", "report": "report"}
 BAR_WIDTH = 28
 

@@ -39,7 +39,7 @@ from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_sec
 from bids_msseg.crashfiles import flair_wf_name
 from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_sources, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
-from bids_msseg.lesions import NEIGHBOURS, LesionDefinition
+from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition
 from bids_msseg.longitudinal import run_longitudinal
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
 from bids_msseg.provenance import describe, provenance
@@ -130,7 +130,20 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
         return False
+    if (_location_status(paths["summary"]) != LOCATION_OFF) != settings.location:
+        LOGGER.info("%s: existing outputs were made with lesion location %s; recomputing", run.name,
+                    "on" if not settings.location else "off (--no-location)")
+        return False
     return True
+
+
+def _location_status(summary: Path) -> str:
+    """The ``location_status`` of a run's summary TSV ('' when unreadable or absent)."""
+    try:
+        lines = summary.read_text().splitlines()
+        return dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=False)).get("location_status", "")
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
 
 
 def _summary_line(output_dir: Path, run: FlairRun) -> str:

@@ -23,9 +23,10 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_msseg.anatomy.location import summary_columns, with_locations
 from bids_msseg.derivatives import write_location_derivatives, write_run_derivatives
 from bids_msseg.interfaces.common import load_array, load_original, measure_peak_memory, read_json
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.lesions import LOCATION_OFF, LesionDefinition
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class _WriteDerivativesInputSpec(BaseInterfaceInputSpec):
     decisions = File(exists=True, mandatory=True, desc="JSON from Preprocess")
     extra_meta = traits.Dict(desc="added to every sidecar (normalization, precision, ...)")
     device = traits.Str(desc="the device the network ran on (recorded as InferenceDevice)")
-    location = File(exists=True, desc="JSON from LesionLocation (summary columns, registration)")
+    location = File(exists=True, desc="JSON from LesionLocation (summary columns, registration); "
+                                      "undefined: location is off (--no-location)")
     location_map = File(desc="location classes on the input's grid (LesionLocation)")
     template_mask = File(desc="lesion mask in template space (LesionLocation)")
     template_probseg = File(desc="lesion probability in template space (LesionLocation)")
@@ -63,6 +65,7 @@ class _WriteDerivativesOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="every file written")
     mask = File(exists=True, desc="the binary lesion mask")
     summary = File(exists=True, desc="the per-run summary TSV")
+    table = File(exists=True, desc="the lesion TSV as written (with its location columns)")
 
 
 class WriteDerivatives(SimpleInterface):
@@ -79,7 +82,7 @@ class WriteDerivatives(SimpleInterface):
             extra["InferenceDevice"] = self.inputs.device
         if self.inputs.precision:
             extra["InferencePrecision"] = self.inputs.precision
-        summary_extra = self._write_location(extra)
+        table, summary_extra = self._write_location(read_table(self.inputs.table), extra)
         paths = write_run_derivatives(
             self.inputs.out_dir,
             self.inputs.source_relpath,
@@ -88,7 +91,7 @@ class WriteDerivatives(SimpleInterface):
             load_array(self.inputs.labels, np.int32),
             int(self.inputs.n_lesions),
             load_array(self.inputs.brain_mask).astype(bool),
-            read_table(self.inputs.table),
+            table,
             threshold=float(self.inputs.threshold),
             seed_threshold=float(self.inputs.seed_threshold),
             definition=LesionDefinition(connectivity=int(self.inputs.connectivity),
@@ -101,13 +104,20 @@ class WriteDerivatives(SimpleInterface):
         self._results["out_files"] = sorted(str(p) for p in paths.values() if p.exists())
         self._results["mask"] = str(paths["mask"])
         self._results["summary"] = str(paths["summary"])
+        self._results["table"] = str(paths["dseg_tsv"])
         return runtime
 
+    def _write_location(self, table: pd.DataFrame, extra: dict) -> tuple[pd.DataFrame, dict]:
+        """Write the outputs of LesionLocation; return the lesion table and the summary's location columns.
 
-    def _write_location(self, extra: dict) -> dict | None:
-        """Write the location outputs (when LesionLocation ran); return its summary columns."""
+        Without LesionLocation (``--no-location``) the location outputs of an earlier run are removed
+        and the columns are n/a.
+        """
         if not isdefined(self.inputs.location):
-            return None
+            write_location_derivatives(self.inputs.out_dir, self.inputs.source_relpath,
+                                       load_original(self.inputs.in_file), None, None, None, None)
+            table = with_locations(table, None)
+            return table, summary_columns(table, None, LOCATION_OFF, None)
         info = read_json(self.inputs.location)
 
         def optional(name: str, dtype: type) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -125,7 +135,7 @@ class WriteDerivatives(SimpleInterface):
         write_location_derivatives(self.inputs.out_dir, self.inputs.source_relpath,
                                    load_original(self.inputs.in_file), location_map, tpl_mask, tpl_prob,
                                    tpl_affine, meta=meta)
-        return dict(info["summary"])
+        return table, dict(info["summary"])
 
 
 class _ReportInputSpec(BaseInterfaceInputSpec):

@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.anatomy.location import locate_run, location_summary, with_locations
+from bids_msseg.anatomy.location import locate_run, summary_columns, with_locations
 from bids_msseg.interfaces.common import load_array, load_original, save_nifti, write_json
 from bids_msseg.interfaces.derivatives import read_table
 
@@ -64,8 +64,7 @@ class LesionLocation(SimpleInterface):
         table_path = cwd / "lesions_located.tsv"
         table.to_csv(table_path, sep="\t", index=False, na_rep="n/a")
         self._results["table"] = str(table_path)
-        summary = {**location_summary(table, result.locations), "location_status": result.status,
-                   "registration_seconds": round(result.anatomy.seconds, 2)}
+        summary = summary_columns(table, result.locations, result.status, result.anatomy.seconds)
         info = {"summary": summary, "registration": result.anatomy.details, "ventricles_from": result.ventricles_from}
         if result.location_map is not None:
             self._results["location_map"] = str(save_nifti(result.location_map, affine, cwd / "location.nii",

@@ -2,10 +2,12 @@
 
 ``group_report.html`` at the output root shows the run counts (ok / failed / missing), the
 distribution of total lesion volume, box plots per site (lesion volume, lesion count, brain
-volume), one small QC mosaic per run (three axial slices of the FLAIR with the predicted lesions
-in colour and, where one exists, the expert mask's outline) linking to the run's participant
-report, the table of runs, and, when expert masks exist, the evaluation (summary over the cohort
-and per site, per-scan table, predicted against expert volume).
+volume), the lesion location classes (a table per class, lesion counts and volumes per class, the
+McDonald regions involved per run) and the cohort lesion-frequency map over the template
+(:mod:`bids_msseg.frequency`), one small QC mosaic per run (three axial slices of the FLAIR with
+the predicted lesions in colour and, where one exists, the expert mask's outline) linking to the
+run's participant report, the table of runs, and, when expert masks exist, the evaluation (summary
+over the cohort and per site, per-scan table, predicted against expert volume).
 
 Pictures are PNG files under ``group_figures/`` (``group_figures/qc/`` for the mosaics), linked
 with relative paths, so the report stays small for large cohorts and the folder can be moved as a
@@ -24,9 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from bids_msseg.anatomy.template import mni152_template
 from bids_msseg.derivatives import COHORT_TSV, EVALUATION_SUMMARY_TSV, EVALUATION_TSV, derivative_paths
+from bids_msseg.frequency import FREQUENCY_MAP, CohortFrequency
 from bids_msseg.io import atomic_path, load_3d, write_text_atomic
+from bids_msseg.lesions import DIS_CLASSES, LOCATION_CLASSES, LOCATION_COLOURS
 from bids_msseg.reports.participant import (
     LESION_RGBA,
     _bounding_box,
@@ -202,6 +208,95 @@ def longitudinal_figure(longitudinal: pd.DataFrame, figures: Path) -> Path:
     return _save_png(fig, figures / "longitudinal.png")
 
 
+#: Template z levels (mm, MNI) of the lesion-frequency figure: cerebellum and pons to the centrum semiovale.
+FREQUENCY_Z_MM = (-30, -15, 0, 10, 20, 30, 40, 50)
+
+
+def located_runs(ok: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs whose lesions have location classes (``location_status`` ok)."""
+    if "location_status" not in ok.columns:
+        return ok.iloc[0:0]
+    return ok[ok["location_status"] == "ok"]
+
+
+def location_figure(located: pd.DataFrame, figures: Path) -> Path:
+    """Per location class: lesions per run and lesion volume per run (box and dots), and the runs by
+    number of McDonald regions involved."""
+    fig = Figure(figsize=(12, 3.6))
+    rng = np.random.default_rng(0)
+    names = list(LOCATION_CLASSES)
+    for i, (what, label) in enumerate((("count", "Lesions per run"), ("volume_ml", "Lesion volume per run (mL)")),
+                                      start=1):
+        ax = fig.add_subplot(1, 3, i)
+        data = [pd.to_numeric(located[f"{name}_{what}"], errors="coerce").dropna().to_numpy() for name in names]
+        boxes = ax.boxplot(data, tick_labels=names, showfliers=False, patch_artist=True)
+        for patch, name in zip(boxes["boxes"], names, strict=True):
+            patch.set(facecolor=LOCATION_COLOURS[name], alpha=0.35)
+        for j, (values, name) in enumerate(zip(data, names, strict=True), start=1):
+            ax.plot(j + rng.uniform(-0.12, 0.12, values.size), values, "o", color=LOCATION_COLOURS[name],
+                    markersize=4)
+        ax.set_title(label, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        if what == "count":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax = fig.add_subplot(1, 3, 3)
+    regions = pd.to_numeric(located["mcdonald_regions"], errors="coerce").dropna().astype(int)
+    counts = [int((regions == k).sum()) for k in range(len(DIS_CLASSES) + 1)]
+    ax.bar(range(len(counts)), counts, color="#7f7f7f")
+    ax.set_xticks(range(len(counts)))
+    ax.set_xlabel("McDonald regions involved (imaging count)")
+    ax.set_ylabel("Runs")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Regions involved per run", fontsize=10)
+    fig.tight_layout()
+    return _save_png(fig, figures / "lesion_location.png")
+
+
+def frequency_figure(result: CohortFrequency, figures: Path) -> Path:
+    """Axial slices of the lesion-frequency map over the template (:data:`FREQUENCY_Z_MM`), with its scale."""
+    template = mni152_template()
+    if result.frequency.shape != template.image.shape or not np.allclose(result.affine, template.affine, atol=1e-4):
+        raise ValueError("the lesion-frequency map is not on the template's grid")
+    affine = template.affine
+    inverse = np.linalg.inv(affine)
+    slices = sorted({int(round((inverse @ [0.0, 0.0, z, 1.0])[2])) for z in FREQUENCY_Z_MM})
+    slices = [k for k in slices if 0 <= k < template.image.shape[2]]
+    anatomy = _to_ras(template.image, affine)
+    frequency = _to_ras(result.frequency, affine)
+    box = _bounding_box(anatomy > 0)
+    columns = len(slices) // 2 if len(slices) > 4 else len(slices)
+    background = _tile(anatomy, slices, box, columns)
+    overlay = np.ma.masked_less_equal(_tile(frequency, slices, box, columns), 0.0)
+    top = max(float(result.frequency.max()), 1.0 / max(result.n_runs, 1))
+    fig = Figure(figsize=(10, 10 * background.shape[0] / background.shape[1] + 0.6), facecolor="black")
+    ax = fig.add_axes((0, 0.08, 1, 0.92))
+    ax.set_axis_off()
+    ax.imshow(background, cmap="gray", interpolation="nearest")
+    shown = ax.imshow(overlay, cmap="hot", vmin=0.0, vmax=top, interpolation="nearest", alpha=0.85)
+    tile_h, tile_w = background.shape[0] // math.ceil(len(slices) / columns), background.shape[1] // columns
+    for i, k in enumerate(slices):
+        r, c = divmod(i, columns)
+        z = (affine @ [0.0, 0.0, k, 1.0])[2]
+        ax.text(c * tile_w + 3, r * tile_h + 3, f"z={z:.0f} mm", color="yellow", fontsize=8, va="top")
+    ax.text(3, tile_h - 3, "L", color="white", fontsize=9, va="bottom")
+    bar = fig.colorbar(shown, cax=fig.add_axes((0.3, 0.025, 0.4, 0.018)), orientation="horizontal")
+    bar.ax.set_title(f"share of the {result.n_runs} run(s) with a lesion here", color="white", fontsize=9)
+    bar.ax.tick_params(colors="white")
+    return _save_png(fig, figures / "lesion_frequency.png")
+
+
+def _location_rows(located: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per class: runs with such lesions, lesions in all, median count and volume per run."""
+    rows = []
+    for name in LOCATION_CLASSES:
+        counts = pd.to_numeric(located[f"{name}_count"], errors="coerce").dropna()
+        volumes = pd.to_numeric(located[f"{name}_volume_ml"], errors="coerce").dropna()
+        rows.append({"name": name, "colour": LOCATION_COLOURS[name], "runs": int((counts > 0).sum()),
+                     "lesions": int(counts.sum()), "median_count": _cell(float(counts.median())) if len(counts) else
+                     "n/a", "median_volume": _cell(float(volumes.median())) if len(volumes) else "n/a"})
+    return rows
+
+
 # ------------------------------------------------------------------------------------- tables
 
 
@@ -230,6 +325,13 @@ def _summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]
         values += [_cell(row["volume_pearson_r"]), _cell(row["volume_spearman_rho"]), _cell(row["hybrid_score"])]
         rows.append({"group": row["group"], "n": int(row["n_scans"]), "values": values})
     return header, rows
+
+
+def _integer(value: Any) -> Any:
+    """A count read back from a TSV (a float, NaN when n/a) as an int; other values as they are."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def _run_label(row: Mapping[str, Any]) -> str:
@@ -263,13 +365,14 @@ def _qc_cards(cohort: pd.DataFrame, output_dir: Path, bids_dir: Path, figures: P
 
 def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
                         evaluation: pd.DataFrame | None = None, summary: pd.DataFrame | None = None,
-                        longitudinal: pd.DataFrame | None = None) -> Path:
+                        longitudinal: pd.DataFrame | None = None, frequency: CohortFrequency | None = None) -> Path:
     """Write ``group_report.html`` and its pictures under ``group_figures/``; return the report path.
 
     ``cohort`` is :func:`bids_msseg.cohort.build_cohort_table`'s table; ``evaluation`` the
     per-scan rows of :func:`bids_msseg.evaluation.evaluate_cohort` (may be empty or None) and
     ``summary`` :func:`bids_msseg.evaluation.summarize_cohort`'s rows (None without evaluation);
-    ``longitudinal`` the subjects' longitudinal summaries (:mod:`bids_msseg.longitudinal.outputs`).
+    ``longitudinal`` the subjects' longitudinal summaries (:mod:`bids_msseg.longitudinal.outputs`);
+    ``frequency`` the cohort lesion-frequency map (:func:`bids_msseg.frequency.cohort_frequency`).
     """
     output_dir = Path(output_dir)
     figures = output_dir / FIGURES_DIR
@@ -286,6 +389,17 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
     plots = {k: p.relative_to(output_dir).as_posix() for k, p in cohort_figures(ok, figures).items()}
     if len(scored):
         plots["evaluation"] = evaluation_figure(scored, figures).relative_to(output_dir).as_posix()
+    located = located_runs(ok)
+    if len(located):
+        plots["location"] = location_figure(located, figures).relative_to(output_dir).as_posix()
+    if frequency is not None:
+        try:
+            plots["frequency"] = frequency_figure(frequency, figures).relative_to(output_dir).as_posix()
+        except (OSError, RuntimeError, ValueError) as err:
+            LOGGER.warning("no lesion-frequency picture: %s", err)
+    for key, name in (("location", "lesion_location.png"), ("frequency", "lesion_frequency.png")):
+        if key not in plots:  # from an earlier group run
+            (figures / name).unlink(missing_ok=True)
 
     longitudinal = longitudinal if longitudinal is not None else pd.DataFrame()
     long_header = [c for c in LONGITUDINAL_REPORT_COLUMNS if c in longitudinal.columns]
@@ -299,6 +413,8 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
         "volume": _cell(r["total_lesion_volume_ml"]), "count": _fmt(r["lesion_count"]),
         "brain": _cell(r["brain_volume_ml"]), "n4": _fmt(r["n4"]), "bet": _fmt(r["brain_extraction"]),
         "model": _fmt(r["model_id"]), "report": r["report"] if isinstance(r["report"], str) else None,
+        "classes": [_fmt(_integer(r.get(f"{name}_count"))) for name in LOCATION_CLASSES],
+        "regions": _fmt(_integer(r.get("mcdonald_regions"))),
     } for _, r in cohort.iterrows()]
     problems = [{"name": _run_label(r), "status": r["status"],
                  "detail": (f"{r['crash_file']}: {_fmt(r['failure_reason'])}" if r["status"] == "failed"
@@ -314,6 +430,10 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
         summary_tsv=EVALUATION_SUMMARY_TSV if summary is not None else None,
         lesion_rgba=f"rgba({', '.join(str(int(255 * c)) for c in LESION_RGBA[:3])}, {LESION_RGBA[3]})",
         expert_colour=EXPERT_COLOUR, version=_version(), long_header=long_header, long_rows=long_rows,
+        n_ok=len(ok), n_located=len(located), location_rows=_location_rows(located) if len(located) else [],
+        class_names=list(LOCATION_CLASSES),
+        frequency_map=FREQUENCY_MAP if frequency is not None else None,
+        frequency_runs=frequency.n_runs if frequency is not None else 0,
     )
     target = output_dir / REPORT_NAME
     write_text_atomic(target, html)
@@ -322,4 +442,4 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
 
 
 __all__: Sequence[str] = ("render_group_report", "qc_mosaic", "cohort_figures", "evaluation_figure",
-                          "longitudinal_figure")
+                          "longitudinal_figure", "location_figure", "frequency_figure")

@@ -1,8 +1,9 @@
 """The participant-level QC report: one self-contained HTML page per FLAIR run.
 
 The page shows what a reader needs to trust (or reject) the numbers: a summary (lesion count,
-total lesion volume, brain volume, model, preprocessing decisions and their reasons), an axial
-mosaic of the FLAIR with the lesions overlaid, an axial mosaic with the brain-mask contour (to
+total lesion volume, brain volume, model, preprocessing decisions and their reasons), the lesions
+per location class, an axial mosaic of the FLAIR with the lesions overlaid in the colour of their
+location class (:func:`location_colours`), an axial mosaic with the brain-mask contour (to
 check brain extraction, on which normalization depends), and the per-lesion table. Figures are
 PNGs embedded as base64 ``data:`` URIs, so the file can be mailed or archived on its own.
 
@@ -33,6 +34,7 @@ from scipy import ndimage
 
 from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
+from bids_msseg.lesions import LOCATION_CLASSES, LOCATION_COLOURS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,7 +59,15 @@ SUMMARY_LABELS = {
     "threshold": "Probability threshold",
     "min_lesion_size_mm3": "Minimum lesion size (mm³)",
     "connectivity": "Connectivity (neighbours)",
+    "confluent_count": "Confluent lesions (touching several classes' regions)",
+    "mcdonald_regions": "McDonald regions involved (imaging count, not a diagnosis)",
+    "location_status": "Lesion location",
+    "registration_seconds": "Template registration (s)",
 }
+#: Colour of lesions whose location class is unknown (location off or failed, or an unnumbered mask).
+LOCATION_UNKNOWN = "#e377c2"
+#: Summary keys shown in the location section rather than in the summary table.
+CLASS_KEYS = frozenset(f"{name}_{what}" for name in LOCATION_CLASSES for what in ("count", "volume_ml"))
 
 
 def _to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -152,11 +162,43 @@ def _mosaic_figure(
     return _png_data_uri(fig)
 
 
-def _lesion_overlay(lesions: np.ndarray) -> np.ndarray:
-    """RGBA image of a 2D lesion mosaic: lesion voxels (any value > 0) in one bright colour."""
+def _lesion_overlay(lesions: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
+    """RGBA image of a 2D lesion mosaic: lesion voxels (any value > 0) in one bright colour, or with
+    ``lut`` (one RGBA row per lesion number, row 0 transparent) each lesion in its own colour."""
+    if lut is not None:
+        return lut[np.asarray(lesions, np.int64)]
     rgba = np.zeros(lesions.shape + (4,), dtype=np.float32)
     rgba[np.asarray(lesions) > 0] = LESION_RGBA
     return rgba
+
+
+def location_colours(table: pd.DataFrame, n_labels: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The colour of each lesion by its location class, and the legend.
+
+    Returns an RGBA lookup table indexed by lesion number (``table``'s ``index``, 1..``n_labels``; row
+    0 transparent) and one legend entry per class present (colour, name, lesion count, volume in
+    mL), with an ``n/a`` entry for lesions without a class (location off or failed).
+    """
+    from matplotlib.colors import to_rgba  # lazy: matplotlib, only while drawing a report
+
+    classes = np.full(n_labels + 1, "n/a", dtype=object)
+    volumes = np.full(n_labels + 1, np.nan)
+    numbers = table["index"].to_numpy(int) if "index" in table.columns else np.arange(1, len(table) + 1)
+    known = (numbers >= 1) & (numbers <= n_labels)
+    if "location" in table.columns:
+        classes[numbers[known]] = [c if c in LOCATION_CLASSES else "n/a" for c in table["location"][known]]
+    if "volume_mm3" in table.columns:
+        volumes[numbers[known]] = table["volume_mm3"].to_numpy(float)[known]
+    colours = {**LOCATION_COLOURS, "n/a": LOCATION_UNKNOWN}
+    lut = np.array([(0.0, 0.0, 0.0, 0.0)] + [to_rgba(colours[c]) for c in classes[1:]], np.float32)
+    legend = []
+    for name in [*LOCATION_CLASSES, "n/a"]:
+        chosen = classes[1:] == name
+        if chosen.any():
+            volume = volumes[1:][chosen]
+            legend.append({"colour": colours[name], "name": name, "count": int(chosen.sum()),
+                           "volume_ml": None if np.isnan(volume).any() else round(float(volume.sum()) / 1000.0, 4)})
+    return lut, legend
 
 
 #: How the preprocessing steps are named in the report.
@@ -234,16 +276,23 @@ def _scaled_figure(height: int, width: int, aspect: float, target: int) -> tuple
 
 def _draw(ax: Any, background: np.ndarray, window: tuple[float, float], aspect: float, *,
           labels: np.ndarray | None = None, probability: np.ndarray | None = None,
-          expert: np.ndarray | None = None, contour: np.ndarray | None = None) -> None:
-    """The FLAIR in grey with the optional layers: lesions filled and outlined, probability as a heat
-    map, the expert mask's outline, the brain-mask outline."""
+          expert: np.ndarray | None = None, contour: np.ndarray | None = None, lut: np.ndarray | None = None) -> None:
+    """The FLAIR in grey with the optional layers: lesions filled and outlined (in their location
+    class's colour with ``lut``, see :func:`location_colours`), probability as a heat map, the expert
+    mask's outline, the brain-mask outline."""
     ax.imshow(background, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
     if probability is not None:
         shown = np.ma.masked_less(probability, 0.05)
         ax.imshow(shown, cmap="hot", vmin=0.0, vmax=1.0, alpha=0.75, aspect=aspect, interpolation="nearest")
     if labels is not None and np.any(labels > 0):
-        ax.imshow(_lesion_overlay(labels), aspect=aspect, interpolation="nearest", alpha=0.55)
-        ax.contour((labels > 0).astype(np.float32), levels=[0.5], colors=LESION_EDGE, linewidths=0.7)
+        ax.imshow(_lesion_overlay(labels, lut), aspect=aspect, interpolation="nearest", alpha=0.55)
+        if lut is None:
+            ax.contour((labels > 0).astype(np.float32), levels=[0.5], colors=LESION_EDGE, linewidths=0.7)
+        else:  # one outline per colour
+            shown = lut[np.asarray(labels, np.int64)]
+            for colour in np.unique(lut[np.unique(labels[labels > 0])], axis=0):
+                inside = np.all(shown == colour, axis=-1).astype(np.float32)
+                ax.contour(inside, levels=[0.5], colors=[tuple(colour[:3])], linewidths=0.8)
     if expert is not None and np.any(expert):
         ax.contour(expert.astype(np.float32), levels=[0.5], colors=EXPERT_COLOUR, linewidths=0.9)
     if contour is not None and np.any(contour):
@@ -283,7 +332,7 @@ def _lesion_slices(labels: np.ndarray, reference: np.ndarray, n: int) -> tuple[l
 def _lesion_mosaic(flair: np.ndarray, labels: np.ndarray, slices: Sequence[int], home: Mapping[int, int],
                    box: tuple[slice, slice], zooms: tuple[float, float, float], window: tuple[float, float], *,
                    expert: np.ndarray | None = None, probability: np.ndarray | None = None,
-                   contour: np.ndarray | None = None, numbers: bool = True) -> str:
+                   contour: np.ndarray | None = None, numbers: bool = True, lut: np.ndarray | None = None) -> str:
     """An axial mosaic at full resolution with the given layers; lesion numbers as in the table."""
     columns = min(COLUMNS, len(slices))
     background = _tile(flair, slices, box, columns)
@@ -295,7 +344,7 @@ def _lesion_mosaic(flair: np.ndarray, labels: np.ndarray, slices: Sequence[int],
           labels=_tile(labels, slices, box, columns) if probability is None else None,
           probability=_tile(probability, slices, box, columns) if probability is not None else None,
           expert=_tile(expert, slices, box, columns) if expert is not None else None,
-          contour=_tile(contour, slices, box, columns) if contour is not None else None)
+          contour=_tile(contour, slices, box, columns) if contour is not None else None, lut=lut)
     position = {k: i for i, k in enumerate(slices)}
     for i, k in enumerate(slices):
         r, c = divmod(i, columns)
@@ -317,7 +366,7 @@ def _lesion_mosaic(flair: np.ndarray, labels: np.ndarray, slices: Sequence[int],
 
 def _orthogonal_views(flair: np.ndarray, labels: np.ndarray, centre: Sequence[int],
                       zooms: tuple[float, float, float], window: tuple[float, float], *,
-                      expert: np.ndarray | None = None) -> list[tuple[str, str]]:
+                      expert: np.ndarray | None = None, lut: np.ndarray | None = None) -> list[tuple[str, str]]:
     """Axial, coronal and sagittal slices through ``centre`` (RAS+ voxel indices) as PNG data URIs."""
     i, j, k = (int(c) for c in centre)
     views = [
@@ -330,7 +379,7 @@ def _orthogonal_views(flair: np.ndarray, labels: np.ndarray, centre: Sequence[in
         background = cut(flair)
         fig, ax = _scaled_figure(*background.shape, aspect, VIEW_PIXELS)
         _draw(ax, background, window, aspect, labels=cut(labels),
-              expert=cut(expert) if expert is not None else None)
+              expert=cut(expert) if expert is not None else None, lut=lut)
         ax.text(2, 2, f"{name} {where}", color="yellow", fontsize=8, va="top")
         ax.text(2, background.shape[0] - 2, left, color="white", fontsize=9, va="bottom", ha="left")
         ax.text(background.shape[1] - 2, background.shape[0] - 2, right, color="white", fontsize=9, va="bottom",
@@ -415,8 +464,11 @@ def render_participant_report(
 
     flair = _to_ras(np.asarray(flair_img.dataobj, dtype=np.float32).reshape(shape), flair_img.affine)
     labels = np.asarray(_to_ras(lesion_mask, flair_img.affine))
+    classified = table
     if labels.dtype == bool or labels.max(initial=0) <= 1:
-        labels, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+        labels, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+        if n > 1:  # numbered here in scan order, not as the table: its classes cannot be matched to lesions
+            classified = table.drop(columns=["location"], errors="ignore")
     labels = labels.astype(np.int32)
     brain = _to_ras(np.asarray(brain_mask, bool), flair_img.affine)
     prob = _to_ras(np.asarray(probability, np.float32), flair_img.affine) if probability is not None else None
@@ -430,17 +482,19 @@ def render_participant_report(
     box = _bounding_box(reference)
 
     has_lesions = bool(np.any(labels > 0))
+    lut, legend = location_colours(classified, int(labels.max(initial=0)))
     lesion_slices, home = _lesion_slices(labels, reference, N_SLICES)
-    lesion_png = _lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, expert=expert)
+    lesion_png = _lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, expert=expert, lut=lut)
     probability_png = (_lesion_mosaic(flair, labels, lesion_slices, home, box, zooms, window, probability=prob,
                                       numbers=False) if prob is not None else "")
     brain_slices = _pick_slices(reference, N_SLICES)
     brain_png = _mosaic_figure(flair, brain_slices, box, zooms, window, contour=brain)
-    views = _orthogonal_views(flair, labels, _view_centre(labels, reference), zooms, window, expert=expert)
+    views = _orthogonal_views(flair, labels, _view_centre(labels, reference), zooms, window, expert=expert,
+                              lut=lut)
 
     count = summary.get("lesion_count", len(table))
     summary_rows = [(SUMMARY_LABELS.get(k, k), _fmt(v)) for k, v in summary.items()
-                    if not str(k).startswith("preproc_")]
+                    if not str(k).startswith("preproc_") and k not in CLASS_KEYS]
     lesion_table_html = Markup(table.to_html(
         index=False, border=0, classes="lesions", na_rep="n/a", float_format=lambda v: f"{v:.4g}"
     )) if len(table) else ""
@@ -455,6 +509,8 @@ def render_participant_report(
                         "is largest, with its number in the lesion table" if has_lesions
                         else "no lesions; slices through the brain"),
         has_expert=expert is not None,
+        legend=[{**entry, "volume_ml": _fmt(entry["volume_ml"])} for entry in legend],
+        location_status=_fmt(summary.get("location_status")),
         expert_source=expert_source,
         views=views,
         probability_png=probability_png,

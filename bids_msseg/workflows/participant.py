@@ -5,6 +5,7 @@
     bids_msseg_participant_wf
     ├── single_flair_sub_01_ses_1_FLAIR_wf
     │     inputnode -> preprocess -> segment -> lesion_stats -> lesion_location -> write_derivatives -> report
+    │                                     (lesion_location is left out with --no-location)
     ├── single_flair_sub_01_ses_2_FLAIR_wf
     └── ...
 
@@ -216,8 +217,6 @@ def init_single_flair_wf(
                   "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
     if options.random_seed is not None:  # the default seed too: same input and seed, same outputs
         extra_meta["RandomSeed"] = options.random_seed
-    location = pe.Node(LesionLocation(random_seed=options.random_seed or 0),
-                       name="lesion_location", n_procs=threads, mem_gb=mem("lesion_location"))
     write = pe.Node(
         WriteDerivatives(out_dir=str(options.output_dir), source_relpath=run.relpath,
                          threshold=settings.threshold, seed_threshold=settings.seed_threshold,
@@ -244,20 +243,26 @@ def init_single_flair_wf(
         (inputnode, write, [("in_file", "in_file")]),
         (preprocess, write, [("decisions", "decisions")]),
         (segment, write, [("device", "device"), ("precision", "precision")]),
-        (inputnode, location, [("in_file", "in_file")]),
-        (lesion_stats, location, [("probability", "probability"), ("labels", "labels"),
-                                  ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"), ("table", "table")]),
         (lesion_stats, write, [("probability", "probability"), ("labels", "labels"),
                                ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask")]),
-        (location, write, [("table", "table"), ("location", "location"), ("location_map", "location_map"),
-                           ("template_mask", "template_mask"), ("template_probseg", "template_probseg")]),
         (inputnode, report, [("in_file", "in_file")]),
         (preprocess, report, [("decisions", "decisions")]),
         (lesion_stats, report, [("brain_mask", "brain_mask"), ("labels", "mask"), ("probability", "probability")]),
-        (location, report, [("table", "table")]),
-        (write, report, [("summary", "summary")]),
+        (write, report, [("summary", "summary"), ("table", "table")]),
         (write, outputnode, [("mask", "mask"), ("summary", "summary")]),
         (report, outputnode, [("out_report", "report")]),
+    ])
+    if not settings.location:  # --no-location: no registration; write_derivatives writes n/a columns
+        workflow.connect(lesion_stats, "table", write, "table")
+        return workflow
+    location = pe.Node(LesionLocation(random_seed=options.random_seed or 0),
+                       name="lesion_location", n_procs=threads, mem_gb=mem("lesion_location"))
+    workflow.connect([
+        (inputnode, location, [("in_file", "in_file")]),
+        (lesion_stats, location, [("probability", "probability"), ("labels", "labels"),
+                                  ("n_lesions", "n_lesions"), ("brain_mask", "brain_mask"), ("table", "table")]),
+        (location, write, [("table", "table"), ("location", "location"), ("location_map", "location_map"),
+                           ("template_mask", "template_mask"), ("template_probseg", "template_probseg")]),
     ])
     return workflow
 
@@ -289,7 +294,7 @@ class RunStatus:
 
 
 #: Steps that do work (the others are nipype's identity nodes).
-STEPS = ("preprocess", "segment", "lesion_stats", "write_derivatives", "report")
+STEPS = ("preprocess", "segment", "lesion_stats", "lesion_location", "write_derivatives", "report")
 
 
 @dataclass

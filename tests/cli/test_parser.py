@@ -145,3 +145,10 @@ def test_seed_threshold_zero_turns_hysteresis_off(tmp_path: Path) -> None:
     assert parse_args([*base, "--seed-threshold", "0.97"]).seed_threshold == 0.97
     with pytest.raises(SystemExit):
         parse_args([*base, "--seed-threshold", "1.5"])
+
+
+def test_no_location_switch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(tmp_path), str(tmp_path / "out"), "participant"]
+    assert parse_args(argv).location is True
+    assert parse_args([*argv, "--no-location"]).location is False
+    assert re.search(r"^\s+--no-location\s+no McDonald location classes", _help(capsys, "--help"), flags=re.M)

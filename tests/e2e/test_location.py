@@ -21,6 +21,8 @@ from scipy import ndimage
 from bids_msseg.anatomy.template import REGIONS, mni152_template
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
+from bids_msseg.frequency import FREQUENCY_JSON, FREQUENCY_MAP
+from tests.e2e.helpers import LOCATION_KEYS
 
 INTENSITY = {0: 0.0, REGIONS["lateral_ventricles"]: 0.12, REGIONS["cortex"]: 0.62, REGIONS["white_matter"]: 0.45,
              REGIONS["deep_grey"]: 0.55, REGIONS["infratentorial"]: 0.5, REGIONS["csf"]: 0.15}
@@ -89,6 +91,11 @@ def _bright_blobs(data, brain_mask, zooms, bundle, device, **kwargs):
     return (np.asarray(data) >= 0.85 * float(np.max(data))).astype(np.float32) * np.asarray(brain_mask, bool)
 
 
+def _participant(root: Path, out: Path, work: Path, bundle: Path, *extra: str) -> list[str]:
+    return [str(root), str(out), "participant", "-w", str(work), "--nipype-plugin", "Linear", "--model", str(bundle),
+            "--n4", "off", "--skullstrip", "off", "--random-seed", "1", "--skip-bids-validation", *extra]
+
+
 def test_known_lesion_locations_through_the_cli(located_dataset, tmp_path: Path, tiny_bundle: Path,
                                                 monkeypatch: pytest.MonkeyPatch, run_validator) -> None:
     import bids_msseg.segment
@@ -96,10 +103,7 @@ def test_known_lesion_locations_through_the_cli(located_dataset, tmp_path: Path,
     monkeypatch.setattr(bids_msseg.segment, "segment_volume", _bright_blobs)
     root, world = located_dataset
     out = tmp_path / "out"
-    argv = [str(root), str(out), "participant", "-w", str(tmp_path / "work"), "--nipype-plugin", "Linear",
-            "--model", str(tiny_bundle), "--n4", "off", "--skullstrip", "off", "--random-seed", "1",
-            "--skip-bids-validation"]
-    assert main(argv) == 0
+    assert main(_participant(root, out, tmp_path / "work", tiny_bundle)) == 0
     paths = derivative_paths(out, "sub-loc/anat/sub-loc_FLAIR.nii.gz")
     table = pd.read_csv(paths["dseg_tsv"], sep="\t")
     assert len(table) == 4, table
@@ -121,3 +125,45 @@ def test_known_lesion_locations_through_the_cli(located_dataset, tmp_path: Path,
 
     issues = [i for i in run_validator(out) if i.get("severity") == "error"]
     assert not issues, issues
+
+
+def test_no_location_then_location_then_the_group_level(located_dataset, tmp_path: Path, tiny_bundle: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, run_validator) -> None:
+    """--no-location: n/a columns, no location files, validator clean; run again without it: the run is
+    recomputed (not skipped as complete) and located; the group level then maps the lesion frequency."""
+    import bids_msseg.segment
+
+    monkeypatch.setattr(bids_msseg.segment, "segment_volume", _bright_blobs)
+    root, _ = located_dataset
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert main(_participant(root, out, work, tiny_bundle, "--no-location")) == 0
+    paths = derivative_paths(out, "sub-loc/anat/sub-loc_FLAIR.nii.gz")
+    assert not [key for key in LOCATION_KEYS if paths[key].exists()]
+    table = pd.read_csv(paths["dseg_tsv"], sep="\t", keep_default_na=False)
+    assert len(table) == 4 and set(table["location"]) == set(table["confluent"]) == {"n/a"}
+    summary = pd.read_csv(paths["summary"], sep="\t", keep_default_na=False).iloc[0]
+    assert summary["location_status"] == "off: --no-location"
+    assert summary["periventricular_count"] == summary["mcdonald_regions"] == "n/a"
+    assert "Lesion locations are n/a: off: --no-location." in paths["report"].read_text()
+    issues = [i for i in run_validator(out) if i.get("severity") == "error"]
+    assert not issues, issues
+
+    assert main(_participant(root, out, work, tiny_bundle)) == 0  # location on: recomputed, not skipped
+    summary = pd.read_csv(paths["summary"], sep="\t").iloc[0]
+    assert summary["location_status"] == "ok" and summary["mcdonald_regions"] == 3
+    assert all(paths[key].is_file() for key in LOCATION_KEYS)
+
+    assert main([str(root), str(out), "group", "-w", str(work), "--skip-bids-validation"]) == 0
+    cohort = pd.read_csv(out / "group_lesions.tsv", sep="\t").iloc[0]
+    assert cohort["periventricular_count"] == cohort["infratentorial_count"] == 1
+    frequency = nib.load(out / FREQUENCY_MAP)
+    mask = np.asarray(nib.load(paths["tpl_mask"]).dataobj)
+    np.testing.assert_array_equal(np.asarray(frequency.dataobj), mask.astype(np.float32))  # one run: share 0 or 1
+    assert json.loads((out / FREQUENCY_JSON).read_text())["NumberOfRuns"] == 1
+    html = (out / "group_report.html").read_text()
+    assert "group_figures/lesion_frequency.png" in html and 'id="location-classes"' in html
+    issues = [i for i in run_validator(out) if i.get("severity") == "error"]
+    assert not issues, issues  # the location files of the run and the group's map
+
+    assert main(_participant(root, out, work, tiny_bundle, "--no-location")) == 0  # and off again
+    assert not [key for key in LOCATION_KEYS if paths[key].exists()]

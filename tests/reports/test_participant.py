@@ -13,9 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_msseg.lesions import LesionDefinition, binarize, lesion_table
+from bids_msseg.lesions import LOCATION_COLOURS, LesionDefinition, binarize, lesion_table
 from bids_msseg.preproc.decisions import PreprocDecisions
-from bids_msseg.reports.participant import _decision_rows, _lesion_slices, methods_html, render_participant_report
+from bids_msseg.reports.participant import (
+    LOCATION_UNKNOWN,
+    _decision_rows,
+    _lesion_slices,
+    location_colours,
+    methods_html,
+    render_participant_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DECISIONS = {"n4": {"applied": True, "reason": "no <bias> correction recorded"},
@@ -179,3 +186,61 @@ def test_binary_mask_is_numbered_like_the_table(tmp_path: Path) -> None:
     html = render_participant_report(tmp_path / "r.html", img, labels > 0, brain, table, {}, {}).read_text()
     assert f'id="lesion-count">{n}<' in html
     assert isinstance(table, pd.DataFrame) and list(table["index"]) == list(range(1, n + 1))
+
+
+# ---- lesions coloured by location class
+
+def _hex(rgba) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])
+
+
+def test_location_colours_follow_the_table_numbers_and_mark_unknown_lesions() -> None:
+    table = pd.DataFrame({"index": [2, 1, 3], "volume_mm3": [20.0, 100.0, 5.0],
+                          "location": ["juxtacortical", "periventricular", None]})
+    lut, legend = location_colours(table, 3)
+    assert tuple(lut[0]) == (0, 0, 0, 0)
+    assert [_hex(c) for c in lut[1:]] == [LOCATION_COLOURS["periventricular"], LOCATION_COLOURS["juxtacortical"],
+                                          LOCATION_UNKNOWN]
+    assert [(e["name"], e["count"], e["volume_ml"]) for e in legend] == [
+        ("periventricular", 1, 0.1), ("juxtacortical", 1, 0.02), ("n/a", 1, 0.005)]
+
+
+def test_location_colours_without_a_location_column_are_all_unknown() -> None:
+    lut, legend = location_colours(pd.DataFrame({"index": [1, 2], "volume_mm3": [8.0, 4.0]}), 2)
+    assert {_hex(c) for c in lut[1:]} == {LOCATION_UNKNOWN}
+    assert legend == [{"colour": LOCATION_UNKNOWN, "name": "n/a", "count": 2, "volume_ml": 0.012}]
+
+
+def _pixels_of(png: bytes, colour: str, tolerance: int = 10) -> int:
+    from io import BytesIO
+
+    from matplotlib.image import imread
+
+    rgb = (imread(BytesIO(png))[..., :3] * 255).round()
+    target = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).max(axis=-1) <= tolerance).sum())
+
+
+def test_report_colours_each_lesion_by_its_class_with_a_legend(tmp_path: Path) -> None:
+    img, labels, n, brain, _, table = _volume()
+    table["location"] = ["periventricular", "infratentorial", "subcortical"][:n]
+    summary = {"lesion_count": n, "periventricular_count": 1, "location_status": "ok", "mcdonald_regions": 2}
+    html = render_participant_report(tmp_path / "r.html", img, labels, brain, table, summary, {}).read_text()
+    assert 'id="location"' in html and "Lesions are n/a" not in html
+    for name in table["location"]:
+        assert f'background:{LOCATION_COLOURS[name]}"></span>{name}' in html
+    assert "periventricular_count" not in html  # in the location table, not the summary
+    assert "McDonald regions involved" in html
+    mosaic = embedded_pngs(html)[0]
+    # the outlines are drawn in the class's own colour (the fills are blended with the FLAIR)
+    assert all(_pixels_of(mosaic, LOCATION_COLOURS[name]) > 0 for name in table["location"])
+    assert _pixels_of(mosaic, LOCATION_COLOURS["juxtacortical"]) == 0
+
+
+def test_report_says_why_locations_are_unknown(tmp_path: Path) -> None:
+    img, labels, n, brain, _, table = _volume()
+    table["location"] = None
+    html = render_participant_report(tmp_path / "r.html", img, labels, brain, table,
+                                     {"location_status": "off: --no-location"}, {}).read_text()
+    assert "Lesion locations are n/a: off: --no-location." in html
+    assert f'background:{LOCATION_UNKNOWN}"></span>n/a' in html
