@@ -24,7 +24,7 @@ from bids_msseg.lesions import LesionDefinition
 from bids_msseg.longitudinal.change import ChangeRule, detect_change, normalize_visit, subtraction_change
 from bids_msseg.longitudinal.outputs import pair_paths, subject_paths
 from bids_msseg.longitudinal.pipeline import run_longitudinal, subject_visits
-from bids_msseg.longitudinal.registration import itk_matrix, read_itk_affine, resample, vox2vox
+from bids_msseg.longitudinal.registration import itk_matrix, read_itk_affine, register_pair, resample, vox2vox
 
 SHAPE = (96, 96, 40)
 ZOOMS = (2.0, 2.0, 3.0)
@@ -134,6 +134,27 @@ def test_change_rule_growth_thresholds_and_mirror_classes():
         ChangeRule(joint_threshold=0.0)
 
 
+def test_change_rule_masks_follow_the_runs_hysteresis():
+    """With a seed threshold, lesions the network never calls confidently are not lesions at either
+    visit (as in the participant masks); a lesion whose appearance the image confirms is still new."""
+    move = np.eye(4)
+    b_flair, brain, b_prob, _ = phantom(0, move)
+    f_flair, _, f_prob, _ = phantom(1, move)
+    nb, nf = normalize_visit(b_flair, brain), normalize_visit(f_flair, brain)
+    confident = np.where(b_prob > 0, 0.99, 0.0).astype(np.float32)  # only the baseline's lesions are confident
+    f_seeded = np.maximum(f_prob, confident)
+    result = detect_change(nb, nf, confident, f_seeded, brain, _affine(), threshold=0.5, definition=DEFINITION,
+                           seed_threshold=0.97)
+    table = result.table
+    assert lesion_at(table, np.array(LESIONS["new"][0]))["change"] == "new"  # peak 0.95 < 0.97, image confirms it
+    assert lesion_at(table, np.array(LESIONS["stable"][0]))["change"] == "stable"
+    far = np.linalg.norm(table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
+                         - np.array(NETWORK_ONLY[0]), axis=1)
+    assert far.min() > 5  # the network-only blob (peak 0.9) is no lesion at all
+    without = detect_change(nb, nf, confident, f_seeded, brain, _affine(), threshold=0.5, definition=DEFINITION)
+    assert len(without.table) == len(table) + 1
+
+
 # ------------------------------------------------------------------------------ transforms
 
 
@@ -200,6 +221,20 @@ def test_shifted_head_is_registered_and_changes_classified(shifted_pair):
     assert lesion_at(table, np.array(LESIONS["enlarging"][0]))["change"] == "enlarging"
     assert set(table["change"]) <= {"new", "enlarging", "stable"}
     assert pair.change.count("new") == 1 and pair.change.count("enlarging") == 1
+
+
+@pytest.mark.parametrize("registration_mm", [0.0, 4.0])
+def test_registration_grid_does_not_change_the_fit(registration_mm: float):
+    """Fitting on a coarse copy (or on the images' own grid) recovers the same move."""
+    move = rigid(8.0, (6.0, -5.0, 4.0))
+    b_flair, b_brain, _, _ = phantom(0, np.eye(4))
+    f_flair, f_brain, _, _ = phantom(1, move)
+    reg = register_pair(b_flair, _affine(), b_brain, f_flair, _affine(), f_brain, seed=1,
+                        registration_mm=registration_mm)
+    ras = np.diag([-1.0, -1, 1, 1]) @ reg.itk_lps @ np.diag([-1.0, -1, 1, 1])
+    points = np.array([[30, 0, 0, 1], [-30, 40, 20, 1], [0, -50, -20, 1]], float).T
+    assert np.abs(ras @ points - move @ points).max() < 1.5
+    assert reg.resolution_mm == registration_mm and reg.brain_dice > 0.95
 
 
 def test_outputs_names_summary_and_report(shifted_pair):
