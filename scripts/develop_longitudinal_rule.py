@@ -4,17 +4,18 @@
 The scored patients (01, 03, 12: ``scripts/evaluate_longitudinal.py``) are never read here. The
 development pairs:
 
-* **Synthetic pairs** from the raw clinical FLAIRs of two other Ljubljana patients that have one
-  study each (04 study 1, 09 study 2; Lesjak et al. 2016, CC BY): the follow-up is the same scan
-  with known changes inserted, ``N_NEW`` new lesions and ``N_ENLARGING`` enlarging ones (present at
-  baseline too, 1.35-1.7 times the radius at follow-up), then moved (rigid, 2-5 degrees, 2-6 mm),
-  resampled (linear, as a re-acquisition blurs), scaled by 1.25 with a 10 % linear bias across the
-  head and Gaussian noise (2 % of the brain median), written as uint16. Lesions are soft ellipsoids
-  of 1.5-4.5 mm radius, 30-80 % brighter than the tissue they sit in, placed in deep tissue of
-  typical brightness (more than 12 mm inside the brain, FLAIR 0.9-1.2 times the brain median, away
-  from anything the network already calls lesion). Everything else, real lesions included, is
-  stable, so every other new/enlarging call is false.
-* **A real pair**: MSLesSeg patient 14, visits T1 -> T2 and T1 -> T3 (Guarnera et al. 2025, CC BY
+* **A synthetic pair** from the raw clinical FLAIR of another Ljubljana patient, who has one study
+  only (04 study 1; Lesjak et al. 2016, CC BY): the baseline is the scan as it is, the follow-up the
+  same scan with known changes, then moved (rigid, 2-5 degrees, 2-6 mm), resampled (linear, as a
+  re-acquisition blurs), scaled by 1.25 with a 10 % linear bias across the head and Gaussian noise
+  (2 % of the brain median), written as uint16. Changes: ``N_NEW`` new lesions, soft ellipsoids of
+  1.5-4.5 mm radius, 30-80 % brighter than the tissue they sit in, placed in deep tissue of typical
+  brightness (more than 10 mm inside the brain, FLAIR 0.85-1.25 times the brain median, away from
+  anything the network calls lesion); and ``N_ENLARGING`` enlarging ones: lesions the network calls
+  at baseline (20-400 mm3), grown by a soft 1.5 mm rim (about 1.5-3 times the volume) that takes
+  the lesion's own mean brightness. Everything else is stable, so every other new/enlarging call
+  is false.
+* **A real pair**: MSLesSeg patient 14, visits T1 -> T2 (Guarnera et al. 2025, CC BY
   4.0; 3D FLAIR, 1 mm, skull-stripped) with the expert lesion masks of each visit: the expert
   lesions at follow-up that touch no baseline lesion are the new ones; a predicted new/enlarging
   lesion is false when it touches no voxel on which the two expert masks differ (dilated by one voxel).
@@ -53,16 +54,16 @@ from scipy import ndimage
 
 from bids_msseg.bids import FlairRun
 from bids_msseg.derivatives import derivative_paths
-from bids_msseg.lesions import LesionDefinition, label_lesions
+from bids_msseg.lesions import LesionDefinition, connectivity_of, label_lesions
 from bids_msseg.longitudinal.change import POSITIVE_LABELS, ChangeRule, detect_change
 from bids_msseg.longitudinal.pipeline import compare_visits, load_visit
 from bids_msseg.longitudinal.registration import REGISTRATION_MM, resample, vox2vox
 
 LOGGER = logging.getLogger("develop_longitudinal_rule")
 #: Synthetic sources: subject label -> raw FLAIR (file name in raw-flair/).
-SYNTHETIC = {"04": "ljubljana-longitudinal_patient04_study1_FLAIR.nii.gz",
-             "09": "ljubljana-longitudinal_patient09_study2_FLAIR.nii.gz"}
-N_NEW, N_ENLARGING = 8, 6
+SYNTHETIC = {"04": "ljubljana-longitudinal_patient04_study1_FLAIR.nii.gz"}
+N_NEW, N_ENLARGING = 12, 8
+P14_FOLLOWUPS = (2,)
 INTENSITY_STEPS = (0.05, 0.1, 0.15, 0.2, 0.3)
 JOINT_THRESHOLDS = (0.1, 0.3, 0.5)
 
@@ -70,23 +71,21 @@ JOINT_THRESHOLDS = (0.1, 0.3, 0.5)
 # ------------------------------------------------------------------------------ the dataset
 
 
-def build_bids(data: Path, work: Path) -> tuple[Path, Path]:
-    """Two BIDS datasets of symlinks: ``sources`` (the raw Ljubljana FLAIRs the synthetic pairs start
-    from, segmented first to place the lesions) and ``bids`` (MSLesSeg P14 ses-1..3; the synthetic
-    pairs are added by :func:`make_pair`)."""
-    sources, bids = work / "sources", work / "bids"
-    links = {sources / f"sub-{s}/anat/sub-{s}_FLAIR.nii.gz": data / "raw-flair" / name for s, name in SYNTHETIC.items()}
-    links |= {bids / f"sub-P14/ses-{t}/anat/sub-P14_ses-{t}_FLAIR.nii.gz": data / f"mslesseg/P14/P14_T{t}_FLAIR.nii.gz"
-              for t in (1, 2, 3)}
-    for root in (sources, bids):
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "dataset_description.json").write_text(json.dumps(
-            {"Name": "longitudinal rule development", "BIDSVersion": "1.10.0"}))
-    for link, target in links.items():
+def build_bids(data: Path, bids: Path) -> None:
+    """A BIDS dataset of symlinks: the synthetic pairs' baselines (ses-1) and MSLesSeg P14's visits;
+    the synthetic follow-ups are added by :func:`make_followup` once the baselines are segmented."""
+    links = {f"sub-{s}/ses-1/anat/sub-{s}_ses-1_FLAIR.nii.gz": data / "raw-flair" / name
+             for s, name in SYNTHETIC.items()}
+    links |= {f"sub-P14/ses-{t}/anat/sub-P14_ses-{t}_FLAIR.nii.gz": data / f"mslesseg/P14/P14_T{t}_FLAIR.nii.gz"
+              for t in (1, *P14_FOLLOWUPS)}
+    bids.mkdir(parents=True, exist_ok=True)
+    (bids / "dataset_description.json").write_text(json.dumps(
+        {"Name": "longitudinal rule development", "BIDSVersion": "1.10.0"}))
+    for rel, target in links.items():
+        link = bids / rel
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(target)
-    return sources, bids
 
 
 def soft_ellipsoid(shape: tuple[int, ...], affine: np.ndarray, centre_mm: np.ndarray, radii_mm: np.ndarray,
@@ -122,14 +121,14 @@ def random_rigid(rng: np.random.Generator) -> np.ndarray:
 
 
 def lesion_sites(flair: np.ndarray, brain: np.ndarray, probability: np.ndarray, affine: np.ndarray, n: int,
-                 rng: np.random.Generator, spacing_mm: float = 20.0) -> np.ndarray:
+                 rng: np.random.Generator, spacing_mm: float = 15.0) -> np.ndarray:
     """``n`` lesion centres (mm, RAS) in deep tissue of typical brightness, away from the network's lesions."""
     zoom = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     depth = ndimage.distance_transform_edt(brain, sampling=zoom)
     median = np.median(flair[brain])
     smooth = ndimage.gaussian_filter(flair, sigma=1.0 / zoom)
     near_lesion = ndimage.distance_transform_edt(probability < 0.3, sampling=zoom) < 6
-    ok = (depth > 12) & (smooth > 0.9 * median) & (smooth < 1.2 * median) & ~near_lesion
+    ok = (depth > 10) & (smooth > 0.85 * median) & (smooth < 1.25 * median) & ~near_lesion
     candidates = np.argwhere(ok) @ affine[:3, :3].T + affine[:3, 3]
     chosen: list[np.ndarray] = []
     for i in rng.permutation(len(candidates)):
@@ -138,39 +137,49 @@ def lesion_sites(flair: np.ndarray, brain: np.ndarray, probability: np.ndarray, 
             if len(chosen) == n:
                 break
     if len(chosen) < n:
-        raise RuntimeError(f"only {len(chosen)} lesion sites found")
+        LOGGER.warning("only %d of %d lesion sites found", len(chosen), n)
     return np.array(chosen)
 
 
-def make_pair(sources: Path, sources_out: Path, bids: Path, truth_dir: Path, subject: str, seed: int) -> None:
-    """Write sub-<subject>/ses-1 (the source with the enlarging lesions' starting size) and ses-2 (with
-    the new lesions and the enlarged ones, moved), and the truth on the baseline (ses-1) grid."""
-    rel = f"sub-{subject}/anat/sub-{subject}_FLAIR.nii.gz"
-    targets = [bids / f"sub-{subject}/ses-{s}/anat/sub-{subject}_ses-{s}_FLAIR.nii.gz" for s in (1, 2)]
-    if all(t.exists() for t in targets):
+def grown_lesions(probability_mask: np.ndarray, affine: np.ndarray, n: int, rng: np.random.Generator,
+                  rim_mm: float = 1.5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``n`` of the baseline's lesions (20-400 mm3): each as (lesion, soft rim around it, 0-1)."""
+    zoom = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    voxel_mm3 = float(np.prod(zoom))
+    labels, count = label_lesions(probability_mask, voxel_mm3, LesionDefinition())
+    sizes = np.bincount(labels.ravel())[1:] * voxel_mm3
+    fit = [k + 1 for k in range(count) if 20 <= sizes[k] <= 400]
+    grown = []
+    for k in rng.permutation(fit)[:n]:
+        lesion = labels == k
+        distance = ndimage.distance_transform_edt(~lesion, sampling=zoom)
+        grown.append((lesion, np.clip((rim_mm - distance) / 1.0 + 0.5, 0, 1) * ~lesion))
+    return grown
+
+
+def make_followup(bids: Path, out: Path, truth_dir: Path, subject: str, seed: int) -> None:
+    """Write sub-<subject>/ses-2 (ses-1 with known changes, moved) and its truth on the ses-1 grid."""
+    rel = f"sub-{subject}/ses-1/anat/sub-{subject}_ses-1_FLAIR.nii.gz"
+    target = bids / f"sub-{subject}/ses-2/anat/sub-{subject}_ses-2_FLAIR.nii.gz"
+    if target.exists():
         return
     rng = np.random.default_rng(seed)
-    img = nib.load(sources / rel)
+    img = nib.load(bids / rel)
     flair = np.asarray(img.dataobj, np.float32)
-    paths = derivative_paths(sources_out, rel)
+    paths = derivative_paths(out, rel)
     brain = np.asarray(nib.load(paths["brain"]).dataobj) > 0
     probability = np.asarray(nib.load(paths["probseg"]).dataobj, np.float32)
-    sites = lesion_sites(flair, brain, probability, img.affine, N_NEW + N_ENLARGING, rng)
-    base, follow = flair.copy(), flair.copy()
-    truth = np.zeros(flair.shape, np.int16)  # 1..N_NEW new lesions, N_NEW+1.. enlarging ones (follow-up extent)
-    for k, centre in enumerate(sites):
+    lesions = np.asarray(nib.load(paths["mask"]).dataobj) > 0
+    follow = flair.copy()
+    truth = np.zeros(flair.shape, np.int16)  # 1..N_NEW new lesions, then the enlarging ones (follow-up extent)
+    for k, centre in enumerate(lesion_sites(flair, brain, probability, img.affine, N_NEW, rng)):
         shape = np.array([1.0, 1.0, rng.uniform(0.8, 1.5)])
-        contrast = rng.uniform(0.3, 0.8)
-        if k < N_NEW:
-            r1, r0 = rng.uniform(1.5, 4.5), 0.0
-        else:
-            r0 = rng.uniform(2.0, 3.5)
-            r1 = r0 * rng.uniform(1.35, 1.7)
-        p1 = soft_ellipsoid(flair.shape, img.affine, centre, r1 * shape)
-        if r0:
-            base *= 1 + contrast * soft_ellipsoid(flair.shape, img.affine, centre, r0 * shape)
-        follow *= 1 + contrast * p1
+        p1 = soft_ellipsoid(flair.shape, img.affine, centre, rng.uniform(1.5, 4.5) * shape)
+        follow *= 1 + rng.uniform(0.3, 0.8) * p1
         truth[(p1 >= 0.5) & (truth == 0)] = k + 1
+    for k, (lesion, rim) in enumerate(grown_lesions(lesions, img.affine, N_ENLARGING, rng)):
+        follow += (float(flair[lesion].mean()) - follow) * np.maximum(rim, 0) * (follow < flair[lesion].mean())
+        truth[(lesion | (rim >= 0.5)) & (truth == 0)] = N_NEW + k + 1
     # the follow-up: the changed head moved, resampled, rescaled, with a bias and noise
     move = random_rigid(rng)  # LPS, follow-up points -> baseline points
     moved = resample(follow, vox2vox(img.affine, img.affine, move), flair.shape, order=1)
@@ -180,9 +189,8 @@ def make_pair(sources: Path, sources_out: Path, bids: Path, truth_dir: Path, sub
     bias = 1 + 0.1 * ((along - along.min()) / np.ptp(along)).reshape(flair.shape)
     median = float(np.median(flair[brain]))
     noisy = moved * 1.25 * bias + rng.normal(0, 0.02 * median * 1.25, flair.shape)
-    for target, image in zip(targets, (base, noisy), strict=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(np.clip(np.rint(image), 0, 65535).astype(np.uint16), img.affine, img.header), target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.clip(np.rint(noisy), 0, 65535).astype(np.uint16), img.affine, img.header), target)
     truth_dir.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(truth, img.affine), truth_dir / f"sub-{subject}_truth.nii.gz")
     (truth_dir / f"sub-{subject}_move.json").write_text(json.dumps({"FollowupToBaseline_LPS": move.tolist()}))
@@ -205,7 +213,7 @@ class PairTruth:
 def synthetic_truth(truth_dir: Path, subject: str) -> PairTruth:
     truth = np.asarray(nib.load(truth_dir / f"sub-{subject}_truth.nii.gz").dataobj)
     move = np.asarray(json.loads((truth_dir / f"sub-{subject}_move.json").read_text())["FollowupToBaseline_LPS"])
-    return PairTruth(f"synthetic sub-{subject}", truth, int(truth.max()), ndimage.binary_dilation(truth > 0),
+    return PairTruth(f"synthetic sub-{subject}", truth, len(np.unique(truth)) - 1, ndimage.binary_dilation(truth > 0),
                      np.linalg.inv(move))
 
 
@@ -256,20 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data, work = args.data.resolve(), args.work.resolve()
-    sources, bids = build_bids(data, work)
-    out = work / "out"
-    if segment(sources, work / "sources_out", work / "work", args.model):
+    bids, out = work / "bids", work / "out"
+    build_bids(data, bids)
+    if segment(bids, out, work / "work", args.model):
         return 1
     for i, subject in enumerate(SYNTHETIC):
-        make_pair(sources, work / "sources_out", bids, work / "truth", subject, seed=i)
-    if segment(bids, out, work / "work", args.model):
+        make_followup(bids, out, work / "truth", subject, seed=i)
+    if segment(bids, out, work / "work", args.model):  # the new follow-ups
         return 1
     mask_meta = json.loads(derivative_paths(out, "sub-P14/ses-1/anat/sub-P14_ses-1_FLAIR.nii.gz")["mask_json"]
                            .read_text())
     threshold, seed_threshold = float(mask_meta["Threshold"]), float(mask_meta.get("SeedThreshold", 0.0))
-    definition = LesionDefinition({6: 1, 18: 2, 26: 3}[mask_meta["Connectivity"]], mask_meta["MinimumLesionSize_mm3"])
+    definition = LesionDefinition(connectivity_of(mask_meta["Connectivity"]), mask_meta["MinimumLesionSize_mm3"])
     pairs = {f"sub-{s}": (s, "1", "2", synthetic_truth(work / "truth", s)) for s in SYNTHETIC}
-    pairs |= {f"sub-P14 ses-{t}": ("P14", "1", str(t), p14_truth(data, t, definition)) for t in (2, 3)}
+    pairs |= {f"sub-P14 ses-{t}": ("P14", "1", str(t), p14_truth(data, t, definition)) for t in P14_FOLLOWUPS}
     rows = []
     for name, (subject, s0, s1, truth) in pairs.items():
         rel = [f"sub-{subject}/ses-{s}/anat/sub-{subject}_ses-{s}_FLAIR.nii.gz" for s in (s0, s1)]

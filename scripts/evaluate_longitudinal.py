@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import ndimage
 
 from bids_msseg.derivatives import derivative_paths
-from bids_msseg.lesions import LesionDefinition, label_lesions
+from bids_msseg.lesions import LesionDefinition, connectivity_of, label_lesions
 from bids_msseg.longitudinal.change import NEGATIVE_LABELS, POSITIVE_LABELS
 from bids_msseg.longitudinal.outputs import pair_paths, subject_paths
 from bids_msseg.longitudinal.registration import REGISTRATION_MM, read_itk_affine, resample, vox2vox
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     card = json.loads((work / "out" / "dataset_description.json").read_text())["GeneratedBy"][0]
     mask_meta = json.loads(derivative_paths(work / "out", f"sub-{patients[0]}/ses-1/anat/sub-{patients[0]}_ses-1_FLAIR"
                                             ".nii.gz")["mask_json"].read_text())
-    definition = LesionDefinition(connectivity={6: 1, 18: 2, 26: 3}[mask_meta["Connectivity"]],
+    definition = LesionDefinition(connectivity=connectivity_of(mask_meta["Connectivity"]),
                                   min_size_mm3=mask_meta["MinimumLesionSize_mm3"])
     table = evaluate(data, work / "out", patients, definition)
     table.insert(2, "registration_mm", REGISTRATION_MM)

@@ -6,7 +6,7 @@ t + c`` with ``c`` the centre in ``FixedParameters``). Resampling a moving image
 therefore needs exactly that map: for each fixed voxel, where to read in the moving image. ANTs
 writes its registrations in this form, and so did the Ljubljana longitudinal dataset for its
 "raw FLAIR to common space" transforms (checked on the data: both studies line up on the common
-grid only when the file is read as common -> raw, see tests/test_longitudinal_data.py).
+grid only when the file is read as common -> raw, see tests/longitudinal/test_registration_data.py).
 
 Every resampling here is done by :func:`resample` (``scipy.ndimage``), with the transform turned
 into a voxel-to-voxel matrix by :func:`vox2vox`; ANTs only estimates the transform
