@@ -29,11 +29,13 @@ intensity step, then the higher joint threshold, i.e. the more conservative). Th
 absolute growth steps (25 %, 15 mm3) and the 1 mm smoothing are not tuned: they follow common
 practice (docs/longitudinal.md).
 
-    nice -n 10 python scripts/develop_longitudinal_rule.py --work /tmp/dev [--model BUNDLE]
+    nice -n 10 python scripts/develop_longitudinal_rule.py --work /tmp/dev [--model BUNDLE] [--registration-mm 2 0]
 
 Writes ``WORK/rule_development.tsv`` (one row per rule and pair) and prints the pooled table and
-the chosen rule. ``--registration-mm`` compares registration grids on the same pairs (the true
-move of the synthetic pairs is known: the error is reported in mm).
+the chosen rule. ``--registration-mm A B ...`` registers on grid A (default 2 mm, the pipeline's)
+to choose the rule, then scores the chosen rule with the registration fitted on the other grids
+(0: full resolution): their seconds, their error against the known move of the synthetic pair
+(median over the brain, mm) and the same scores.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from bids_msseg.bids import FlairRun
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.lesions import LesionDefinition, connectivity_of, label_lesions
 from bids_msseg.longitudinal.change import POSITIVE_LABELS, ChangeRule, detect_change
-from bids_msseg.longitudinal.pipeline import compare_visits, load_visit
+from bids_msseg.longitudinal.pipeline import Visit3D, compare_visits, load_visit
 from bids_msseg.longitudinal.registration import REGISTRATION_MM, resample, vox2vox
 
 LOGGER = logging.getLogger("develop_longitudinal_rule")
@@ -213,7 +215,8 @@ class PairTruth:
 def synthetic_truth(truth_dir: Path, subject: str) -> PairTruth:
     truth = np.asarray(nib.load(truth_dir / f"sub-{subject}_truth.nii.gz").dataobj)
     move = np.asarray(json.loads((truth_dir / f"sub-{subject}_move.json").read_text())["FollowupToBaseline_LPS"])
-    return PairTruth(f"synthetic sub-{subject}", truth, len(np.unique(truth)) - 1, ndimage.binary_dilation(truth > 0),
+    return PairTruth(f"synthetic sub-{subject}", truth, len(np.unique(truth)) - 1,
+                     ndimage.binary_dilation(truth > 0),
                      np.linalg.inv(move))
 
 
@@ -254,13 +257,68 @@ def segment(bids: Path, out: Path, work: Path, model: Path | None) -> int:
     return bids_msseg(cli + (["--model", str(model)] if model else []))
 
 
+@dataclass
+class RegisteredPair:
+    """A pair on the baseline grid, cropped to the common brain's box (the rule is translation-invariant)."""
+
+    baseline: np.ndarray
+    followup: np.ndarray
+    baseline_prob: np.ndarray
+    followup_prob: np.ndarray
+    brain: np.ndarray
+    affine: np.ndarray
+    truth: PairTruth
+    seconds: float
+    error_mm: float
+
+
+def register(base: Visit3D, follow: Visit3D, truth: PairTruth, registration_mm: float, *, threshold: float,
+             seed_threshold: float, definition: LesionDefinition) -> RegisteredPair:
+    started = time.perf_counter()
+    _, registration, _, fu_flair = compare_visits(base, follow, threshold=threshold, definition=definition,
+                                                  seed_threshold=seed_threshold, registration_mm=registration_mm)
+    seconds = time.perf_counter() - started
+    affine = base.image.affine
+    error = (registration_error_mm(registration.itk_lps, truth.baseline_to_followup, base.brain, affine)
+             if truth.baseline_to_followup is not None else np.nan)
+    to_base = registration.followup_to_baseline(affine, follow.image.affine)
+    shape = base.flair.shape
+    fu_prob = resample(follow.probability, to_base, shape, order=1)
+    both = base.brain & (resample(follow.brain.astype(np.uint8), to_base, shape, order=0) > 0)
+    box = ndimage.find_objects(both.astype(np.uint8))[0]
+    box = tuple(slice(max(b.start - 2, 0), b.stop + 2) for b in box)
+    cropped = affine.copy()
+    cropped[:3, 3] = affine[:3, :3] @ [b.start for b in box] + affine[:3, 3]
+    crop_truth = PairTruth(truth.name, truth.wanted[box], truth.n_wanted, truth.allowed[box])
+    LOGGER.info("%s: registered on %s in %.1f s (error vs the true move %.2f mm)", truth.name,
+                f"{registration_mm:g} mm" if registration_mm else "the full grid", seconds, error)
+    return RegisteredPair(base.flair[box], fu_flair[box], base.probability[box], fu_prob[box], both[box], cropped,
+                          crop_truth, seconds, error)
+
+
+def sweep(pair: RegisteredPair, rules: list[ChangeRule], registration_mm: float, *, threshold: float,
+          seed_threshold: float, definition: LesionDefinition) -> list[dict]:
+    voxel_mm3 = float(abs(np.linalg.det(pair.affine[:3, :3])))
+    rows = []
+    for rule in rules:
+        change = detect_change(pair.baseline, pair.followup, pair.baseline_prob, pair.followup_prob, pair.brain,
+                               pair.affine, threshold=threshold, definition=definition, rule=rule,
+                               seed_threshold=seed_threshold)
+        rows.append({"pair": pair.truth.name, "registration_mm": registration_mm,
+                     "registration_seconds": round(pair.seconds, 1), "registration_error_mm": round(pair.error_mm, 3),
+                     "intensity_increase": rule.intensity_increase, "joint_threshold": rule.joint_threshold,
+                     **score(change.change_map, pair.truth, voxel_mm3, definition)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--model", type=Path, help="model bundle (default: the packaged model)")
     parser.add_argument("--registration-mm", type=float, nargs="+", default=[REGISTRATION_MM],
-                        help="registration grids to compare (0: full resolution); the rule is chosen on the first")
+                        help="registration grids (0: full resolution); the rule is chosen on the first, the "
+                             "others are scored at the chosen rule")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data, work = args.data.resolve(), args.work.resolve()
@@ -274,53 +332,44 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     mask_meta = json.loads(derivative_paths(out, "sub-P14/ses-1/anat/sub-P14_ses-1_FLAIR.nii.gz")["mask_json"]
                            .read_text())
-    threshold, seed_threshold = float(mask_meta["Threshold"]), float(mask_meta.get("SeedThreshold", 0.0))
-    definition = LesionDefinition(connectivity_of(mask_meta["Connectivity"]), mask_meta["MinimumLesionSize_mm3"])
-    pairs = {f"sub-{s}": (s, "1", "2", synthetic_truth(work / "truth", s)) for s in SYNTHETIC}
-    pairs |= {f"sub-P14 ses-{t}": ("P14", "1", str(t), p14_truth(data, t, definition)) for t in P14_FOLLOWUPS}
-    rows = []
-    for name, (subject, s0, s1, truth) in pairs.items():
+    settings = {"threshold": float(mask_meta["Threshold"]), "seed_threshold": float(mask_meta.get("SeedThreshold", 0)),
+                "definition": LesionDefinition(connectivity_of(mask_meta["Connectivity"]),
+                                               mask_meta["MinimumLesionSize_mm3"])}
+    pairs = {s: (s, "1", "2", synthetic_truth(work / "truth", s)) for s in SYNTHETIC}
+    pairs |= {f"P14-{t}": ("P14", "1", str(t), p14_truth(data, t, settings["definition"])) for t in P14_FOLLOWUPS}
+    visits = {}
+    for name, (subject, s0, s1, _) in pairs.items():
         rel = [f"sub-{subject}/ses-{s}/anat/sub-{subject}_ses-{s}_FLAIR.nii.gz" for s in (s0, s1)]
-        base, follow = (load_visit(out, FlairRun(path=bids / r, relpath=r, entities={})) for r in rel)
-        voxel_mm3 = float(abs(np.linalg.det(base.image.affine[:3, :3])))
-        for registration_mm in args.registration_mm:
-            started = time.perf_counter()
-            _, registration, _, fu_flair = compare_visits(base, follow, threshold=threshold, definition=definition,
-                                                          seed_threshold=seed_threshold,
-                                                          registration_mm=registration_mm)
-            seconds = time.perf_counter() - started
-            error = (registration_error_mm(registration.itk_lps, truth.baseline_to_followup, base.brain,
-                                           base.image.affine) if truth.baseline_to_followup is not None else np.nan)
-            to_base = registration.followup_to_baseline(base.image.affine, follow.image.affine)
-            fu_prob = resample(follow.probability, to_base, base.flair.shape, order=1)
-            both = base.brain & (resample(follow.brain.astype(np.uint8), to_base, base.flair.shape, order=0) > 0)
-            for step, joint in itertools.product(INTENSITY_STEPS, JOINT_THRESHOLDS):
-                rule = ChangeRule(intensity_increase=step, joint_threshold=joint)
-                change = detect_change(base.flair, fu_flair, base.probability, fu_prob, both, base.image.affine,
-                                       threshold=threshold, definition=definition, rule=rule,
-                                       seed_threshold=seed_threshold)
-                rows.append({"pair": name, "truth": truth.name, "registration_mm": registration_mm,
-                             "registration_seconds": round(seconds, 1),
-                             "registration_error_mm": round(error, 3),
-                             "intensity_increase": rule.intensity_increase, "joint_threshold": rule.joint_threshold,
-                             **score(change.change_map, truth, voxel_mm3, definition)})
-            LOGGER.info("%s: registered on %s mm in %.1f s (error vs the true move %.2f mm)", name,
-                        registration_mm or "full", seconds, error)
+        visits[name] = [load_visit(out, FlairRun(path=bids / r, relpath=r, entities={})) for r in rel]
+    grid = [ChangeRule(intensity_increase=step, joint_threshold=joint)
+            for step, joint in itertools.product(INTENSITY_STEPS, JOINT_THRESHOLDS)]
+    first = args.registration_mm[0]
+    rows = []
+    for name, (*_, truth) in pairs.items():
+        registered = register(*visits[name], truth, first, **settings)
+        rows += sweep(registered, grid, first, **settings)
     table = pd.DataFrame(rows)
-    table.to_csv(work / "rule_development.tsv", sep="\t", index=False)
-    chosen_grid = table[table["registration_mm"] == args.registration_mm[0]]
-    pooled = chosen_grid.groupby(["intensity_increase", "joint_threshold"])[
+    pooled = table.groupby(["intensity_increase", "joint_threshold"])[
         ["found", "wanted", "false_lesions"]].sum().reset_index()
     pooled["sensitivity"] = (pooled["found"] / pooled["wanted"]).round(3)
     pooled["f1"] = (2 * pooled["found"] / (2 * pooled["found"] + (pooled["wanted"] - pooled["found"])
                                           + pooled["false_lesions"])).round(3)
     best = pooled.sort_values(["f1", "intensity_increase", "joint_threshold"], ascending=False).iloc[0]
-    print(f"model {mask_meta['ModelID']}, threshold {threshold}, seed threshold {seed_threshold}")
+    chosen = ChangeRule(intensity_increase=float(best["intensity_increase"]),
+                        joint_threshold=float(best["joint_threshold"]))
+    for registration_mm in args.registration_mm[1:]:
+        for name, (*_, truth) in pairs.items():
+            registered = register(*visits[name], truth, registration_mm, **settings)
+            rows += sweep(registered, [chosen], registration_mm, **settings)
+    table = pd.DataFrame(rows)
+    table.to_csv(work / "rule_development.tsv", sep="\t", index=False)
+    print(f"model {mask_meta['ModelID']}, threshold {settings['threshold']}, seed threshold "
+          f"{settings['seed_threshold']}; pooled over {len(pairs)} pairs, registration on {first:g} mm")
     print(pooled.to_string(index=False))
-    print(f"\nchosen: intensity_increase {best['intensity_increase']}, joint_threshold {best['joint_threshold']} "
+    print(f"\nchosen: intensity_increase {chosen.intensity_increase}, joint_threshold {chosen.joint_threshold} "
           f"(F1 {best['f1']}, {int(best['found'])}/{int(best['wanted'])} found, {int(best['false_lesions'])} false)")
-    per_pair = table[(table["intensity_increase"] == best["intensity_increase"])
-                     & (table["joint_threshold"] == best["joint_threshold"])]
+    per_pair = table[(table["intensity_increase"] == chosen.intensity_increase)
+                     & (table["joint_threshold"] == chosen.joint_threshold)]
     print("\nper pair (and registration grid) at the chosen rule:\n" + per_pair.to_string(index=False))
     return 0
 

@@ -33,9 +33,9 @@ the dataset's brain mask.
 The model is the packaged default unless ``--model`` names another bundle, so the figures can be
 re-made for a new model; ``--work`` keeps the participant outputs, and a rerun reuses them when
 model and settings are unchanged (pass ``--overwrite`` to recompute). ``--also-registration-mm 0``
-reruns the longitudinal step (in process, same settings) with the registration fitted on another
-grid (0: the baseline's own) and adds its rows (``method`` names the grid), to check that the
-default 2 mm fit costs no accuracy.
+reruns the longitudinal step (in process, same settings, on a copy of the outputs) with the
+registration fitted on another grid (0: the baseline's own) and adds its rows (``method`` names
+the grid), to check that the default 2 mm fit costs no accuracy.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -198,18 +199,18 @@ def main(argv: list[str] | None = None) -> int:
         from bids_msseg.bids import collect_flair_runs  # lazy: only for this comparison
         from bids_msseg.longitudinal import run_longitudinal
 
+        # a copy of the outputs, so that those of the command line stay as it wrote them
+        other = work / f"out_registration-{registration_mm:g}mm"
+        shutil.rmtree(other, ignore_errors=True)
+        shutil.copytree(work / "out", other)
         runs = collect_flair_runs(work / "bids", participant_labels=list(patients), database_dir=work / "compare_db")
-        run_longitudinal(work / "out", runs, bids_dir=work / "bids", threshold=float(mask_meta["Threshold"]),
+        run_longitudinal(other, runs, bids_dir=work / "bids", threshold=float(mask_meta["Threshold"]),
                          definition=definition, seed_threshold=float(mask_meta.get("SeedThreshold", 0.0)),
                          meta={"ModelID": mask_meta["ModelID"]}, registration_mm=registration_mm)
-        extra = evaluate(data, work / "out", patients, definition, ("bids_msseg",),
+        extra = evaluate(data, other, patients, definition, ("bids_msseg",),
                          f" (registration {registration_mm:g} mm)" if registration_mm else " (registration full grid)")
         extra.insert(2, "registration_mm", registration_mm)
         table = pd.concat([table, extra], ignore_index=True)
-    if args.also_registration_mm:  # leave the outputs as the command line wrote them
-        run_longitudinal(work / "out", runs, bids_dir=work / "bids", threshold=float(mask_meta["Threshold"]),
-                         definition=definition, seed_threshold=float(mask_meta.get("SeedThreshold", 0.0)),
-                         meta={"ModelID": mask_meta["ModelID"]})
     table.insert(2, "model", mask_meta["ModelID"])
     table.to_csv(work / "longitudinal_evaluation.tsv", sep="\t", index=False)
     print(f"bids_msseg {card.get('Version')}, model {mask_meta['ModelID']}, threshold {mask_meta['Threshold']}, "

@@ -60,13 +60,16 @@ class ChangeRule:
     x 3 mm clinical FLAIR) make a lesion enlarging; ``intensity_increase`` is the FLAIR change (as a
     fraction of the brain's median) a voxel needs to count as appeared or disappeared;
     ``joint_threshold`` the follow-up (baseline) probability it needs then; ``smoothing_mm`` the
-    Gaussian sigma applied to both visits before their difference is taken.
+    Gaussian sigma applied to both visits before their difference is taken. ``intensity_increase``
+    and ``joint_threshold`` were chosen on a development set that excludes the scored Ljubljana
+    patients (``scripts/develop_longitudinal_rule.py``, docs/longitudinal.md); the growth steps and
+    the smoothing follow common practice.
     """
 
     relative_growth: float = 0.25
     absolute_growth_mm3: float = 15.0
-    intensity_increase: float = 0.2
-    joint_threshold: float = 0.3
+    intensity_increase: float = 0.15
+    joint_threshold: float = 0.5
     smoothing_mm: float = 1.0
 
     def __post_init__(self) -> None:
