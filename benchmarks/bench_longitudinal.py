@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Time the longitudinal step adds per pair of sessions, on a real pair, through the command line.
 
-    python benchmarks/bench_longitudinal.py --work /tmp/bench_long [--patient 01] [--parts-only]
+    python benchmarks/bench_longitudinal.py --work /tmp/bench_long [--patient 01]
+    python benchmarks/bench_longitudinal.py --reuse /tmp/lj [--patient 01]
 
 A one-subject BIDS dataset links the two raw clinical FLAIRs of a Ljubljana longitudinal patient
 (Lesjak et al. 2016, CC BY; default patient 01: 320 x 320 x 36 and x 46, 0.72 x 0.72 x 4 and 3 mm).
@@ -15,6 +16,12 @@ step's parts: loading both visits (N4 inside the brain, normalization), the ANTs
 registration fitted on 2 mm copies (the default) and on the baseline's own grid, with their
 ratio, and resampling + classification.
 
+``--reuse W`` skips the cold run and uses the folders ``W/bids``, ``W/out``, ``W/work`` of a run that
+segmented the patient's sessions already (``scripts/evaluate_longitudinal.py --work W`` leaves
+them): the time without the step is then the sum of the patient's workflow nodes' durations as
+nipype recorded them (segmentation only, without start-up), and the step is recomputed (its
+summary removed first).
+
 The CPU model and whether it has native bf16 (the precision ``auto`` picks for segmentation) are
 printed first, with the load average: the figures are wall clock, so run it on a quiet machine.
 """
@@ -25,6 +32,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,36 +112,50 @@ def parts(out: Path, bids: Path, patient: str) -> None:
     LOGGER.info("  resampling + intensity matching + classification %6.1f s", time.perf_counter() - t0)
 
 
+def node_seconds(work: Path, patient: str) -> float:
+    """Sum of the durations nipype recorded for the patient's workflow nodes under ``work``."""
+    total = 0.0
+    for report in work.rglob(f"*sub_{patient}_*/*/_report/report.rst"):
+        match = re.search(r"^\* duration : ([0-9.]+)", report.read_text(errors="replace"), re.MULTILINE)
+        total += float(match.group(1)) if match else 0.0
+    return total
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--work", type=Path, help="folder for a fresh dataset, outputs and work files")
+    where.add_argument("--reuse", type=Path, help="folder with bids/, out/, work/ of a run that segmented the patient")
     ap.add_argument("--patient", default="01", choices=["01", "03", "12"])
-    ap.add_argument("--parts-only", action="store_true", help="only the in-process parts (needs a previous run)")
     args = ap.parse_args()
     LOGGER.info(cpu_line())
     if not (SHARED / "raw-flair").exists():
         LOGGER.error("%s is absent", SHARED / "raw-flair")
         return 2
-    root = args.work.resolve()
-    if not args.parts_only:
+    root = (args.work or args.reuse).resolve()
+    summary_path = root / f"out/sub-{args.patient}/sub-{args.patient}_desc-longitudinal_summary.tsv"
+    if args.reuse:
+        bids = root / "bids"
+        cold, code_cold, how = node_seconds(root / "work", args.patient), 0, "nipype node durations"
+        summary_path.unlink(missing_ok=True)
+    else:
         shutil.rmtree(root / "bids", ignore_errors=True)
         bids = two_session_dataset(root, args.patient)
-        code_cold, cold = run(bids, root, ["--no-longitudinal"], cold=True)
-        code_idle, idle = run(bids, root, ["--no-longitudinal"])
-        code_step, step = run(bids, root, [])
-        summary = pd.read_csv(root / f"out/sub-{args.patient}/sub-{args.patient}_desc-longitudinal_summary.tsv",
-                              sep="\t").iloc[0]
-        added = step - idle
-        LOGGER.info("patient %s, two sessions, participant level:", args.patient)
-        LOGGER.info("  cold, --no-longitudinal                 exit %d  %6.1f s", code_cold, cold)
-        LOGGER.info("  complete outputs, --no-longitudinal     exit %d  %6.1f s", code_idle, idle)
-        LOGGER.info("  complete outputs, with the step         exit %d  %6.1f s", code_step, step)
-        LOGGER.info("  added per pair %.1f s (the step's own seconds %.1f, status %s); cold with the step "
-                    "about %.1f s, ratio to without %.2f", added, summary["seconds"], summary["status"],
-                    cold + added, (cold + added) / cold)
+        (code_cold, cold), how = run(bids, root, ["--no-longitudinal"], cold=True), "cold run, wall"
+    code_idle, idle = run(bids, root, ["--no-longitudinal", "--participant-label", args.patient])
+    code_step, step = run(bids, root, ["--participant-label", args.patient])
+    summary = pd.read_csv(summary_path, sep="\t").iloc[0]
+    added = step - idle
+    LOGGER.info("patient %s, two sessions, participant level:", args.patient)
+    LOGGER.info("  segmenting both sessions (%s)     exit %d  %6.1f s", how, code_cold, cold)
+    LOGGER.info("  complete outputs, --no-longitudinal     exit %d  %6.1f s", code_idle, idle)
+    LOGGER.info("  complete outputs, with the step         exit %d  %6.1f s", code_step, step)
+    LOGGER.info("  added per pair %.1f s (the step's own seconds %.1f, status %s); with the step about %.1f s, "
+                "ratio to without %.2f", added, summary["seconds"], summary["status"], cold + added,
+                (cold + added) / cold)
     LOGGER.info("parts of the step:")
-    parts(root / "out", root / "bids", args.patient)
+    parts(root / "out", bids, args.patient)
     return 0
 
 

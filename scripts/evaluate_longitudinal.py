@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="recompute the longitudinal step only (e.g. after changing the change rule)")
     parser.add_argument("--also-registration-mm", type=float, nargs="*", default=[],
                         help="also score the longitudinal step with the registration fitted on these grids (0: full)")
-    parser.add_argument("--nprocs", type=int, default=1)
-    parser.add_argument("--omp-nthreads", type=int, default=2)
+    parser.add_argument("--nprocs", type=int, help="passed to bids_msseg (default: its own, all CPUs)")
+    parser.add_argument("--omp-nthreads", type=int, help="passed to bids_msseg (default: its own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from bids_msseg.cli.run import main as bids_msseg  # the whole participant level, longitudinal step included
@@ -177,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     data, work = args.data.resolve(), args.work.resolve()
     patients = tuple(args.patients)
     build_bids(data, work / "bids", patients)
-    cli = [str(work / "bids"), str(work / "out"), "participant", "-w", str(work / "work"), "--random-seed", "0",
-           "--nprocs", str(args.nprocs), "--omp-nthreads", str(args.omp_nthreads)]
+    cli = [str(work / "bids"), str(work / "out"), "participant", "-w", str(work / "work"), "--random-seed", "0"]
+    cli += ["--nprocs", str(args.nprocs)] if args.nprocs else []
+    cli += ["--omp-nthreads", str(args.omp_nthreads)] if args.omp_nthreads else []
     cli += ["--model", str(args.model)] if args.model else []
     cli += ["--overwrite"] if args.overwrite else []
     if args.recompute_change:
