@@ -28,11 +28,14 @@ darker at follow-up), so per patient:
 Lesions follow the project's lesion definition, on the common grid; predictions are restricted to
 the dataset's brain mask.
 
-    nice -n 15 python scripts/evaluate_longitudinal.py --work /tmp/lj [--model BUNDLE] [--data ../shared/data]
+    nice -n 10 python scripts/evaluate_longitudinal.py --work /tmp/lj [--model BUNDLE] [--data ../shared/data]
 
 The model is the packaged default unless ``--model`` names another bundle, so the figures can be
 re-made for a new model; ``--work`` keeps the participant outputs, and a rerun reuses them when
-model and settings are unchanged (pass ``--overwrite`` to recompute).
+model and settings are unchanged (pass ``--overwrite`` to recompute). ``--also-registration-mm 0``
+reruns the longitudinal step (in process, same settings, on a copy of the outputs) with the
+registration fitted on another grid (0: the baseline's own) and adds its rows (``method`` names
+the grid), to check that the default 2 mm fit costs no accuracy.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,10 +53,10 @@ import pandas as pd
 from scipy import ndimage
 
 from bids_msseg.derivatives import derivative_paths
-from bids_msseg.lesions import LesionDefinition, label_lesions
+from bids_msseg.lesions import LesionDefinition, connectivity_of, label_lesions
 from bids_msseg.longitudinal.change import NEGATIVE_LABELS, POSITIVE_LABELS
 from bids_msseg.longitudinal.outputs import pair_paths, subject_paths
-from bids_msseg.longitudinal.registration import read_itk_affine, resample, vox2vox
+from bids_msseg.longitudinal.registration import REGISTRATION_MM, read_itk_affine, resample, vox2vox
 from bids_msseg.metrics import voxel_metrics
 
 LOGGER = logging.getLogger("evaluate_longitudinal")
@@ -92,7 +96,9 @@ def detection(pred: np.ndarray, truth_labels: np.ndarray, wanted: np.ndarray, vo
             "predicted_lesions": n_p, "false_lesions": n_p - true_pred}
 
 
-def evaluate(data: Path, out: Path, patients: tuple[str, ...], definition: LesionDefinition) -> pd.DataFrame:
+def evaluate(data: Path, out: Path, patients: tuple[str, ...], definition: LesionDefinition,
+             methods_wanted: tuple[str, ...] = ("bids_msseg", "subtraction"), label: str = "") -> pd.DataFrame:
+    """One row per patient and method (``label`` is appended to the method's name)."""
     rows = []
     for p in patients:
         common = nib.load(data / f"longitudinal/patient{p}_gt.nii.gz")
@@ -129,12 +135,12 @@ def evaluate(data: Path, out: Path, patients: tuple[str, ...], definition: Lesio
             "bids_msseg": (np.isin(change, POSITIVE_LABELS), np.isin(change, POSITIVE_LABELS + NEGATIVE_LABELS)),
             "subtraction": (masks["2"] & ~masks["1"], masks["2"] ^ masks["1"]),
         }
-        for method, (positive, any_change) in methods.items():
-            positive, any_change = positive & brain, any_change & brain
+        for method in methods_wanted:
+            positive, any_change = (m & brain for m in methods[method])
             new = detection(positive, truth_labels, appearing, voxel_mm3, definition)
             every = detection(any_change, truth_labels, list(range(1, n_truth + 1)), voxel_mm3, definition)
             rows.append({
-                "patient": p, "method": method,
+                "patient": p, "method": method + label,
                 "change_dice": round(voxel_metrics(any_change, truth)["dice"], 4),
                 "new_dice": round(voxel_metrics(positive, truth)["dice"], 4),
                 "expert_lesions": n_truth, "expert_appearing": len(appearing),
@@ -160,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="recompute the segmentations too")
     parser.add_argument("--recompute-change", action="store_true",
                         help="recompute the longitudinal step only (e.g. after changing the change rule)")
-    parser.add_argument("--nprocs", type=int, default=1)
-    parser.add_argument("--omp-nthreads", type=int, default=2)
+    parser.add_argument("--also-registration-mm", type=float, nargs="*", default=[],
+                        help="also score the longitudinal step with the registration fitted on these grids (0: full)")
+    parser.add_argument("--nprocs", type=int, help="passed to bids_msseg (default: its own, all CPUs)")
+    parser.add_argument("--omp-nthreads", type=int, help="passed to bids_msseg (default: its own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from bids_msseg.cli.run import main as bids_msseg  # the whole participant level, longitudinal step included
@@ -169,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     data, work = args.data.resolve(), args.work.resolve()
     patients = tuple(args.patients)
     build_bids(data, work / "bids", patients)
-    cli = [str(work / "bids"), str(work / "out"), "participant", "-w", str(work / "work"), "--random-seed", "0",
-           "--nprocs", str(args.nprocs), "--omp-nthreads", str(args.omp_nthreads)]
+    cli = [str(work / "bids"), str(work / "out"), "participant", "-w", str(work / "work"), "--random-seed", "0"]
+    cli += ["--nprocs", str(args.nprocs)] if args.nprocs else []
+    cli += ["--omp-nthreads", str(args.omp_nthreads)] if args.omp_nthreads else []
     cli += ["--model", str(args.model)] if args.model else []
     cli += ["--overwrite"] if args.overwrite else []
     if args.recompute_change:
@@ -183,15 +192,34 @@ def main(argv: list[str] | None = None) -> int:
     card = json.loads((work / "out" / "dataset_description.json").read_text())["GeneratedBy"][0]
     mask_meta = json.loads(derivative_paths(work / "out", f"sub-{patients[0]}/ses-1/anat/sub-{patients[0]}_ses-1_FLAIR"
                                             ".nii.gz")["mask_json"].read_text())
-    definition = LesionDefinition(connectivity={6: 1, 18: 2, 26: 3}[mask_meta["Connectivity"]],
+    definition = LesionDefinition(connectivity=connectivity_of(mask_meta["Connectivity"]),
                                   min_size_mm3=mask_meta["MinimumLesionSize_mm3"])
     table = evaluate(data, work / "out", patients, definition)
+    table.insert(2, "registration_mm", REGISTRATION_MM)
+    for registration_mm in args.also_registration_mm:
+        from bids_msseg.bids import collect_flair_runs  # lazy: only for this comparison
+        from bids_msseg.longitudinal import run_longitudinal
+
+        # a copy of the outputs, so that those of the command line stay as it wrote them
+        other = work / f"out_registration-{registration_mm:g}mm"
+        shutil.rmtree(other, ignore_errors=True)
+        shutil.copytree(work / "out", other)
+        runs = collect_flair_runs(work / "bids", participant_labels=list(patients), database_dir=work / "compare_db")
+        run_longitudinal(other, runs, bids_dir=work / "bids", threshold=float(mask_meta["Threshold"]),
+                         definition=definition, seed_threshold=float(mask_meta.get("SeedThreshold", 0.0)),
+                         meta={"ModelID": mask_meta["ModelID"]}, registration_mm=registration_mm)
+        extra = evaluate(data, other, patients, definition, ("bids_msseg",),
+                         f" (registration {registration_mm:g} mm)" if registration_mm else " (registration full grid)")
+        extra.insert(2, "registration_mm", registration_mm)
+        table = pd.concat([table, extra], ignore_index=True)
     table.insert(2, "model", mask_meta["ModelID"])
     table.to_csv(work / "longitudinal_evaluation.tsv", sep="\t", index=False)
-    print(f"bids_msseg {card.get('Version')}, model {mask_meta['ModelID']}, threshold {mask_meta['Threshold']}")
+    print(f"bids_msseg {card.get('Version')}, model {mask_meta['ModelID']}, threshold {mask_meta['Threshold']}, "
+          f"seed threshold {mask_meta.get('SeedThreshold', 0.0)}")
     print(table.drop(columns=["model"]).to_string(index=False))
-    print("\nmedians:\n" + table.groupby("method")[["change_dice", "new_dice", "new_sensitivity", "false_new_lesions",
-                                                   "change_sensitivity"]].median().to_string())
+    medians = table.groupby("method", sort=False)[["change_dice", "new_dice", "new_sensitivity", "false_new_lesions",
+                                                   "change_sensitivity", "seconds_per_pair"]].median()
+    print("\nmedians:\n" + medians.to_string())
     return 0
 
 

@@ -285,8 +285,8 @@ def _longitudinal(options: Options, runs: Sequence[FlairRun], settings: Segmenta
     try:
         run_longitudinal(options.output_dir, complete, bids_dir=options.bids_dir, threshold=settings.threshold,
                          definition=LesionDefinition(settings.connectivity, settings.min_lesion_size_mm3),
-                         seed=options.random_seed or 0, meta={"ModelID": settings.model_id},
-                         overwrite=options.overwrite)
+                         seed_threshold=settings.seed_threshold, seed=options.random_seed or 0,
+                         meta={"ModelID": settings.model_id}, overwrite=options.overwrite)
     except (OSError, ValueError, MsSegError) as err:
         LOGGER.error("longitudinal step failed: %s", err)
         return EXIT_RUNS_FAILED

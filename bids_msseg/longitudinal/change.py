@@ -4,7 +4,9 @@ Inputs are already on one grid (the baseline's): both visits' FLAIR intensities,
 the same way (:func:`normalize_visit`), both lesion probability maps and the brain. The rule
 (docs/longitudinal.md says why):
 
-1. **Voxels.** ``M0``/``M1`` are the two visits' masks (probability >= the run's threshold). A voxel
+1. **Voxels.** ``M0``/``M1`` are the two visits' lesion masks, made as the participant level makes
+   them (:func:`~bids_msseg.lesions.binarize`: the run's threshold, its hysteresis seed threshold
+   and the lesion definition). A voxel
    *appeared* (``A``) when the follow-up calls it lesion at least at the lower, joint threshold
    ``ChangeRule.joint_threshold``, the baseline does not (below the threshold), **and** the FLAIR got
    brighter by at least ``ChangeRule.intensity_increase`` (a fraction of the brain's median
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from bids_msseg.lesions import LesionDefinition, label_lesions
+from bids_msseg.lesions import LesionDefinition, binarize, label_lesions
 
 #: Values of the change map and their names (the dseg TSV of the change map lists them).
 CHANGE_LABELS: dict[int, str] = {1: "stable", 2: "new", 3: "enlarging", 4: "shrinking", 5: "disappearing"}
@@ -58,13 +60,16 @@ class ChangeRule:
     x 3 mm clinical FLAIR) make a lesion enlarging; ``intensity_increase`` is the FLAIR change (as a
     fraction of the brain's median) a voxel needs to count as appeared or disappeared;
     ``joint_threshold`` the follow-up (baseline) probability it needs then; ``smoothing_mm`` the
-    Gaussian sigma applied to both visits before their difference is taken.
+    Gaussian sigma applied to both visits before their difference is taken. ``intensity_increase``
+    and ``joint_threshold`` were chosen on a development set that excludes the scored Ljubljana
+    patients (``scripts/develop_longitudinal_rule.py``, docs/longitudinal.md); the growth steps and
+    the smoothing follow common practice.
     """
 
     relative_growth: float = 0.25
     absolute_growth_mm3: float = 15.0
-    intensity_increase: float = 0.2
-    joint_threshold: float = 0.3
+    intensity_increase: float = 0.15
+    joint_threshold: float = 0.5
     smoothing_mm: float = 1.0
 
     def __post_init__(self) -> None:
@@ -137,12 +142,12 @@ def _smooth(data: np.ndarray, zooms: tuple[float, ...], sigma_mm: float) -> np.n
 
 def detect_change(baseline: np.ndarray, followup: np.ndarray, baseline_prob: np.ndarray, followup_prob: np.ndarray,
                   brain: np.ndarray, affine: np.ndarray, *, threshold: float, definition: LesionDefinition,
-                  rule: ChangeRule = ChangeRule()) -> ChangeResult:
+                  rule: ChangeRule = ChangeRule(), seed_threshold: float = 0.0) -> ChangeResult:
     """Classify lesion change between two visits on one grid (module docstring).
 
     ``baseline``/``followup`` are normalized FLAIRs (:func:`normalize_visit`), ``*_prob`` lesion
     probabilities, ``brain`` where both visits have brain, ``affine`` the grid's (RAS+) affine;
-    ``threshold`` is the lesion masks' probability threshold.
+    ``threshold`` and ``seed_threshold`` make the lesion masks as in the participant level.
     """
     shape = np.shape(baseline)
     for name, array in (("followup", followup), ("baseline_prob", baseline_prob),
@@ -156,7 +161,7 @@ def detect_change(baseline: np.ndarray, followup: np.ndarray, baseline_prob: np.
     diff = (_smooth(followup, zooms, rule.smoothing_mm) - _smooth(baseline, zooms, rule.smoothing_mm)) * brain
     diff = diff.astype(np.float32)
 
-    m0, m1 = p0 >= threshold, p1 >= threshold
+    m0, m1 = (binarize(p, threshold, voxel_mm3, definition, seed_threshold)[0] > 0 for p in (p0, p1))
     joint = min(rule.joint_threshold, threshold)
     appeared = brain & (p1 >= joint) & ~m0 & (diff >= rule.intensity_increase)
     vanished = brain & (p0 >= joint) & ~m1 & (diff <= -rule.intensity_increase)

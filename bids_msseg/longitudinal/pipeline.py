@@ -8,7 +8,8 @@ writes the change derivatives (:mod:`bids_msseg.longitudinal.outputs`) and a per
   (``sessions.tsv`` ``acq_time``, else the sidecar's ``AcquisitionDateTime``/``AcquisitionDate``),
   or by session label when no date is known; every later session is compared with it.
 * **Per pair.** Both FLAIRs are bias-corrected (N4, inside their brain masks) and divided by their
-  brain's median; the follow-up is registered to the baseline (ANTs, rigid, brain-masked, seeded);
+  brain's median; the follow-up is registered to the baseline (ANTs, rigid, brain-masked, on 2 mm
+  copies, seeded);
   the follow-up's FLAIR, probability and brain are resampled onto the baseline grid, the change is
   classified there (:func:`~bids_msseg.longitudinal.change.detect_change`) and the change map is
   carried back onto the follow-up's grid. A pair that cannot be registered gets a status line in the
@@ -35,7 +36,13 @@ from bids_msseg.io import load_3d, write_text_atomic
 from bids_msseg.lesions import LesionDefinition
 from bids_msseg.longitudinal.change import ChangeResult, ChangeRule, detect_change, match_intensities, normalize_visit
 from bids_msseg.longitudinal.outputs import BIDSIGNORE, subject_paths, write_pair, write_summary
-from bids_msseg.longitudinal.registration import PairRegistration, RegistrationError, register_pair, resample
+from bids_msseg.longitudinal.registration import (
+    REGISTRATION_MM,
+    PairRegistration,
+    RegistrationError,
+    register_pair,
+    resample,
+)
 from bids_msseg.longitudinal.report import render_subject_report
 from bids_msseg.preproc.n4 import n4_correct
 
@@ -149,13 +156,16 @@ def load_visit(out_dir: Path, run: FlairRun) -> Visit3D:
 
 
 def compare_visits(baseline: Visit3D, followup: Visit3D, *, threshold: float, definition: LesionDefinition,
-                   rule: ChangeRule = ChangeRule(), seed: int = 0, transform: str = "Rigid"
+                   rule: ChangeRule = ChangeRule(), seed_threshold: float = 0.0, seed: int = 0,
+                   transform: str = "Rigid", registration_mm: float = REGISTRATION_MM,
                    ) -> tuple[ChangeResult, PairRegistration, np.ndarray, np.ndarray]:
     """Register, resample and classify; return the change (baseline grid), the registration, the
-    change map on the follow-up's grid and the follow-up's normalized FLAIR on the baseline grid."""
+    change map on the follow-up's grid and the follow-up's normalized FLAIR on the baseline grid.
+    ``seed_threshold`` is the run's hysteresis threshold (lesion masks as the participant level's),
+    ``seed`` the registration's random seed."""
     b_aff, f_aff = baseline.image.affine, followup.image.affine
     registration = register_pair(baseline.flair, b_aff, baseline.brain, followup.flair, f_aff, followup.brain,
-                                 transform=transform, seed=seed)
+                                 transform=transform, seed=seed, registration_mm=registration_mm)
     to_base = registration.followup_to_baseline(b_aff, f_aff)
     shape = baseline.flair.shape
     fu_flair = resample(followup.flair, to_base, shape, order=1)
@@ -164,7 +174,8 @@ def compare_visits(baseline: Visit3D, followup: Visit3D, *, threshold: float, de
     both = baseline.brain & fu_brain
     fu_flair = match_intensities(fu_flair, baseline.flair, both)
     change = detect_change(baseline.flair, fu_flair, baseline.probability, fu_prob, both,
-                           b_aff, threshold=threshold, definition=definition, rule=rule)
+                           b_aff, threshold=threshold, definition=definition, rule=rule,
+                           seed_threshold=seed_threshold)
     on_followup = resample(change.change_map, registration.baseline_to_followup(b_aff, f_aff),
                            followup.flair.shape, order=0)
     return change, registration, on_followup, fu_flair
@@ -208,8 +219,9 @@ def _update_bidsignore(out_dir: Path) -> None:
 
 
 def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, threshold: float,
-                definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed: int = 0,
-                meta: Mapping[str, Any] | None = None, report: bool = True) -> list[PairResult]:
+                definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed_threshold: float = 0.0,
+                seed: int = 0, meta: Mapping[str, Any] | None = None, report: bool = True,
+                registration_mm: float = REGISTRATION_MM) -> list[PairResult]:
     """Compare every follow-up of one subject with its baseline; write the outputs and the summary."""
     out_dir = Path(out_dir)
     _update_bidsignore(out_dir)
@@ -230,7 +242,8 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
                 raise ValueError(f"the baseline ses-{baseline_visit.session} cannot be read")
             follow = load_visit(out_dir, followup_visit.run)
             change, registration, on_followup, fu_flair = compare_visits(
-                base, follow, threshold=threshold, definition=definition, rule=rule, seed=seed)
+                base, follow, threshold=threshold, definition=definition, rule=rule, seed_threshold=seed_threshold,
+                seed=seed, registration_mm=registration_mm)
         except RegistrationError as err:
             pair.status = f"registration failed: {err}"
             LOGGER.warning("sub-%s: ses-%s cannot be registered to ses-%s (%s); no change computed for this pair",
@@ -243,12 +256,14 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
             pair.change, pair.registration, pair.followup_on_baseline = change, registration, fu_flair
             pair_meta = {
                 **(meta or {}),
-                "Threshold": float(threshold), "MinimumLesionSize_mm3": float(definition.min_size_mm3),
+                "Threshold": float(threshold), "SeedThreshold": float(seed_threshold),
+                "MinimumLesionSize_mm3": float(definition.min_size_mm3),
                 "Connectivity": definition.neighbours,
                 "ChangeRule": {"RelativeGrowth": rule.relative_growth, "AbsoluteGrowth_mm3": rule.absolute_growth_mm3,
                                "IntensityIncrease": rule.intensity_increase, "JointThreshold": rule.joint_threshold,
                                "Smoothing_mm": rule.smoothing_mm},
                 "Registration": {"Software": "ANTs", "Transform": registration.transform,
+                                 "Resolution_mm": registration.resolution_mm,
                                  "BaselineToFollowup_LPS": registration.itk_lps.round(6).tolist(),
                                  "BrainDice": round(registration.brain_dice, 4),
                                  "Correlation": round(registration.correlation, 4)},
@@ -290,8 +305,9 @@ def subject_up_to_date(out_dir: Path, subject: str, visits: Sequence[Visit]) -> 
 
 
 def run_longitudinal(out_dir: Path, runs: Iterable[FlairRun], *, bids_dir: Path | None, threshold: float,
-                     definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed: int = 0,
-                     meta: Mapping[str, Any] | None = None, overwrite: bool = True) -> dict[str, list[PairResult]]:
+                     definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed_threshold: float = 0.0,
+                     seed: int = 0, meta: Mapping[str, Any] | None = None, overwrite: bool = True,
+                     registration_mm: float = REGISTRATION_MM) -> dict[str, list[PairResult]]:
     """The longitudinal step for every subject of ``runs`` with two or more segmented sessions.
 
     ``runs`` are the runs whose participant outputs are complete; single-session subjects are left
@@ -306,5 +322,6 @@ def run_longitudinal(out_dir: Path, runs: Iterable[FlairRun], *, bids_dir: Path 
         LOGGER.info("sub-%s: longitudinal change over %d sessions (baseline ses-%s)", subject, len(visits),
                     visits[0].session)
         results[subject] = run_subject(out_dir, subject, visits, threshold=threshold, definition=definition,
-                                       rule=rule, seed=seed, meta=meta)
+                                       rule=rule, seed_threshold=seed_threshold, seed=seed, meta=meta,
+                                       registration_mm=registration_mm)
     return results

@@ -6,15 +6,14 @@ Skips when ../shared/data is absent (it is never copied into the repository).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
 
 from bids_msseg.longitudinal.registration import read_itk_affine, resample, vox2vox
+from tests.helpers import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 LONGITUDINAL = DATA / "longitudinal"
 
 pytestmark = pytest.mark.skipif(not (LONGITUDINAL / "patient01_gt.nii.gz").is_file(),
