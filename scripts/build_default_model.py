@@ -106,7 +106,8 @@ def build_pool(out: Path, n: int, seed: int, masks_dir: Path, flair_dir: Path | 
         LOGGER.info("shard %d: %s, %.1f s", i, vol.params, time.time() - t0)
 
 
-def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, seed: int) -> None:
+def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, seed: int,
+                      negatives_only: bool = False) -> None:
     """Real expert-labelled scans as training shards: the scan as the participant level sees it
     (:func:`bids_msseg.preproc.preprocess_flair`), normalized with ``bundle``'s reference, plus
     ``copies`` image-quality-degraded copies (blur, sharpening, thick slices; DeepLesionBrain).
@@ -114,7 +115,9 @@ def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, se
     Every voxel is labelled (the expert mask is complete): the real negatives (hippocampus, choroid
     plexus, septum, ventricle caps) that synthetic scans cannot teach. ``pairs`` are
     ``FLAIR:MASK`` paths on the same grid. Leave-one-patient-out: a model trained on these shards is
-    never scored on the same patient.
+    never scored on the same patient. ``negatives_only`` teaches the real scans' background only:
+    their lesions, grown by 2 voxels, become unknown, so that the network learns real negatives
+    without learning one site's way of drawing lesion borders (the lesions come from the synthetic pool).
     """
     import zlib
 
@@ -134,13 +137,19 @@ def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, se
             continue
         pre = preprocess_flair(flair, random_seed=seed)
         lesion = load_mask_on_grid(mask, pre.ras)
+        unknown = None
+        if negatives_only:
+            from scipy import ndimage
+
+            unknown, lesion = ndimage.binary_dilation(lesion, iterations=2), np.zeros_like(lesion)
         zooms = tuple(float(z) for z in pre.ras.header.get_zooms()[:3])
         for target, j in todo:
             image, params = pre.corrected, None
             if j:
                 image, params = degrade_quality(image, np.random.default_rng([seed, zlib.crc32(stem.encode()), j]))
-            make_shard(target, image, pre.brain_mask, lesion & pre.brain_mask, zooms, reference,
-                       meta={"source": flair.name, "expert_mask": mask.name, "augmentation": params})
+            make_shard(target, image, pre.brain_mask, lesion & pre.brain_mask, zooms, reference, unknown=unknown,
+                       meta={"source": flair.name, "expert_mask": mask.name, "augmentation": params,
+                             "negatives_only": negatives_only})
             LOGGER.info("real shard %s written%s", target.name, f" ({params})" if params else "")
 
 
@@ -312,6 +321,8 @@ def main() -> None:
     r.add_argument("--bundle", type=Path, required=True, help="the bundle whose quantile reference to use")
     r.add_argument("--copies", type=int, default=4, help="image-quality-degraded copies per scan")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--negatives-only", action="store_true",
+                   help="teach only the scans' background: their lesions (grown 2 voxels) become unknown")
     e = sub.add_parser("export")
     e.add_argument("--pool", type=Path, required=True)
     e.add_argument("--run", type=Path, required=True)
@@ -338,7 +349,7 @@ def main() -> None:
     elif args.cmd == "pool":
         build_pool(args.out, args.n, args.seed, args.masks, args.flair_anatomy, args)
     elif args.cmd == "real":
-        build_real_shards(args.out, args.pair, args.bundle, args.copies, args.seed)
+        build_real_shards(args.out, args.pair, args.bundle, args.copies, args.seed, args.negatives_only)
     elif args.cmd == "train":
         run_training(args.pool, args.run, args)
     elif args.cmd == "calibrate":
