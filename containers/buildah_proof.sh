@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# Build the unchanged Dockerfile with a real OCI engine (buildah, no Docker daemon), run the image
+# as a non-root user without network on a real FLAIR with the input read-only (participant, then
+# group), and compare its lesion mask with a native run of the same version byte for byte.
+#
+# Usage (as root): bash containers/buildah_proof.sh [PROOF_DIR]   (default /var/tmp/bids_msseg_buildah)
+#
+# PROOF_DIR holds everything: buildah's vfs storage (storage/, run/), the cached debootstrap
+# root (base/), the BIDS dataset, outputs and logs. Reruns reuse the cached base root.
+#
+# Steps (each is logged with its time; one that fails or is refused by the machine is reported
+# with the reason and the steps that do not depend on it still run; the exit status is 1 then):
+#   1. apt-get install buildah debootstrap when missing.
+#   2. base: no registry is reachable, so debootstrap a minimal bookworm root from Debian's archive
+#      (--variant=minbase, slimmed like the official -slim image: no docs, man pages, locales),
+#      cache it as a tar and import it into buildah's storage as docker.io/library/debian:bookworm-slim.
+#   3. `buildah bud --isolation=chroot --pull=never` of the Dockerfile as it is in the repository
+#      (TORCH_VARIANT=cpu), timed; image size and layers.
+#      This machine reaches PyPI (through a TLS-intercepting proxy) but not download.pytorch.org,
+#      the index the Dockerfile's CPU build uses. The build therefore gets three build-time-only
+#      bind mounts (`bud -v`, not part of any layer): the torch-2.13.0+cpu wheel folder at /wheels,
+#      the host's CA bundle at /host-ca.pem and an /etc/pip.conf naming both (find-links, cert).
+#      pip still asks the PyTorch index first; the log shows it being refused.
+#   4. CUDA variant: `pip install --dry-run --report` of what install.sh installs for
+#      TORCH_VARIANT=cuda (torch==2.13.0 from PyPI, then the package with constraints.txt), run
+#      in a container of the built image with network: the full dependency resolution, no download
+#      of the CUDA wheels (several GB), no image.
+#   5. The image, run with `buildah run --isolation=chroot --user 1000:1000 --network=none`, the
+#      dataset bind-mounted read-only, the image's ENV: offline check, write check on the input,
+#      `bids_msseg --version`, participant, group.
+#   6. The same version natively (NATIVE_BIDS_MSSEG, default: bids_msseg on PATH), same arguments.
+#   7. Comparison of every participant-level NIfTI: the .nii.gz files, the decompressed NIfTI
+#      header (348 bytes) and the voxel data (bytes after vox_offset), each by sha256.
+#   8. Clean-up: the run container and dangling images are removed; the built image and the base
+#      stay in PROOF_DIR for reruns (CLEAN=1 removes the whole storage at the end).
+#
+# Environment:
+#   FLAIR              the input (default ../shared/data/3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz,
+#                      3D-MR-MS, Lesjak et al. 2017, CC-BY); copied into PROOF_DIR/bids as sub-p26.
+#   NATIVE_BIDS_MSSEG  the native bids_msseg to compare with (default: `command -v bids_msseg`).
+#   TORCH_WHEEL_DIR    folder with torch-2.13.0+cpu-*.whl (default /opt/wheels).
+#   HOST_CA_BUNDLE     CA bundle for pip during the build (default /etc/ssl/certs/ca-certificates.crt).
+#   DEBIAN_MIRROR      default http://deb.debian.org/debian
+#   REUSE_IMAGE=1      skip the build when localhost/bids_msseg:cpu is already in the storage.
+#   CLEAN=1            remove PROOF_DIR's storage at the end.
+# Heavy steps run under `nice -n ${NICE:-10}`.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PROOF_DIR=$(realpath -m "${1:-/var/tmp/bids_msseg_buildah}")
+FLAIR=${FLAIR:-$REPO/../shared/data/3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+TORCH_WHEEL_DIR=${TORCH_WHEEL_DIR:-/opt/wheels}
+HOST_CA_BUNDLE=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+NICE="nice -n ${NICE:-10}"
+BASE_IMAGE=docker.io/library/debian:bookworm-slim
+IMAGE=localhost/bids_msseg:cpu
+RUN_ARGS=(--nprocs 2 --omp-nthreads 2 --random-seed 7)
+T0=$(date +%s)
+FAILED=()
+
+step() { echo "[proof +$(( $(date +%s) - T0 ))s] $*"; }
+fail() { FAILED+=("$1"); echo "[proof +$(( $(date +%s) - T0 ))s] FAILED: $1${2:+ ($2)}"; }
+# attempt NAME COMMAND...: run a step; on failure say so and go on (the caller checks the status).
+attempt() {
+  local name=$1 rc
+  shift
+  "$@"
+  rc=$?
+  [ "$rc" = 0 ] || fail "$name" "exit status $rc"
+  return "$rc"
+}
+bah() { buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs "$@"; }
+
+[ "$(id -u)" = 0 ] || { echo "run as root (buildah with vfs storage, debootstrap)" >&2; exit 77; }
+mkdir -p "$PROOF_DIR"
+step "proof directory $PROOF_DIR, repository $REPO at $(git -C "$REPO" rev-parse --short HEAD)$(
+  git -C "$REPO" diff --quiet HEAD -- Dockerfile containers/install.sh constraints.txt || echo ' (recipe files modified)')"
+step "machine: $(nproc) CPUs, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ------------------------------------------------------------------ 1. tools
+missing=()
+for tool in buildah debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null; } || { echo "cannot install ${missing[*]}" >&2; exit 77; }
+fi
+step "$(buildah --version); debootstrap $(dpkg-query -W -f '${Version}' debootstrap)"
+
+# ------------------------------------------------------------------ 2. base image
+BASE_TAR=$PROOF_DIR/base/bookworm-minbase-slim.tar
+make_base_tar() {
+  local root=$PROOF_DIR/base/root
+  rm -rf "$root" && mkdir -p "$root"
+  step "debootstrap --variant=minbase bookworm $MIRROR (cached as $BASE_TAR)"
+  $NICE debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$PROOF_DIR/base/debootstrap.log" 2>&1 \
+    || { tail -20 "$PROOF_DIR/base/debootstrap.log"; return 1; }
+  # What makes the official image "-slim": dpkg leaves out documentation, man pages and locales.
+  cat >"$root/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+EOF
+  find "$root/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
+  rm -rf "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin
+  find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  : >"$root/etc/resolv.conf"
+  tar --numeric-owner -C "$root" -cf "$BASE_TAR.part" . && mv "$BASE_TAR.part" "$BASE_TAR" && rm -rf "$root"
+}
+import_base() {
+  local ctr
+  ctr=$(bah from scratch) || return 1
+  bah add "$ctr" "$BASE_TAR" / >/dev/null \
+    && bah config --cmd bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr" \
+    && bah commit --rm -q "$ctr" "$BASE_IMAGE" >/dev/null \
+    || { bah rm "$ctr" >/dev/null 2>&1; return 1; }
+}
+mkdir -p "$PROOF_DIR/base"
+if bah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+  step "base image $BASE_IMAGE already in the storage"
+else
+  [ -s "$BASE_TAR" ] || attempt "debootstrap of the base root" make_base_tar
+  [ -s "$BASE_TAR" ] && step "importing $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1)) as $BASE_IMAGE" \
+    && attempt "import of the base root" import_base
+fi
+bah images
+
+# ------------------------------------------------------------------ 3. build (CPU)
+build_cpu() {
+  local tmp=$PROOF_DIR/build-mounts
+  mkdir -p "$tmp"
+  printf '[global]\nfind-links = /wheels\ncert = /host-ca.pem\n' >"$tmp/pip.conf"
+  ls "$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-*.whl >/dev/null || { echo "no torch-2.13.0+cpu wheel in $TORCH_WHEEL_DIR"; return 1; }
+  step "buildah bud --isolation=chroot --pull=never -f Dockerfile -t $IMAGE $REPO" \
+       "(build-time mounts: $TORCH_WHEEL_DIR:/wheels:ro, $HOST_CA_BUNDLE:/host-ca.pem:ro, pip.conf:/etc/pip.conf:ro)"
+  local start=$SECONDS
+  # The same Dockerfile with the same build context as `docker build .` (.dockerignore applies).
+  $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
+    bud --isolation=chroot --pull=never --build-arg TORCH_VARIANT=cpu \
+    -v "$TORCH_WHEEL_DIR:/wheels:ro" -v "$HOST_CA_BUNDLE:/host-ca.pem:ro" -v "$tmp/pip.conf:/etc/pip.conf:ro" \
+    -f "$REPO/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 \
+    | grep -v -E '^(debconf|dpkg-preconfigure): |Skipping|^\s*$'
+  local rc=${PIPESTATUS[0]}
+  step "build finished with status $rc in $(( SECONDS - start )) s"
+  return "$rc"
+}
+if [ "${REUSE_IMAGE:-0}" = 1 ] && bah inspect --type image "$IMAGE" >/dev/null 2>&1; then
+  step "REUSE_IMAGE=1: $IMAGE already built, no build"
+elif bah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+  attempt "buildah bud of the Dockerfile (CPU)" build_cpu
+else
+  fail "buildah bud of the Dockerfile (CPU)" "no base image"
+fi
+HAVE_IMAGE=0
+if bah inspect --type image "$IMAGE" >/dev/null 2>&1; then
+  HAVE_IMAGE=1
+  step "image: $(bah images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' "$IMAGE")"
+  bah inspect --type image --format \
+    'layers: {{len .OCIv1.RootFS.DiffIDs}}; user {{.OCIv1.Config.User}}; entrypoint {{.OCIv1.Config.Entrypoint}}; cmd {{.OCIv1.Config.Cmd}}; workdir {{.OCIv1.Config.WorkingDir}}' "$IMAGE"
+  bah inspect --type image --format '{{range .OCIv1.Config.Env}}ENV {{.}}{{"\n"}}{{end}}' "$IMAGE"
+  step "build-time mount points left in the image (empty, none expected to hold data):"
+  bah run --isolation=chroot "$(bah from --pull=never -q "$IMAGE")" -- sh -c \
+    'ls -ld /wheels /host-ca.pem /etc/pip.conf /src 2>&1; du -sh /opt/bids_msseg 2>/dev/null' \
+    ; bah rm --all >/dev/null
+fi
+
+# ------------------------------------------------------------------ 4. CUDA variant: resolution only
+resolve_cuda() {
+  local tmp=$PROOF_DIR/cuda-resolve ctr
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  printf '[global]\ncert = /host-ca.pem\n' >"$tmp/pip.conf"   # no find-links: PyPI's torch (CUDA build)
+  (cd "$REPO" && cp -r setup.py pyproject.toml README.md constraints.txt bids_msseg "$tmp/")
+  ctr=$(bah from --pull=never -q "$IMAGE") || return 1
+  step "pip install --dry-run --report: torch==2.13.0 (PyPI), then the package with constraints.txt, in $IMAGE"
+  $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
+    run --isolation=chroot --user 0:0 -v "$HOST_CA_BUNDLE:/host-ca.pem:ro" -v "$tmp/pip.conf:/etc/pip.conf:ro" \
+    -v "$tmp:/resolve" "$ctr" -- sh -euc '
+      python3 -m venv /tmp/cuda && P=/tmp/cuda/bin/pip
+      cp -r /resolve /tmp/src && rm -rf /tmp/src/pip.conf
+      $P install -q --dry-run --ignore-installed --report /resolve/report.json \
+        -c /tmp/src/constraints.txt "torch==2.13.0" /tmp/src 2>&1 | grep -v -i "deprecat" || true
+      /tmp/cuda/bin/python - <<PY
+import json
+items = json.load(open("/resolve/report.json"))["install"]
+pkgs = sorted((i["metadata"]["name"], i["metadata"]["version"], i["download_info"]["url"]) for i in items)
+nvidia = [p for p in pkgs if p[0].startswith(("nvidia", "cuda", "triton"))]
+print(f"resolved {len(pkgs)} packages, {len(nvidia)} of them CUDA runtime (nvidia-*, cuda-*, triton):")
+for name, version, url in pkgs:
+    print(f"  {name}=={version}  {url.rsplit(\"/\", 1)[-1] if url.startswith(\"http\") else \"(local source)\"}")
+torch = [v for n, v, _ in pkgs if n == "torch"]
+assert torch == ["2.13.0"], f"expected torch 2.13.0 (CUDA build), got {torch}"
+assert nvidia, "no CUDA runtime packages resolved"
+PY'
+  local rc=$?
+  bah rm "$ctr" >/dev/null
+  return "$rc"
+}
+if [ "$HAVE_IMAGE" = 1 ]; then attempt "CUDA variant dependency resolution" resolve_cuda
+else fail "CUDA variant dependency resolution" "no image to run pip in"; fi
+
+# ------------------------------------------------------------------ 5. the image, offline, non-root
+DATA=$PROOF_DIR/data
+BIDS=$DATA/bids
+PARTICIPANT=p26
+MASK=sub-$PARTICIPANT/anat/sub-${PARTICIPANT}_space-orig_label-lesion_mask.nii.gz
+rm -rf "$DATA" && mkdir -p "$BIDS/sub-$PARTICIPANT/anat" "$DATA/image_out" "$DATA/image_work"
+if [ -f "$FLAIR" ]; then
+  cp "$FLAIR" "$BIDS/sub-$PARTICIPANT/anat/sub-${PARTICIPANT}_FLAIR.nii.gz"
+  printf '{"Name": "bids_msseg buildah proof (3D-MR-MS patient 26, Lesjak et al. 2017, CC-BY)", "BIDSVersion": "1.10.0"}\n' \
+    >"$BIDS/dataset_description.json"
+  chmod -R a+rX,a-w "$BIDS"
+  chown 1000:1000 "$DATA/image_out" "$DATA/image_work"
+  step "dataset $BIDS: sub-$PARTICIPANT FLAIR = $FLAIR ($(du -h "$FLAIR" | cut -f1))"
+else
+  fail "input" "$FLAIR not found (set FLAIR)"
+fi
+in_image() {  # the image as uid 1000, no network, dataset read-only, outputs and work writable
+  $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
+    run --isolation=chroot --user 1000:1000 --network=none \
+    -v "$BIDS:/data/bids:ro" -v "$DATA/image_out:/data/out" -v "$DATA/image_work:/work" "$RUN_CTR" -- "$@"
+}
+RUN_CTR=
+if [ "$HAVE_IMAGE" = 1 ] && [ -f "$FLAIR" ]; then
+  RUN_CTR=$(bah from --pull=never -q "$IMAGE") || fail "buildah from $IMAGE"
+fi
+if [ -n "$RUN_CTR" ]; then
+  step "as $(in_image id), --network=none: $(in_image python3 -c '
+import socket
+try:
+    socket.create_connection(("pypi.org", 443), 3); print("network reachable")
+except OSError as e:
+    print("no network:", e)
+' 2>&1 | tail -1)"
+  step "write to the read-only input: $(in_image sh -c 'touch /data/bids/probe 2>&1 || true' | tail -1)"
+  step "$(in_image bids_msseg --version)"
+  step "image: bids_msseg /data/bids /data/out participant ${RUN_ARGS[*]} -w /work"
+  start=$SECONDS
+  attempt "participant run in the image" in_image bids_msseg /data/bids /data/out participant "${RUN_ARGS[@]}" -w /work
+  step "participant run in the image: $(( SECONDS - start )) s"
+  step "image: bids_msseg /data/bids /data/out group -w /work"
+  attempt "group run in the image" in_image bids_msseg /data/bids /data/out group -w /work
+  step "outputs of the image run (owner uid:gid, path):"
+  (cd "$DATA/image_out" && find . -type f -printf '%U:%G %p\n' | sort -k2)
+fi
+
+# ------------------------------------------------------------------ 6. native run, same version
+NATIVE=${NATIVE_BIDS_MSSEG:-$(command -v bids_msseg || true)}
+if [ -n "$NATIVE" ] && [ -f "$FLAIR" ]; then
+  step "native: $NATIVE ($($NATIVE --version)) participant ${RUN_ARGS[*]}, then group"
+  start=$SECONDS
+  attempt "native participant run" env NIPYPE_NO_ET=1 $NICE "$NATIVE" "$BIDS" "$DATA/native_out" participant \
+    "${RUN_ARGS[@]}" -w "$DATA/native_work"
+  step "native participant run: $(( SECONDS - start )) s"
+  attempt "native group run" env NIPYPE_NO_ET=1 $NICE "$NATIVE" "$BIDS" "$DATA/native_out" group -w "$DATA/native_work"
+else
+  fail "native run" "no bids_msseg on PATH (set NATIVE_BIDS_MSSEG) or no input"
+fi
+
+# ------------------------------------------------------------------ 7. byte-for-byte comparison
+compare() {
+  local py
+  py=$(dirname "$(readlink -f "$NATIVE")")/python
+  [ -x "$py" ] || py=python3
+  "$py" - "$DATA/image_out" "$DATA/native_out" "$MASK" <<'PY'
+"""Compare every participant-level NIfTI of two output folders: file, header, voxel data."""
+import gzip
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+
+image_out, native_out, mask = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+
+def digests(path: Path) -> dict:
+    raw = path.read_bytes()
+    nii = gzip.decompress(raw)
+    offset = int(nib.Nifti1Header.from_fileobj(gzip.open(path)).get("vox_offset"))
+    return {"gz file": hashlib.sha256(raw).hexdigest(), "header (348 B)": hashlib.sha256(nii[:348]).hexdigest(),
+            "voxel data": hashlib.sha256(nii[offset:]).hexdigest(), "vox_offset": offset, "bytes": len(nii)}
+
+
+names = sorted(str(p.relative_to(image_out)) for p in image_out.glob("sub-*/**/*.nii.gz"))
+assert mask in names, f"no lesion mask {mask} in the image's outputs"
+identical = True
+for name in names:
+    a, b = digests(image_out / name), digests(native_out / name)
+    same = {k: a[k] == b[k] for k in ("gz file", "header (348 B)", "voxel data")}
+    identical &= same["header (348 B)"] and same["voxel data"]
+    print(f"{name}: " + ", ".join(f"{k} {'identical' if v else 'DIFFERENT'}" for k, v in same.items())
+          + f" (decompressed {a['bytes']} B, voxel data sha256 {a['voxel data'][:16]}...)")
+m = nib.load(str(image_out / mask))
+print(f"lesion mask: shape {m.shape}, {int((m.get_fdata() > 0).sum())} lesion voxels")
+for rel in ("dataset_description.json",):
+    gen = [json.loads((d / rel).read_text())["GeneratedBy"][0]["Description"] for d in (image_out, native_out)]
+    print(f"software of the image run:  {gen[0]}")
+    print(f"software of the native run: {gen[1]}")
+    print("same software versions" if gen[0] == gen[1] else "software versions DIFFER")
+sys.exit(0 if identical else 1)
+PY
+}
+if [ -f "$DATA/image_out/$MASK" ] && [ -f "$DATA/native_out/$MASK" ]; then
+  step "comparison, image run vs native run (sha256 of the .nii.gz, of the decompressed header, of the voxel data)"
+  attempt "byte-for-byte comparison of image and native outputs" compare
+  step "group level, image vs native:"
+  for f in $(cd "$DATA/image_out" && find . -maxdepth 2 -path ./logs -prune -o -type f ! -path './sub-*' -print | sort); do
+    if cmp -s "$DATA/image_out/$f" "$DATA/native_out/$f"; then echo "  $f identical"
+    else echo "  $f differs: $(diff <(sed "s#$DATA/native_out#/data/out#g; s#$BIDS#/data/bids#g; s#$DATA/native_work#/work#g" \
+      "$DATA/native_out/$f") "$DATA/image_out/$f" >/dev/null && echo 'only in its paths (/data/... vs the host folders)' \
+      || echo 'in content')"; fi
+  done
+else
+  fail "comparison" "a lesion mask is missing"
+fi
+
+# ------------------------------------------------------------------ 8. clean-up
+[ -n "$RUN_CTR" ] && bah rm "$RUN_CTR" >/dev/null
+bah rm --all >/dev/null 2>&1
+bah rmi --prune >/dev/null 2>&1
+step "storage after clean-up: $(du -sh "$PROOF_DIR/storage" | cut -f1) in $PROOF_DIR/storage ($(bah images --format '{{.Name}}:{{.Tag}}' | xargs))"
+if [ "${CLEAN:-0}" = 1 ]; then
+  bah rmi --all >/dev/null 2>&1
+  rm -rf "$PROOF_DIR/storage" "$PROOF_DIR/run"
+  step "CLEAN=1: storage removed"
+fi
+if [ ${#FAILED[@]} -gt 0 ]; then
+  step "PROOF INCOMPLETE in $(( $(date +%s) - T0 )) s; failed or refused steps:"
+  printf '  - %s\n' "${FAILED[@]}"
+  exit 1
+fi
+step "PROOF OK in $(( $(date +%s) - T0 )) s"
