@@ -21,6 +21,8 @@
 #      bind mounts (`bud -v`, not part of any layer): the torch-2.13.0+cpu wheel folder at /wheels,
 #      the host's CA bundle at /host-ca.pem and an /etc/pip.conf naming both (find-links, cert).
 #      pip still asks the PyTorch index first; the log shows it being refused.
+#   3b. The `singularity` recipe (no Apptainer here): its %files and %post applied with buildah to
+#      the same base, and the result compared with the Dockerfile image (SINGULARITY_CHECK=0 skips).
 #   4. CUDA variant: `pip install --dry-run --report` of what install.sh installs for
 #      TORCH_VARIANT=cuda (torch==2.13.0 from PyPI, then the package with constraints.txt), run
 #      in a container of the built image with network: the full dependency resolution, no download
@@ -166,6 +168,84 @@ if bah inspect --type image "$IMAGE" >/dev/null 2>&1; then
   bah run --isolation=chroot "$(bah from --pull=never -q "$IMAGE")" -- sh -c \
     'ls -ld /wheels /host-ca.pem /etc/pip.conf /src 2>&1; du -sh /opt/bids_msseg 2>/dev/null' \
     ; bah rm --all >/dev/null
+fi
+
+# ------------------------------------------------------------------ 3b. the `singularity` recipe
+# No Apptainer exists for bookworm. What its build does with the recipe is done here with buildah:
+# a container from the From: image, every %files line copied (source relative to the repository,
+# as `apptainer build` from the repository root), %post run by /bin/sh -e with {{ ARG }} replaced by
+# the %arguments defaults. Then the two images are compared: Debian packages, pip freeze, users,
+# and every file under /opt/bids_msseg except bytecode and pip's RECORD/direct_url.json (they hold
+# file times and the random build folder). %environment, %runscript and %test are not executed
+# (tests/e2e/test_containers.py reads them against the Dockerfile).
+SING_IMAGE=localhost/bids_msseg:singularity-recipe
+build_singularity_recipe() {
+  local tmp=$PROOF_DIR/singularity-recipe ctr src dst
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  python3 - "$REPO/singularity" "$tmp" <<'PY' || return 1
+"""Split the definition file into %files pairs and a %post script with the %arguments defaults."""
+import re
+import sys
+from pathlib import Path
+
+text, out = Path(sys.argv[1]).read_text(), Path(sys.argv[2])
+sections, current = {}, None
+for line in text.splitlines():
+    header = re.match(r"^%(\w+)\s*$", line)
+    if header:
+        current = sections.setdefault(header.group(1), [])
+    elif current is not None:
+        current.append(line)
+args = dict(line.strip().split("=", 1) for line in sections.get("arguments", []) if line.strip())
+post = "\n".join(sections["post"])
+post = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: args[m.group(1)], post)
+(out / "post.sh").write_text(post + "\n")
+(out / "files.txt").write_text("\n".join(" ".join(l.split()) for l in sections["files"] if l.strip()) + "\n")
+print(f"%arguments {args}; %files: {len(sections['files'])} lines; %post:\n{post.strip()}")
+PY
+  printf '[global]\nfind-links = /wheels\ncert = /host-ca.pem\n' >"$tmp/pip.conf"
+  local start=$SECONDS
+  ctr=$(bah from --pull=never -q "$(sed -n 's/^From: *//p' "$REPO/singularity")") || return 1
+  while read -r src dst; do
+    bah copy "$ctr" "$REPO/$src" "$dst" >/dev/null || { bah rm "$ctr"; return 1; }
+  done <"$tmp/files.txt"
+  step "%post (same build-time mounts as the Dockerfile build)"
+  $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
+    run --isolation=chroot -v "$TORCH_WHEEL_DIR:/wheels:ro" -v "$HOST_CA_BUNDLE:/host-ca.pem:ro" \
+    -v "$tmp/pip.conf:/etc/pip.conf:ro" -v "$tmp/post.sh:/.post.sh:ro" "$ctr" -- /bin/sh -e /.post.sh 2>&1 \
+    | grep -v -E '^(debconf|dpkg-preconfigure): |^\s*$'
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] && bah commit --rm -q "$ctr" "$SING_IMAGE" >/dev/null || { bah rm "$ctr" >/dev/null; return 1; }
+  step "singularity recipe built in $(( SECONDS - start )) s: $(bah images --format '{{.Size}}' "$SING_IMAGE")"
+}
+inventory() {  # what an image installed: Debian packages, pip freeze, users, files of /opt/bids_msseg
+  local ctr
+  ctr=$(bah from --pull=never -q "$1") || return 1
+  bah run --isolation=chroot --network=none "$ctr" -- sh -c '
+    dpkg-query -W -f "deb \${Package} \${Version}\n"
+    /opt/bids_msseg/bin/python -m pip freeze --all | sed "s/^/pip /; s/ @ file:.*/ @ local/"
+    getent passwd 1000 | sed "s/^/user /"
+    cd /opt/bids_msseg && find . -type f ! -name "*.pyc" ! -name RECORD ! -name direct_url.json -print0 \
+      | sort -z | xargs -0 sha256sum | sed "s/^/file /"' 2>&1
+  bah rm "$ctr" >/dev/null
+}
+compare_recipes() {
+  inventory "$IMAGE" >"$PROOF_DIR/inventory-dockerfile.txt"
+  inventory "$SING_IMAGE" >"$PROOF_DIR/inventory-singularity.txt"
+  step "inventories: $(grep -c '^deb ' "$PROOF_DIR/inventory-dockerfile.txt") Debian packages," \
+       "$(grep -c '^pip ' "$PROOF_DIR/inventory-dockerfile.txt") pip packages," \
+       "$(grep -c '^file ' "$PROOF_DIR/inventory-dockerfile.txt") files under /opt/bids_msseg (Dockerfile image)"
+  if diff "$PROOF_DIR/inventory-dockerfile.txt" "$PROOF_DIR/inventory-singularity.txt" >"$PROOF_DIR/inventory.diff"; then
+    step "the singularity recipe installs the same packages, user and files as the Dockerfile"
+  else
+    head -40 "$PROOF_DIR/inventory.diff"; return 1
+  fi
+}
+if [ "${SINGULARITY_CHECK:-1}" = 1 ] && [ "$HAVE_IMAGE" = 1 ]; then
+  step "the singularity recipe's %files and %post, applied with buildah (Apptainer's build, emulated)"
+  attempt "build of the singularity recipe's sections" build_singularity_recipe \
+    && attempt "singularity recipe vs Dockerfile image" compare_recipes
+  bah rmi "$SING_IMAGE" >/dev/null 2>&1
 fi
 
 # ------------------------------------------------------------------ 4. CUDA variant: resolution only
