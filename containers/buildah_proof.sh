@@ -27,9 +27,11 @@
 #      TORCH_VARIANT=cuda (torch==2.13.0 from PyPI, then the package with constraints.txt), run
 #      in a container of the built image with network: the full dependency resolution, no download
 #      of the CUDA wheels (several GB), no image.
-#   5. The image, run with `buildah run --isolation=chroot --user 1000:1000 --network=none`, the
+#   5. The image, run with `buildah run --isolation=chroot --user 1000:1000`, without network, the
 #      dataset bind-mounted read-only, the image's ENV: offline check, write check on the input,
-#      `bids_msseg --version`, participant, group.
+#      `bids_msseg --version`, participant, group. buildah 1.28 refuses `--network=none` with chroot
+#      isolation ("cannot set --network other than host with --isolation chroot"), so buildah runs
+#      in a network namespace of its own (`unshare -n`: a loopback device that is down, nothing else).
 #   6. The same version natively (NATIVE_BIDS_MSSEG, default: bids_msseg on PATH), same arguments.
 #   7. Comparison of every participant-level NIfTI: the .nii.gz files, the decompressed NIfTI
 #      header (348 bytes) and the voxel data (bytes after vox_offset), each by sha256.
@@ -71,6 +73,14 @@ attempt() {
   rc=$?
   [ "$rc" = 0 ] || fail "$name" "exit status $rc"
   return "$rc"
+}
+# Build output without apt's debconf notices; pip's retries of the unreachable PyTorch index are
+# counted, the first one shown.
+quiet_refusals() {
+  awk '/^(debconf|dpkg-preconfigure): / || /^[[:space:]]*$/ {next}
+       /Retrying .*Name or service not known.*\/whl\/cpu\// {if (!n++) print; next}
+       /Could not fetch URL https:\/\/download\.pytorch\.org/ {if (!f++) print; next}
+       {print} END {if (n) printf "(%d such retries, %d such fetch failures, for every package: download.pytorch.org does not resolve here)\n", n, f}'
 }
 bah() { buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs "$@"; }
 
@@ -137,15 +147,14 @@ build_cpu() {
   mkdir -p "$tmp"
   printf '[global]\nfind-links = /wheels\ncert = /host-ca.pem\n' >"$tmp/pip.conf"
   ls "$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-*.whl >/dev/null || { echo "no torch-2.13.0+cpu wheel in $TORCH_WHEEL_DIR"; return 1; }
-  step "buildah bud --isolation=chroot --pull=never -f Dockerfile -t $IMAGE $REPO" \
+  step "buildah bud --isolation=chroot --pull=never --format=docker -f Dockerfile -t $IMAGE $REPO" \
        "(build-time mounts: $TORCH_WHEEL_DIR:/wheels:ro, $HOST_CA_BUNDLE:/host-ca.pem:ro, pip.conf:/etc/pip.conf:ro)"
   local start=$SECONDS
   # The same Dockerfile with the same build context as `docker build .` (.dockerignore applies).
   $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
-    bud --isolation=chroot --pull=never --build-arg TORCH_VARIANT=cpu \
+    bud --isolation=chroot --pull=never --format=docker --build-arg TORCH_VARIANT=cpu \
     -v "$TORCH_WHEEL_DIR:/wheels:ro" -v "$HOST_CA_BUNDLE:/host-ca.pem:ro" -v "$tmp/pip.conf:/etc/pip.conf:ro" \
-    -f "$REPO/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 \
-    | grep -v -E '^(debconf|dpkg-preconfigure): |Skipping|^\s*$'
+    -f "$REPO/Dockerfile" -t "$IMAGE" "$REPO" 2>&1 | quiet_refusals
   local rc=${PIPESTATUS[0]}
   step "build finished with status $rc in $(( SECONDS - start )) s"
   return "$rc"
@@ -200,8 +209,9 @@ args = dict(line.strip().split("=", 1) for line in sections.get("arguments", [])
 post = "\n".join(sections["post"])
 post = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: args[m.group(1)], post)
 (out / "post.sh").write_text(post + "\n")
-(out / "files.txt").write_text("\n".join(" ".join(l.split()) for l in sections["files"] if l.strip()) + "\n")
-print(f"%arguments {args}; %files: {len(sections['files'])} lines; %post:\n{post.strip()}")
+files = [line for line in sections["files"] if line.strip()]
+(out / "files.txt").write_text("\n".join(" ".join(line.split()) for line in files) + "\n")
+print(f"%arguments {args}; %files: {len(files)} lines; %post:\n{post.strip()}")
 PY
   printf '[global]\nfind-links = /wheels\ncert = /host-ca.pem\n' >"$tmp/pip.conf"
   local start=$SECONDS
@@ -213,7 +223,7 @@ PY
   $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
     run --isolation=chroot -v "$TORCH_WHEEL_DIR:/wheels:ro" -v "$HOST_CA_BUNDLE:/host-ca.pem:ro" \
     -v "$tmp/pip.conf:/etc/pip.conf:ro" -v "$tmp/post.sh:/.post.sh:ro" "$ctr" -- /bin/sh -e /.post.sh 2>&1 \
-    | grep -v -E '^(debconf|dpkg-preconfigure): |^\s*$'
+    | quiet_refusals
   local rc=${PIPESTATUS[0]}
   [ "$rc" = 0 ] && bah commit --rm -q "$ctr" "$SING_IMAGE" >/dev/null || { bah rm "$ctr" >/dev/null; return 1; }
   step "singularity recipe built in $(( SECONDS - start )) s: $(bah images --format '{{.Size}}' "$SING_IMAGE")"
@@ -221,7 +231,8 @@ PY
 inventory() {  # what an image installed: Debian packages, pip freeze, users, files of /opt/bids_msseg
   local ctr
   ctr=$(bah from --pull=never -q "$1") || return 1
-  bah run --isolation=chroot --network=none "$ctr" -- sh -c '
+  unshare -n buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
+    run --isolation=chroot "$ctr" -- sh -c '
     dpkg-query -W -f "deb \${Package} \${Version}\n"
     /opt/bids_msseg/bin/python -m pip freeze --all | sed "s/^/pip /; s/ @ file:.*/ @ local/"
     getent passwd 1000 | sed "s/^/user /"
@@ -235,6 +246,11 @@ compare_recipes() {
   step "inventories: $(grep -c '^deb ' "$PROOF_DIR/inventory-dockerfile.txt") Debian packages," \
        "$(grep -c '^pip ' "$PROOF_DIR/inventory-dockerfile.txt") pip packages," \
        "$(grep -c '^file ' "$PROOF_DIR/inventory-dockerfile.txt") files under /opt/bids_msseg (Dockerfile image)"
+  local f
+  for f in "$PROOF_DIR"/inventory-{dockerfile,singularity}.txt; do
+    grep -q '^file ' "$f" && grep -q '^pip torch==' "$f" && grep -q '^deb python3 ' "$f" \
+      || { echo "no inventory in $f:"; head -5 "$f"; return 1; }
+  done
   if diff "$PROOF_DIR/inventory-dockerfile.txt" "$PROOF_DIR/inventory-singularity.txt" >"$PROOF_DIR/inventory.diff"; then
     step "the singularity recipe installs the same packages, user and files as the Dockerfile"
   else
@@ -266,11 +282,13 @@ resolve_cuda() {
       /tmp/cuda/bin/python - <<PY
 import json
 items = json.load(open("/resolve/report.json"))["install"]
-pkgs = sorted((i["metadata"]["name"], i["metadata"]["version"], i["download_info"]["url"]) for i in items)
+pkgs = sorted(((i["metadata"]["name"], i["metadata"]["version"], i["download_info"]["url"]) for i in items),
+              key=lambda p: p[0].lower())
 nvidia = [p for p in pkgs if p[0].startswith(("nvidia", "cuda", "triton"))]
 print(f"resolved {len(pkgs)} packages, {len(nvidia)} of them CUDA runtime (nvidia-*, cuda-*, triton):")
 for name, version, url in pkgs:
-    print(f"  {name}=={version}  {url.rsplit(\"/\", 1)[-1] if url.startswith(\"http\") else \"(local source)\"}")
+    wheel = url.rsplit("/", 1)[-1] if url.startswith("http") else "(this source tree)"
+    print(f"  {name}=={version}  {wheel}")
 torch = [v for n, v, _ in pkgs if n == "torch"]
 assert torch == ["2.13.0"], f"expected torch 2.13.0 (CUDA build), got {torch}"
 assert nvidia, "no CUDA runtime packages resolved"
@@ -299,8 +317,8 @@ else
   fail "input" "$FLAIR not found (set FLAIR)"
 fi
 in_image() {  # the image as uid 1000, no network, dataset read-only, outputs and work writable
-  $NICE buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
-    run --isolation=chroot --user 1000:1000 --network=none \
+  $NICE unshare -n buildah --root "$PROOF_DIR/storage" --runroot "$PROOF_DIR/run" --storage-driver=vfs \
+    run --isolation=chroot --user 1000:1000 \
     -v "$BIDS:/data/bids:ro" -v "$DATA/image_out:/data/out" -v "$DATA/image_work:/work" "$RUN_CTR" -- "$@"
 }
 RUN_CTR=
@@ -308,7 +326,7 @@ if [ "$HAVE_IMAGE" = 1 ] && [ -f "$FLAIR" ]; then
   RUN_CTR=$(bah from --pull=never -q "$IMAGE") || fail "buildah from $IMAGE"
 fi
 if [ -n "$RUN_CTR" ]; then
-  step "as $(in_image id), --network=none: $(in_image python3 -c '
+  step "as $(in_image id), in its own network namespace: $(in_image python3 -c '
 import socket
 try:
     socket.create_connection(("pypi.org", 443), 3); print("network reachable")
