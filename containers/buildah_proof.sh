@@ -171,7 +171,7 @@ if bah inspect --type image "$IMAGE" >/dev/null 2>&1; then
   HAVE_IMAGE=1
   step "image: $(bah images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' "$IMAGE")"
   bah inspect --type image --format \
-    'layers: {{len .OCIv1.RootFS.DiffIDs}}; user {{.OCIv1.Config.User}}; entrypoint {{.OCIv1.Config.Entrypoint}}; cmd {{.OCIv1.Config.Cmd}}; workdir {{.OCIv1.Config.WorkingDir}}' "$IMAGE"
+    'layers: {{len .OCIv1.RootFS.DiffIDs}}; user {{.OCIv1.Config.User}}; entrypoint {{.OCIv1.Config.Entrypoint}}; cmd {{.OCIv1.Config.Cmd}}; workdir {{.OCIv1.Config.WorkingDir}}{{"\n"}}' "$IMAGE"
   bah inspect --type image --format '{{range .OCIv1.Config.Env}}ENV {{.}}{{"\n"}}{{end}}' "$IMAGE"
   step "build-time mount points left in the image (empty, none expected to hold data):"
   bah run --isolation=chroot "$(bah from --pull=never -q "$IMAGE")" -- sh -c \

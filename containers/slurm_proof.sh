@@ -39,6 +39,11 @@ PIDS=()          # daemons started here, stopped by pid at the end
 NEW_PACKAGES=()  # packages installed here, purged at the end
 POLICY_RC=/usr/sbin/policy-rc.d
 
+jobcomp() {  # the job completion records of a file (from line ${2:-1}), main fields only
+  tail -n +"${2:-1}" "$1" | awk '{ line = ""
+    for (i = 1; i <= NF; i++) if ($i ~ /^(JobId|Name|JobState|StartTime|EndTime|NodeList|Tres|ArrayJobId|ArrayTaskId|ExitCode)=/) line = line " " $i
+    print substr(line, 2) }'
+}
 step() { echo "[slurm +$(( $(date +%s) - T0 ))s] $*"; }
 check() {  # check DESCRIPTION COMMAND...: a named check, reported either way
   if "${@:2}"; then echo "  ok: $1"; else echo "  FAILED: $1"; FAILED+=("$1"); fi
@@ -93,7 +98,7 @@ id munge >/dev/null 2>&1 || skip "no munge user (the munge package creates it)"
 STATE=$(mktemp -d /var/tmp/bids_msseg_slurm.XXXXXX)
 chmod 755 "$STATE"
 MUNGE=$STATE/munge
-mkdir -m 700 "$MUNGE" && chown munge:munge "$MUNGE"
+mkdir -m 755 "$MUNGE" && chown munge:munge "$MUNGE"   # the socket needs x for all; the key is 0400
 dd if=/dev/urandom of="$MUNGE/munge.key" bs=1024 count=1 status=none
 chown munge:munge "$MUNGE/munge.key" && chmod 400 "$MUNGE/munge.key"
 SOCKET=$MUNGE/munge.socket
@@ -102,7 +107,7 @@ runuser -u munge -- munged --key-file="$MUNGE/munge.key" --socket="$SOCKET" --pi
   --log-file="$MUNGE/munged.log" --seed-file="$MUNGE/munged.seed" \
   || { cat "$MUNGE/munged.log" 2>/dev/null; skip "munged would not start"; }
 PIDS+=("$(cat "$MUNGE/munged.pid")")
-munge -n -s "$SOCKET" | unmunge -s "$SOCKET" | grep -E '^(STATUS|UID)' || skip "munge does not round-trip a credential"
+munge -n -S "$SOCKET" | unmunge -S "$SOCKET" | grep -E '^(STATUS|UID)' || skip "munge does not round-trip a credential"
 
 # ------------------------------------------------------------------ slurm
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -170,10 +175,9 @@ step "dataset $BIDS: $(cd "$BIDS" && ls -d sub-* | xargs)"
 
 # ------------------------------------------------------------------ array + dependent group job
 wait_for_jobs() {  # wait until none of the given job ids is in the queue
-  local pattern deadline=$(( SECONDS + JOB_TIMEOUT )) shown=
+  local pattern deadline=$(( SECONDS + JOB_TIMEOUT ))
   pattern=$(IFS='|'; echo "$*")
   while squeue -h -o '%i' | grep -q -E "^($pattern)(_|$)"; do
-    [ -z "$shown" ] && { squeue; shown=1; }
     [ "$SECONDS" -lt "$deadline" ] || { echo "jobs still queued after $JOB_TIMEOUT s"; squeue; return 1; }
     sleep 5
   done
@@ -200,9 +204,8 @@ for job in "$ARRAY" "$GROUP"; do
 done
 step "sacct:"
 sacct -j "$ARRAY,$GROUP" 2>&1 | head -5
-step "job completion log (jobcomp/filetxt):"
-sed -E 's/ (UserId|GroupId|Partition|TimeLimit|ProcCnt|BlockId|Connection|Reboot|Rotate|MaxProcs|Geometry|Start|Account|QOS|WcKey|Cluster|SubmitTime|EligibleTime|DerivedExitCode|WorkDir|ReservationName|Tres|Submit|Reservation|Licenses|StdIn|StdOut|StdErr|ArrayJobId|ArrayTaskId|HetJob[A-Za-z]*)=[^ ]*//g' \
-  "$STATE/jobcomp.log"
+step "job completion log (jobcomp/filetxt; fields JobId Name JobState StartTime EndTime NodeList Tres ArrayJobId ArrayTaskId ExitCode):"
+jobcomp "$STATE/jobcomp.log"
 step "array task and group job logs:"
 for log in "$RUN_DIR"/logs/*.log; do echo "--- $(basename "$log")"; grep -v '^\s*$' "$log" | tail -6; done
 
@@ -234,13 +237,14 @@ check "group report" test -s "$OUT/group_report.html"
 NIPYPE_OUT=$RUN_DIR/out_nipype_slurm
 jobs_before=$(wc -l <"$STATE/jobcomp.log")
 step "nipype SLURM plugin: bids_msseg $BIDS $NIPYPE_OUT participant --participant-label p26 --nipype-plugin SLURM --plugin-args '{\"sbatch_args\": \"--cpus-per-task=2 --mem=4G\"}'"
-NIPYPE_NO_ET=1 nice -n 10 "$BIDS_MSSEG" "$BIDS" "$NIPYPE_OUT" participant --participant-label p26 \
+# nipype's SLURM plugin names its jobs after $LOGNAME and fails without it (KeyError: 'LOGNAME');
+# login shells set it, this script may run without one.
+LOGNAME=${LOGNAME:-$(id -un)} NIPYPE_NO_ET=1 nice -n 10 "$BIDS_MSSEG" "$BIDS" "$NIPYPE_OUT" participant --participant-label p26 \
   --nprocs 2 --omp-nthreads 2 --nipype-plugin SLURM --plugin-args '{"sbatch_args": "--cpus-per-task=2 --mem=4G"}' \
   -w "$RUN_DIR/work_nipype_slurm" 2>&1 | tail -8
 nipype_rc=${PIPESTATUS[0]}
 step "jobs the plugin submitted (one per workflow node):"
-tail -n +"$(( jobs_before + 1 ))" "$STATE/jobcomp.log" | grep -o -E 'JobId=[0-9]+|Name=[^ ]+|JobState=[A-Z]+|ExitCode=[0-9:]+' \
-  | paste -d' ' - - - - 
+jobcomp "$STATE/jobcomp.log" "$(( jobs_before + 1 ))"
 check "bids_msseg with --nipype-plugin SLURM exits 0" test "$nipype_rc" = 0
 check "the plugin ran the nodes as SLURM jobs" test "$(tail -n +"$(( jobs_before + 1 ))" "$STATE/jobcomp.log" | grep -c 'JobState=COMPLETED')" -ge 1
 MASK=sub-p26/anat/sub-p26_space-orig_label-lesion_mask.nii.gz
