@@ -150,7 +150,9 @@ def _run_proof(script: str, *args: str, timeout: int, env: dict[str, str] | None
     done = subprocess.run(["bash", str(REPO_ROOT / "containers" / script), *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
     if done.returncode == 77:
-        pytest.skip(f"containers/{script}: " + (done.stdout + done.stderr).strip().splitlines()[-1])
+        lines = (done.stdout + done.stderr).strip().splitlines() or ["exit status 77"]
+        reason = next((line for line in lines if line.startswith("SKIP:")), lines[-1])
+        pytest.skip(f"containers/{script}: {reason}")
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -164,7 +166,9 @@ def test_slurm_proof(tmp_path: Path) -> None:
     assert "SLURM PROOF OK" in stdout
     table = (tmp_path / "run" / "out" / "group_lesions.tsv").read_text().splitlines()
     assert sorted(row.split("\t")[0] for row in table[1:]) == ["sub-lj03", "sub-msl14", "sub-p26"]
-    assert len(list((tmp_path / "run" / "logs").glob("bids_msseg_*_[123].log"))) == 3
+    logs = [p.name for p in (tmp_path / "run" / "logs").iterdir()]
+    task_logs = [name for name in logs if re.fullmatch(r"bids_msseg_\d+_\d\.log", name)]
+    assert len(task_logs) == 3, task_logs
 
 
 @pytest.mark.slow
@@ -177,3 +181,39 @@ def test_buildah_proof(tmp_path: Path) -> None:
     assert "PROOF OK" in stdout
     mask_line = r"label-lesion_mask\.nii\.gz: gz file \w+, header \(348 B\) identical, voxel data identical"
     assert re.search(mask_line, stdout)
+
+
+def _fake_command(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+def test_slurm_array_script_submits_and_runs_tasks(tmp_path: Path) -> None:
+    """containers/slurm_participant_array.sh against a stand-in sbatch and bids_msseg that record
+    their arguments: one task per subject, the group job after the array, the options passed on."""
+    bids = tmp_path / "bids"
+    for label in ("01", "02", "03"):
+        (bids / f"sub-{label}" / "anat").mkdir(parents=True)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    _fake_command(bin_dir, "sbatch", f'echo "sbatch $*" >>{calls}; echo $(( $(wc -l <{calls}) + 40 ))')
+    _fake_command(bin_dir, "bids_msseg", f'echo "bids_msseg $*" >>{calls}')
+    script = str(REPO_ROOT / "containers" / "slurm_participant_array.sh")
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "BIDS_DIR": str(bids), "OUT_DIR": str(tmp_path / "out"),
+           "WORK_DIR": str(tmp_path / "work"), "ARRAY_ARGS": "-p short --cpus-per-task=3", "GROUP_ARGS": "-p serial"}
+    done = subprocess.run(["bash", script, "submit"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "participant array job 41 (3 tasks), group job 42 (afterok on the array)"
+    array_call, group_call = calls.read_text().splitlines()
+    assert array_call.startswith("sbatch --parsable --array=1-3 --export=ALL -p short --cpus-per-task=3 ")
+    assert array_call.endswith(" task")
+    assert "--dependency=afterok:41 " in group_call and group_call.endswith("-p serial " + script + " group")
+    # Task 2 of the array: the second subject, with the task's CPUs and memory, natively (no SIF).
+    calls.unlink()
+    task_env = {**env, "SLURM_ARRAY_TASK_ID": "2", "SLURM_CPUS_PER_TASK": "3", "SLURM_MEM_PER_NODE": "8192"}
+    done = subprocess.run(["bash", script, "task"], env=task_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().split() == [
+        "bids_msseg", str(bids), str(tmp_path / "out"), "participant", "--participant-label", "02",
+        "--nprocs", "3", "--omp-nthreads", "3", "--mem", "8", "-w", str(tmp_path / "work")]
