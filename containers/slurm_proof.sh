@@ -62,6 +62,9 @@ stop_pid() {  # stop one daemon by its pid: TERM, then KILL after 20 s
 }
 cleanup() {
   local i
+  if [ -n "${SLURM_CONF:-}" ] && squeue -h -o %i 2>/dev/null | grep -q .; then  # jobs left (timeout, ^C)
+    squeue -h -o %i | xargs scancel && sleep 5 && step "cancelled the jobs still queued or running"
+  fi
   for (( i=${#PIDS[@]}-1; i>=0; i-- )); do stop_pid "${PIDS[i]}"; done
   [ ${#PIDS[@]} -gt 0 ] && step "stopped daemons (pids ${PIDS[*]})"
   [ -n "${STATE:-}" ] && rm -rf "$STATE"
@@ -199,7 +202,7 @@ scontrol show job "$GROUP" | grep -o -E 'JobState=[A-Z]+|Reason=[A-Za-z]+|Depend
 wait_for_jobs "$ARRAY" "$GROUP"
 step "jobs ended; scontrol show job (state, exit code, times, node):"
 for job in "$ARRAY" "$GROUP"; do
-  scontrol show job "$job" | grep -o -E '^JobId=[0-9]+( ArrayJobId=[0-9]+ ArrayTaskId=[0-9]+)?|JobName=[^ ]+|JobState=[A-Z]+|ExitCode=[0-9:]+|StartTime=[^ ]+|EndTime=[^ ]+|NodeList=[^ ]+' \
+  scontrol show job "$job" | grep -o -E '^JobId=[0-9]+( ArrayJobId=[0-9]+ ArrayTaskId=[0-9]+)?|JobName=[^ ]+|JobState=[A-Z]+|ExitCode=[0-9:]+|StartTime=[^ ]+|EndTime=[^ ]+|\bNodeList=[^ ]+' \
     | paste -sd' ' | sed 's/ JobId=/\nJobId=/g'
 done
 step "sacct:"
