@@ -14,11 +14,12 @@
 #   2. base: no registry is reachable, so debootstrap a minimal bookworm root from Debian's archive
 #      (--variant=minbase, slimmed like the official -slim image: no docs, man pages, locales),
 #      cache it as a tar and import it into buildah's storage as docker.io/library/debian:bookworm-slim.
-#   3. `buildah bud --isolation=chroot --pull=never` of the Dockerfile as it is in the repository
-#      (TORCH_VARIANT=cpu), timed; image size and layers.
+#   3. `buildah bud --isolation=chroot --pull=never --format=docker` of the Dockerfile as it is in
+#      the repository (TORCH_VARIANT=cpu), timed; image size and layers. (The docker format, as
+#      `docker build` writes, keeps the SHELL line that the OCI format drops.)
 #      This machine reaches PyPI (through a TLS-intercepting proxy) but not download.pytorch.org,
 #      the index the Dockerfile's CPU build uses. The build therefore gets three build-time-only
-#      bind mounts (`bud -v`, not part of any layer): the torch-2.13.0+cpu wheel folder at /wheels,
+#      bind mounts (`bud -v`; they leave empty mount points): the torch-2.13.0+cpu wheel folder at /wheels,
 #      the host's CA bundle at /host-ca.pem and an /etc/pip.conf naming both (find-links, cert).
 #      pip still asks the PyTorch index first; the log shows it being refused.
 #   3b. The `singularity` recipe (no Apptainer here): its %files and %post applied with buildah to
@@ -34,7 +35,8 @@
 #      in a network namespace of its own (`unshare -n`: a loopback device that is down, nothing else).
 #   6. The same version natively (NATIVE_BIDS_MSSEG, default: bids_msseg on PATH), same arguments.
 #   7. Comparison of every participant-level NIfTI: the .nii.gz files, the decompressed NIfTI
-#      header (348 bytes) and the voxel data (bytes after vox_offset), each by sha256.
+#      header (348 bytes) and the voxel data (bytes after vox_offset), each by sha256. The step
+#      fails when the lesion mask's header or voxel data differ; other differences are listed.
 #   8. Clean-up: the run container and dangling images are removed; the built image and the base
 #      stay in PROOF_DIR for reruns (CLEAN=1 removes the whole storage at the end).
 #
