@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,9 @@ class LesionLocation(SimpleInterface):
     output_spec = _LesionLocationOutputSpec
 
     def _run_interface(self, runtime):
+        # ITK reads its thread count once, at its first use in this worker: on one thread the
+        # registration (and so every template-space output) repeats exactly; on several it does not.
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
         original = load_original(self.inputs.in_file)
         affine = original.affine
         flair = np.asarray(original.dataobj, np.float32)

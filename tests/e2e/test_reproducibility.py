@@ -93,11 +93,14 @@ def test_two_seeded_runs_are_byte_identical(tmp_path: Path, tiny_bundle: Path, m
 
 
 RAW_FLAIR = "raw-flair/ljubljana-longitudinal_patient01_study1_FLAIR.nii.gz"
+#: Skull-stripped and bias-corrected (Lesjak et al. 2017, CC-BY): no ANTs step runs before the lesion
+#: location's registration, so that registration is ITK's first use in its worker.
+PREPROCESSED_FLAIR = "3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz"
 
 
-def _raw_flair_dataset(shared_data: Path, tmp_path: Path) -> tuple[Path, str]:
-    """A one-run BIDS dataset linking the raw FLAIR (skips when the real data is absent)."""
-    source = shared_data / RAW_FLAIR
+def _raw_flair_dataset(shared_data: Path, tmp_path: Path, flair: str = RAW_FLAIR) -> tuple[Path, str]:
+    """A one-run BIDS dataset linking a real FLAIR (skips when the real data is absent)."""
+    source = shared_data / flair
     if not source.is_file():
         pytest.skip(f"real data not available: {source} is missing")
     bids = tmp_path / "bids"
@@ -127,12 +130,17 @@ def test_real_raw_flair_repeats_exactly(shared_data: Path, tmp_path: Path) -> No
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_raw_flair_repeats_exactly_by_default(shared_data: Path, tmp_path: Path) -> None:
-    """Issue 14: without --random-seed (seed 0, which ANTs alone would read as "from the clock")."""
-    bids, relpath = _raw_flair_dataset(shared_data, tmp_path)
+@pytest.mark.parametrize("flair", [RAW_FLAIR, PREPROCESSED_FLAIR], ids=["raw", "preprocessed"])
+def test_real_flair_repeats_exactly_by_default(shared_data: Path, tmp_path: Path, flair: str) -> None:
+    """Issue 14: without --random-seed (seed 0, which ANTs alone would read as "from the clock"); every
+    image, the template-space ones included (their registration must run ITK on one thread)."""
+    bids, relpath = _raw_flair_dataset(shared_data, tmp_path, flair)
     out1, out2 = _run_twice(bids, tmp_path)
     assert json.loads(derivative_paths(out1, relpath)["mask_json"].read_text())["RandomSeed"] == 0
     _assert_identical(out1, relpath, out2, relpath)
-    for key in IMAGE_KEYS:
-        paths1, paths2 = derivative_paths(out1, relpath), derivative_paths(out2, relpath)
-        assert paths1[key].read_bytes() == paths2[key].read_bytes(), f"{key}: files differ"
+    images1 = sorted(p.relative_to(out1) for p in out1.rglob("sub-*/**/*.nii.gz"))
+    # every image, the template-space mask and probability and the location map among them
+    assert any("space-MNI152" in str(p) for p in images1) and len(images1) >= len(IMAGE_KEYS)
+    assert images1 == sorted(p.relative_to(out2) for p in out2.rglob("sub-*/**/*.nii.gz"))
+    for rel in images1:
+        assert (out1 / rel).read_bytes() == (out2 / rel).read_bytes(), f"{rel}: files differ"
