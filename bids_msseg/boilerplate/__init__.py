@@ -58,7 +58,8 @@ PRECISION_TEXTS = {
 }
 #: Data sets named in a model card's ``training.data`` and the references to cite for them.
 TRAINING_DATA_REFERENCES = {"3D-MR-MS": "lesjak2018mrms", "MNI152": "fonov2011unbiased",
-                            "Colin27": "holmes1998colin"}
+                            "Colin27": "holmes1998colin", "MSLesSeg": "guarnera2025mslesseg",
+                            "GG-853": "winkler2012flair"}
 
 #: What the template expects; ``render_boilerplate`` fills what the caller leaves out.
 #: ``n4`` and ``brain_extraction`` are True (every run), False (never) or "auto" (decided per run);
