@@ -21,7 +21,8 @@ then runs ``bids_msseg ... participant`` once over it, as a user would (one work
 models, so preprocessing is computed once and only the segmentation reruns), and prints per scan: Dice,
 lesion F1, predicted / expert lesion count, false-positive lesion count and volume, lesions and
 volume in lesion-free anatomy; and the mean over the two patients (P14's visits are one patient).
-The table is written to ``--out/<name>/protocol.tsv``.
+The table is written to ``--out/<name>/protocol.tsv``. Run one protocol at a time per ``--out``:
+two runs segmenting the same subject at once collide in the shared work folder.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def models_by_subject(default: str | None, model_for: list[str], only: list[str]
     subjects = sorted({subject_of(stem) for stem in scans()})
     unknown = (set(chosen) | set(only or [])) - set(subjects)
     if unknown:
-        raise SystemExit(f"--model-for: no such subject {sorted(unknown)} (have {subjects})")
+        raise SystemExit(f"--model-for/--only: no such subject {sorted(unknown)} (have {subjects})")
     groups: dict[str | None, list[str]] = {}
     for subject in subjects:
         if only and subject not in only:
@@ -225,6 +226,8 @@ def peak_table(out: Path, threshold: float, edges: tuple[float, ...] = (0.0, 0.9
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per-patient means (P14's visits are one patient), then their mean."""
+    if "dice" not in table:  # only raw FLAIRs (--only): nothing to summarize per patient
+        return pd.DataFrame()
     labelled = table.dropna(subset=["dice"]).copy()
     labelled["patient"] = labelled["scan"].str.split("_").str[0]
     cols = ["dice", "lesion_f1", "lesion_tpr", "fp_lesions", "fp_ml", "free_lesions", "free_ml"]
