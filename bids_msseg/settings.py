@@ -224,4 +224,5 @@ class SegmentationSettings:
             "n4": switch(options.n4),
             "brain_extraction": switch(options.skullstrip),
             "training_data": str((card.training or {}).get("data", "")),
+            "location": options.location,
         }

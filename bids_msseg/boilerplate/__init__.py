@@ -82,6 +82,7 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "brain_extraction_citations": ["iglesias2011robex", "avants2008syn"],
     "training_data": "",
     "training_citations": [],
+    "location": False,  # lesion location classes and template-space outputs (--no-location: False)
     "n_runs": None,
     "n_subjects": None,
     "software": None,  # software_versions() when None

@@ -119,3 +119,11 @@ def test_no_sentence_twice() -> None:
         repeated = {s for s in sentences if sentences.count(s) > 1}
         assert not repeated, repeated
         assert text.count("only where needed") <= 1
+
+
+def test_location_paragraph_follows_the_switch() -> None:
+    """The lesion-location step is described, with its template and registration cited, only when it ran."""
+    on, off = render_boilerplate({"location": True}), render_boilerplate({"location": False})
+    assert "#### Lesion location" in on and "periventricular" in on and "not a\ndiagnosis" in on
+    assert "fonov2011unbiased" in cited_keys(on) and "avants2008syn" in cited_keys(on)
+    assert "Lesion location" not in off and "fonov2011unbiased" not in cited_keys(off)
