@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import sys
 
 import numpy as np
 
@@ -20,20 +21,21 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
                     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
-def set_threads(n_threads: int, itk_threads: int | None = None) -> None:
+def set_threads(n_threads: int, itk_threads: int = 1) -> None:
     """Bound the threads this process uses: torch's intra-op pool and, for later starts, ITK/BLAS.
 
-    ``itk_threads`` (default ``n_threads``) applies to ITK (ANTs), which reads its variable once,
-    when ``ants`` is first used in the process: one thread makes N4 and registration repeat exactly.
+    ITK (ANTs) reads its variable once, at its first use in the process, and only on one thread do
+    N4 and registration repeat exactly: ``itk_threads`` is 1 unless a caller that does not need
+    exact repeats asks for more. Every node of a worker calls this, so none may raise it for the
+    ITK steps that come after it in the same worker. torch is limited now when already imported,
+    otherwise by the variables when it is.
     """
     n_threads = max(1, int(n_threads))
     for var in THREAD_VARIABLES:
         os.environ[var] = str(n_threads)
-    if itk_threads is not None:
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(itk_threads)))
-    import torch  # lazy: torch stays out of the command line's start-up
-
-    if torch.get_num_threads() != n_threads:
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(itk_threads)))
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n_threads:
         torch.set_num_threads(n_threads)
 
 

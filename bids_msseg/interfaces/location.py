@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from nipype.interfaces.base import (
 from bids_msseg.anatomy.location import locate_run, summary_columns, with_locations
 from bids_msseg.interfaces.common import load_array, load_original, save_nifti, write_json
 from bids_msseg.interfaces.derivatives import read_table
+from bids_msseg.runtime import set_threads
 
 LOGGER = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class _LesionLocationInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the input's grid")
     table = File(exists=True, mandatory=True, desc="lesion table TSV")
     random_seed = traits.Int(0, usedefault=True, desc="seed of the registration")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="numpy/BLAS threads")
 
 
 class _LesionLocationOutputSpec(TraitedSpec):
@@ -51,9 +52,7 @@ class LesionLocation(SimpleInterface):
     output_spec = _LesionLocationOutputSpec
 
     def _run_interface(self, runtime):
-        # ITK reads its thread count once, at its first use in this worker: on one thread the
-        # registration (and so every template-space output) repeats exactly; on several it does not.
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+        set_threads(self.inputs.omp_nthreads)  # ITK on one thread: the registration repeats exactly
         original = load_original(self.inputs.in_file)
         affine = original.affine
         flair = np.asarray(original.dataobj, np.float32)

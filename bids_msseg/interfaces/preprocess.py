@@ -56,7 +56,7 @@ class Preprocess(SimpleInterface):
     @measure_peak_memory
     def _run_interface(self, runtime):
         seeded = self.inputs.random_seed is not None
-        set_threads(self.inputs.omp_nthreads, itk_threads=1 if seeded else None)  # exact repeats when seeded
+        set_threads(self.inputs.omp_nthreads, itk_threads=1 if seeded else self.inputs.omp_nthreads)
         seed_everything(self.inputs.random_seed)
         result = preprocess_flair(
             self.inputs.in_file,

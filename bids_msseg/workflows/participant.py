@@ -255,7 +255,7 @@ def init_single_flair_wf(
     if not settings.location:  # --no-location: no registration; write_derivatives writes n/a columns
         workflow.connect(lesion_stats, "table", write, "table")
         return workflow
-    location = pe.Node(LesionLocation(random_seed=options.random_seed or 0),
+    location = pe.Node(LesionLocation(random_seed=options.random_seed or 0, omp_nthreads=threads),
                        name="lesion_location", n_procs=threads, mem_gb=mem("lesion_location"))
     workflow.connect([
         (inputnode, location, [("in_file", "in_file")]),
