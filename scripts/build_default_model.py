@@ -119,10 +119,8 @@ def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, se
     their lesions, grown by 2 voxels, become unknown, so that the network learns real negatives
     without learning one site's way of drawing lesion borders (the lesions come from the synthetic pool).
     """
-    import zlib
-
     from bids_msseg.preproc import preprocess_flair
-    from bids_msseg.train.augment import degrade_quality
+    from bids_msseg.train.augment import degraded_copy
     from bids_msseg.train.cache import load_mask_on_grid
 
     out.mkdir(parents=True, exist_ok=True)
@@ -144,9 +142,7 @@ def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, se
             unknown, lesion = ndimage.binary_dilation(lesion, iterations=2), np.zeros_like(lesion)
         zooms = tuple(float(z) for z in pre.ras.header.get_zooms()[:3])
         for target, j in todo:
-            image, params = pre.corrected, None
-            if j:
-                image, params = degrade_quality(image, np.random.default_rng([seed, zlib.crc32(stem.encode()), j]))
+            image, params = (pre.corrected, None) if j == 0 else degraded_copy(pre.corrected, seed, stem, j)
             make_shard(target, image, pre.brain_mask, lesion & pre.brain_mask, zooms, reference, unknown=unknown,
                        meta={"source": flair.name, "expert_mask": mask.name, "augmentation": params,
                              "negatives_only": negatives_only})

@@ -11,6 +11,7 @@ Only the image changes: the lesion and brain masks stay those of the original sc
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import numpy as np
@@ -68,3 +69,12 @@ def degrade_quality(
         out = _thick_slices(img, k, offset)
         params.update(slices=k, offset=offset)
     return out.astype(np.float32, copy=False), params
+
+
+def degraded_copy(image: np.ndarray, seed: int, key: str, copy: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Copy number ``copy`` (from 1) of scan ``key``, degraded by :func:`degrade_quality`.
+
+    Its generator is seeded by the seed, the scan and ``copy`` only, so a resumed or partial build
+    writes the same copies whatever it already had.
+    """
+    return degrade_quality(image, np.random.default_rng([seed, zlib.crc32(key.encode()), copy]))

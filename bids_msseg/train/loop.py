@@ -238,8 +238,8 @@ def train(
     real_sampler = None
     if n_real:
         real_sampler = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction,
-                                    rank_seed(cfg.seed, rank) + 7919)
-        if state.get("sampler_real") is not None and world == 1:
+                                    rank_seed(cfg.seed, rank) + 7919)  # a stream of its own, any offset
+        if state.get("sampler_real") is not None and world == 1:  # under DDP the real draws restart
             real_sampler.rng.bit_generator.state = state["sampler_real"]
     model: torch.nn.Module = net
     if world > 1:

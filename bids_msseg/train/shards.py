@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 
 from bids_msseg.errors import UsageError
 from bids_msseg.io import write_text_atomic
-from bids_msseg.train.augment import degrade_quality
+from bids_msseg.train.augment import degraded_copy
 from bids_msseg.train.cache import load_preprocessed
 from bids_msseg.train.data import make_shard
 from bids_msseg.train.split import TrainingScan
@@ -40,8 +39,7 @@ def build_shards(train: Sequence[TrainingScan], val: Sequence[TrainingScan], cac
                  ) -> tuple[list[Path], list[Path]]:
     """Write the missing shards; return (training shards incl. augmented copies, validation shards).
 
-    Augmented copies (``<key>_augq<j>``) are drawn from a generator seeded by the seed, the scan
-    and ``j``, so a resumed build writes the same copies whatever it already had.
+    Augmented copies (``<key>_augq<j>``) come from :func:`~bids_msseg.train.augment.degraded_copy`.
     """
     train_paths: list[Path] = []
     val_paths: list[Path] = []
@@ -60,8 +58,7 @@ def build_shards(train: Sequence[TrainingScan], val: Sequence[TrainingScan], cac
             for target, j in todo:
                 image, params = vol["corrected"], None
                 if j is not None:
-                    rng = np.random.default_rng([seed, zlib.crc32(scan.key.encode()), j])
-                    image, params = degrade_quality(image, rng)
+                    image, params = degraded_copy(image, seed, scan.key, j)
                 make_shard(target, image, brain, lesion, zooms, reference, size=size,
                            meta=_shard_meta(scan, split, params))
                 LOGGER.info("shard %s written%s", target.name, f" ({params})" if params else "")
