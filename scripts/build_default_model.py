@@ -107,7 +107,7 @@ def build_pool(out: Path, n: int, seed: int, masks_dir: Path, flair_dir: Path | 
 
 
 def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, seed: int,
-                      negatives_only: bool = False) -> None:
+                      negatives_only: bool = False, cores: bool = False) -> None:
     """Real expert-labelled scans as training shards: the scan as the participant level sees it
     (:func:`bids_msseg.preproc.preprocess_flair`), normalized with ``bundle``'s reference, plus
     ``copies`` image-quality-degraded copies (blur, sharpening, thick slices; DeepLesionBrain).
@@ -118,6 +118,9 @@ def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, se
     never scored on the same patient. ``negatives_only`` teaches the real scans' background only:
     their lesions, grown by 2 voxels, become unknown, so that the network learns real negatives
     without learning one site's way of drawing lesion borders (the lesions come from the synthetic pool).
+    ``cores`` teaches the lesions too, but only their cores (the expert lesion eroded by one voxel);
+    the border band, from one voxel inside the contour to two outside, is unknown: real lesions
+    without the site's contour.
     """
     from bids_msseg.preproc import preprocess_flair
     from bids_msseg.train.augment import degraded_copy
@@ -136,16 +139,18 @@ def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, se
         pre = preprocess_flair(flair, random_seed=seed)
         lesion = load_mask_on_grid(mask, pre.ras)
         unknown = None
-        if negatives_only:
+        if negatives_only or cores:
             from scipy import ndimage
 
-            unknown, lesion = ndimage.binary_dilation(lesion, iterations=2), np.zeros_like(lesion)
+            grown = ndimage.binary_dilation(lesion, iterations=2)
+            lesion = ndimage.binary_erosion(lesion) if cores else np.zeros_like(lesion)
+            unknown = grown & ~lesion
         zooms = tuple(float(z) for z in pre.ras.header.get_zooms()[:3])
         for target, j in todo:
             image, params = (pre.corrected, None) if j == 0 else degraded_copy(pre.corrected, seed, stem, j)
             make_shard(target, image, pre.brain_mask, lesion & pre.brain_mask, zooms, reference, unknown=unknown,
                        meta={"source": flair.name, "expert_mask": mask.name, "augmentation": params,
-                             "negatives_only": negatives_only})
+                             "negatives_only": negatives_only, "cores": cores})
             LOGGER.info("real shard %s written%s", target.name, f" ({params})" if params else "")
 
 
@@ -319,6 +324,8 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--negatives-only", action="store_true",
                    help="teach only the scans' background: their lesions (grown 2 voxels) become unknown")
+    r.add_argument("--cores", action="store_true",
+                   help="teach the lesions' cores (eroded 1 voxel); their border band becomes unknown")
     e = sub.add_parser("export")
     e.add_argument("--pool", type=Path, required=True)
     e.add_argument("--run", type=Path, required=True)
@@ -345,7 +352,7 @@ def main() -> None:
     elif args.cmd == "pool":
         build_pool(args.out, args.n, args.seed, args.masks, args.flair_anatomy, args)
     elif args.cmd == "real":
-        build_real_shards(args.out, args.pair, args.bundle, args.copies, args.seed, args.negatives_only)
+        build_real_shards(args.out, args.pair, args.bundle, args.copies, args.seed, args.negatives_only, args.cores)
     elif args.cmd == "train":
         run_training(args.pool, args.run, args)
     elif args.cmd == "calibrate":

@@ -224,6 +224,29 @@ def peak_table(out: Path, threshold: float, edges: tuple[float, ...] = (0.0, 0.9
     return table.groupby("bin", observed=False)["true"].agg(components="size", touching_expert_lesion="sum")
 
 
+def expert_lesion_table(out: Path) -> pd.DataFrame:
+    """Every expert lesion of the labelled scans: its volume, the highest probability the model gave
+    it, and whether the written mask found it. Says whether the misses are small lesions or lesions
+    the model saw but not confidently enough (a post-processing question, or a network one)."""
+    rows = []
+    for stem, (_, mask_path) in scans().items():
+        if mask_path is None:
+            continue
+        prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))).dataobj,
+                          np.float32)
+        found = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_mask.nii.gz"))).dataobj) > 0
+        truth_img = nib.load(mask_path)
+        voxel_mm3 = float(np.prod(truth_img.header.get_zooms()[:3]))
+        labels, n = label_lesions(np.asarray(truth_img.dataobj) > 0.5, voxel_mm3, LesionDefinition())
+        ids = np.arange(1, n + 1)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_mm3
+        peaks = np.asarray(ndimage.maximum(prob, labels, ids)) if n else np.zeros(0)
+        hit = np.isin(ids, np.unique(labels[found & (labels > 0)]))
+        rows += [{"scan": stem, "volume_mm3": v, "max_probability": p, "detected": h}
+                 for v, p, h in zip(sizes, peaks, hit, strict=True)]
+    return pd.DataFrame(rows, columns=["scan", "volume_mm3", "max_probability", "detected"])
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per-patient means (P14's visits are one patient), then their mean."""
     if "dice" not in table:  # only raw FLAIRs (--only): nothing to summarize per patient
@@ -255,6 +278,9 @@ def main() -> int:
     ap.add_argument("--no-run", action="store_true", help="score the existing outputs of --name")
     ap.add_argument("--peaks", type=float, default=None, metavar="T",
                     help="skip the run; tabulate the components at T by peak probability (true vs false)")
+    ap.add_argument("--missed", action="store_true",
+                    help="skip the run; list the expert lesions with their volume, peak probability and "
+                         "whether the written mask found them")
     args = ap.parse_args()
     if not DATA.exists():
         LOGGER.error("%s is absent", DATA)
@@ -263,6 +289,11 @@ def main() -> int:
     out = args.out / args.name / "derivatives"
     if args.peaks is not None:
         LOGGER.info("\n%s", peak_table(out, args.peaks).to_string())
+        return 0
+    if args.missed:
+        table = expert_lesion_table(out)
+        table.to_csv(args.out / args.name / "expert_lesions.tsv", sep="\t", index=False, float_format="%.3f")
+        LOGGER.info("\n%s", table.round(2).to_string(index=False))
         return 0
     if args.rescore is None and not args.no_run:
         for model, labels in models_by_subject(args.model, args.model_for, args.only).items():
