@@ -22,17 +22,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bids_msseg.train.data import list_shards, make_shard, split_by_scan
-from bids_msseg.train.synth import load_anatomies, load_flair_anatomies, load_lesion_masks, synth_volume
+from bids_msseg.train.synth import (
+    SynthVolume,
+    load_anatomies,
+    load_flair_anatomies,
+    load_lesion_masks,
+    synth_volume,
+)
 
 LOGGER = logging.getLogger("build_default_model")
 MASKS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "3d-mr-ms" / "lesion-masks-mni"
 N_REFERENCE = 24
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 
 def build_pool(out: Path, n: int, seed: int, masks_dir: Path, flair_dir: Path | None = None,
@@ -44,9 +54,10 @@ def build_pool(out: Path, n: int, seed: int, masks_dir: Path, flair_dir: Path | 
     options (``args``): ``--flair-average`` adds a lesion-free FLAIR template (GG-853) as anatomy,
     ``--negatives`` teaches the real FLAIRs' hyperintensities in lesion-free anatomy as background,
     ``--small-lesions`` scatters extra small real lesion shapes, ``--reference-from`` takes the
-    quantile reference of an existing bundle (to fine-tune it on this pool).
+    quantile reference of an existing bundle (to fine-tune it on this pool), ``--jobs`` builds the
+    pool in that many processes (the same pool: each scan depends on the seed and its index alone).
     """
-    from bids_msseg.normalize import brain_quantiles, reference_from_quantiles
+    from bids_msseg.normalize import reference_from_quantiles
     from bids_msseg.train.synth import (
         SmallLesions,
         load_flair_average,
@@ -77,33 +88,61 @@ def build_pool(out: Path, n: int, seed: int, masks_dir: Path, flair_dir: Path | 
         small = SmallLesions(small_lesion_shapes(masks), white_matter_sites(grid))
         LOGGER.info("%d small lesion shapes, %d white-matter sites", len(small.shapes), len(small.sites))
     ref_path = out / "reference.json"
-    pending: list = []
+    jobs = args.jobs if args is not None else 1
     if not ref_path.exists() and args is not None and args.reference_from:
         bundle = json.loads((args.reference_from / "model.json").read_text())
         ref_path.write_text(json.dumps({"reference": bundle["reference_quantiles"], "from_bundle": bundle["model_id"],
                                         "lesion_masks": [p.name for p in paths], "seed": seed}))
+    state = {"anatomies": anatomies, "masks": masks, "seed": seed, "small": small}
     if not ref_path.exists():
-        quantiles = []
-        for i in range(N_REFERENCE):
-            vol = synth_volume(anatomies, masks, np.random.default_rng([seed, i]), small)
-            quantiles.append(brain_quantiles(vol.image, vol.brain))
-            pending.append((i, vol))
+        quantiles = _map(_quantiles, range(N_REFERENCE), jobs, state)
         reference = reference_from_quantiles(np.stack(quantiles))
         ref_path.write_text(json.dumps({"reference": reference.tolist(), "n_scans": N_REFERENCE,
                                         "lesion_masks": [p.name for p in paths], "seed": seed}))
-    reference = np.asarray(json.loads(ref_path.read_text())["reference"])
-    for i, vol in pending:
-        make_shard(out / f"vol_{i:05d}.npz", vol.image, vol.brain, vol.lesion, vol.zooms, reference,
-                   meta=vol.params)
-    for i in range(n):
-        target = out / f"vol_{i:05d}.npz"
-        if target.exists():
-            continue
-        t0 = time.time()
-        vol = synth_volume(anatomies, masks, np.random.default_rng([seed, i]), small)
-        make_shard(target, vol.image, vol.brain, vol.lesion, vol.zooms, reference, meta=vol.params,
-                   unknown=vol.unknown)
-        LOGGER.info("shard %d: %s, %.1f s", i, vol.params, time.time() - t0)
+    state.update(out=out, reference=np.asarray(json.loads(ref_path.read_text())["reference"]))
+    _map(_write_shard, [i for i in range(n) if not (out / f"vol_{i:05d}.npz").exists()], jobs, state)
+
+
+#: What the pool's worker processes share: anatomies, masks, seed, small lesions, reference, folder.
+_POOL: dict[str, Any] = {}
+
+
+def _share(state: dict[str, Any]) -> None:
+    _POOL.update(state)
+    if not logging.getLogger().handlers:  # a spawned worker: log like the parent
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+def _map(function: Callable[[int], Any], items: Iterable[int], jobs: int, state: dict[str, Any]) -> list:
+    """``function`` over ``items`` in order, in ``jobs`` fresh processes when more than one (spawned:
+    a fork of a process whose torch already ran threads can hang). Each pool scan depends on the
+    seed and its index alone, so any number of processes builds the same pool."""
+    if jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(jobs, initializer=_share, initargs=(state,)) as workers:
+            return workers.map(function, items)
+    _share(state)
+    return [function(i) for i in items]
+
+
+def _synth(i: int) -> SynthVolume:
+    return synth_volume(_POOL["anatomies"], _POOL["masks"], np.random.default_rng([_POOL["seed"], i]), _POOL["small"])
+
+
+def _quantiles(i: int) -> np.ndarray:
+    """Brain quantiles of pool scan ``i`` (the first ``N_REFERENCE`` define a new pool's reference)."""
+    from bids_msseg.normalize import brain_quantiles
+
+    vol = _synth(i)
+    return brain_quantiles(vol.image, vol.brain)
+
+
+def _write_shard(i: int) -> None:
+    """Synthesize pool scan ``i`` and save it as a shard."""
+    t0 = time.time()
+    vol = _synth(i)
+    make_shard(_POOL["out"] / f"vol_{i:05d}.npz", vol.image, vol.brain, vol.lesion, vol.zooms, _POOL["reference"],
+               meta=vol.params, unknown=vol.unknown)
+    LOGGER.info("shard %d: %s, %.1f s", i, vol.params, time.time() - t0)
 
 
 def build_real_shards(out: Path, pairs: list[str], bundle: Path, copies: int, seed: int,
@@ -158,6 +197,9 @@ def validation_shards(pool: Path, wait_for: int, seed: int, max_val_scans: int) 
     """A run's validation scans: the 20% of the pool's first ``wait_for`` shards held out by ``seed``,
     at most ``max_val_scans`` of them spread over the pool (templates first, real FLAIR anatomy later)."""
     val = split_by_scan(list_shards(pool)[:wait_for], 0.2, seed)[1]
+    if not val:
+        raise SystemExit(f"none of the pool's first {wait_for} scans falls in the validation 20% for seed {seed}: "
+                         "build more (--n, --wait-for)")
     if len(val) > max_val_scans:
         val = [val[i] for i in np.linspace(0, len(val) - 1, max_val_scans).round().astype(int)]
     return val
@@ -275,7 +317,7 @@ def plot_curve(run: Path, out: Path) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pool")
@@ -296,6 +338,7 @@ def main() -> None:
     p.add_argument("--small-lesions", action="store_true", help="scatter extra small real lesion shapes")
     p.add_argument("--reference-from", type=Path, default=None,
                    help="take the quantile reference of this bundle (to fine-tune it on this pool)")
+    p.add_argument("--jobs", type=int, default=1, help="processes building the pool (the same pool for any number)")
     t = sub.add_parser("train")
     t.add_argument("--pool", type=Path, required=True)
     t.add_argument("--run", type=Path, required=True)
@@ -322,10 +365,11 @@ def main() -> None:
     r.add_argument("--bundle", type=Path, required=True, help="the bundle whose quantile reference to use")
     r.add_argument("--copies", type=int, default=4, help="image-quality-degraded copies per scan")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--negatives-only", action="store_true",
-                   help="teach only the scans' background: their lesions (grown 2 voxels) become unknown")
-    r.add_argument("--cores", action="store_true",
-                   help="teach the lesions' cores (eroded 1 voxel); their border band becomes unknown")
+    labels = r.add_mutually_exclusive_group()
+    labels.add_argument("--negatives-only", action="store_true",
+                        help="teach only the scans' background: their lesions (grown 2 voxels) become unknown")
+    labels.add_argument("--cores", action="store_true",
+                        help="teach the lesions' cores (eroded 1 voxel); their border band becomes unknown")
     e = sub.add_parser("export")
     e.add_argument("--pool", type=Path, required=True)
     e.add_argument("--run", type=Path, required=True)

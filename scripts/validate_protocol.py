@@ -204,6 +204,11 @@ def grid_line(table: pd.DataFrame) -> dict:
             "synthsr_lesions": synthsr["pred_lesions"], "synthsr_ml": synthsr["pred_ml"]}
 
 
+def written(out: Path, stem: str, name: str) -> np.ndarray:
+    """The participant output ``<stem>_space-orig_<name>.nii.gz`` found under ``out``, as an array."""
+    return np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_{name}.nii.gz"))).dataobj)
+
+
 def peak_table(out: Path, threshold: float, edges: tuple[float, ...] = (0.0, 0.9, 0.97, 1.01)) -> pd.DataFrame:
     """Components of the labelled scans' maps at ``threshold``, by peak probability: how many touch an
     expert lesion. Says whether a rule on the peak can separate true lesions from false ones."""
@@ -211,8 +216,7 @@ def peak_table(out: Path, threshold: float, edges: tuple[float, ...] = (0.0, 0.9
     for stem, (_, mask_path) in scans().items():
         if mask_path is None:
             continue
-        prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))).dataobj,
-                          np.float32)
+        prob = written(out, stem, "label-lesion_probseg").astype(np.float32)
         truth = np.asarray(nib.load(mask_path).dataobj) > 0.5
         labels, n = label_lesions(prob >= threshold, 1.0, LesionDefinition())
         ids = np.arange(1, n + 1)
@@ -232,9 +236,8 @@ def expert_lesion_table(out: Path) -> pd.DataFrame:
     for stem, (_, mask_path) in scans().items():
         if mask_path is None:
             continue
-        prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))).dataobj,
-                          np.float32)
-        found = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_mask.nii.gz"))).dataobj) > 0
+        prob = written(out, stem, "label-lesion_probseg").astype(np.float32)
+        found = written(out, stem, "label-lesion_mask") > 0
         truth_img = nib.load(mask_path)
         voxel_mm3 = float(np.prod(truth_img.header.get_zooms()[:3]))
         labels, n = label_lesions(np.asarray(truth_img.dataobj) > 0.5, voxel_mm3, LesionDefinition())
