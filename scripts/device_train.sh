@@ -20,8 +20,8 @@ if [ ! -e /usr/share/mricron/templates/ch2bet.nii.gz ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv || echo "no GPU: training runs on the CPU"
 N=${N:-150}; SEED=${SEED:-3}; POOL=/tmp/device_pool; RUN=/tmp/device_run
-init=(); [ -n "${INIT:-}" ] && init=(--init-bundle "$INIT")
-ref=(); [ -n "${INIT:-}" ] && ref=(--reference-from "$INIT")
+init=(); ref=()  # fine-tuning INIT: its weights, and its quantile reference for the pool
+if [ -n "${INIT:-}" ]; then init=(--init-bundle "$INIT"); ref=(--reference-from "$INIT"); fi
 time python3 scripts/build_default_model.py pool --out "$POOL" --n "$N" --seed "$SEED" --jobs "${JOBS:-$(nproc)}" \
     --masks "$D/data/masks" --flair-average "$D/data/GG-853-FLAIR-2.0mm.nii.gz" \
     --flair-average-brain "$D/data/GG-853-brainmask-2.0mm_derived.nii.gz" "${ref[@]}"

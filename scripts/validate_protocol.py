@@ -170,7 +170,7 @@ def evaluate(out: Path, cache: Path, specs: list[Spec | None], only: list[str] |
         img = nib.load(mask_file)
         zooms = img.header.get_zooms()[:3]
         voxel_ml = float(np.prod(zooms)) / 1000
-        brain = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_desc-brain_mask.nii.gz"))).dataobj) > 0
+        brain = written(out, stem, "desc-brain_mask") > 0
         labels = anatomy_labels(cache, stem, nib.load(flair_path), brain, template)
         free = lesion_free_regions(labels, template.groups, zooms) & brain
         truth = np.asarray(nib.load(mask_path).dataobj) > 0.5 if mask_path else None
@@ -184,8 +184,7 @@ def evaluate(out: Path, cache: Path, specs: list[Spec | None], only: list[str] |
                 if min_size is not None:
                     definition = LesionDefinition(connectivity, min_size)
                 if prob is None:
-                    prob = np.asarray(nib.load(next(out.rglob(f"{stem}_space-orig_label-lesion_probseg.nii.gz"))
-                                               ).dataobj, np.float32)
+                    prob = written(out, stem, "label-lesion_probseg").astype(np.float32)
                 pred = binarize(prob, threshold, voxel_ml * 1000, definition, seed)[0] > 0
             rows[spec].append({"scan": stem, **score(pred, truth, free, voxel_ml, definition)})
     return {spec: pd.DataFrame(r) for spec, r in rows.items()}
@@ -250,6 +249,22 @@ def expert_lesion_table(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["scan", "volume_mm3", "max_probability", "detected"])
 
 
+def missed_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per patient (P14's visits together): how many expert lesions were missed, how large they are
+    and how close the model came to them."""
+    table = table.assign(patient=table["scan"].str.split("_").str[0])
+    rows = {}
+    for patient, lesions in table.groupby("patient"):
+        missed = lesions[~lesions["detected"].astype(bool)]
+        rows[patient] = {"expert_lesions": len(lesions), "missed": len(missed),
+                         "median_volume_mm3": missed["volume_mm3"].median(),
+                         "under_20_mm3": int((missed["volume_mm3"] < 20).sum()),
+                         "peak_at_least_0.65": int((missed["max_probability"] >= 0.65).sum()),
+                         "peak_at_least_0.9": int((missed["max_probability"] >= 0.9).sum()),
+                         "median_peak": missed["max_probability"].median()}
+    return pd.DataFrame(rows).T
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per-patient means (P14's visits are one patient), then their mean."""
     if "dice" not in table:  # only raw FLAIRs (--only): nothing to summarize per patient
@@ -296,7 +311,8 @@ def main() -> int:
     if args.missed:
         table = expert_lesion_table(out)
         table.to_csv(args.out / args.name / "expert_lesions.tsv", sep="\t", index=False, float_format="%.3f")
-        LOGGER.info("\n%s", table.round(2).to_string(index=False))
+        LOGGER.info("\n%s\n\nmissed expert lesions:\n%s", table.round(2).to_string(index=False),
+                    missed_summary(table).round(2).to_string())
         return 0
     if args.rescore is None and not args.no_run:
         for model, labels in models_by_subject(args.model, args.model_for, args.only).items():

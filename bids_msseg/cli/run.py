@@ -130,29 +130,28 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
         return False
-    if (_location_status(paths["summary"]) != LOCATION_OFF) != settings.location:
+    if (_summary_row(paths["summary"]).get("location_status") != LOCATION_OFF) != settings.location:
         LOGGER.info("%s: existing outputs were made with lesion location %s; recomputing", run.name,
                     "on" if not settings.location else "off (--no-location)")
         return False
     return True
 
 
-def _location_status(summary: Path) -> str:
-    """The ``location_status`` of a run's summary TSV ('' when unreadable or absent)."""
+def _summary_row(summary: Path) -> dict[str, str]:
+    """The one row of a run's summary TSV as text by column ({} when unreadable or absent)."""
     try:
         lines = summary.read_text().splitlines()
-        return dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=False)).get("location_status", "")
+        return dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=False))
     except (OSError, IndexError, UnicodeDecodeError):
-        return ""
+        return {}
 
 
 def _summary_line(output_dir: Path, run: FlairRun) -> str:
     """``12 lesions, 3.41 mL`` from a run's summary TSV (empty when unreadable)."""
+    row = _summary_row(derivative_paths(output_dir, run.relpath)["summary"])
     try:
-        lines = derivative_paths(output_dir, run.relpath)["summary"].read_text().splitlines()
-        row = dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=False))
         return f"{row['lesion_count']} lesions, {float(row['total_lesion_volume_ml']):.2f} mL"
-    except (OSError, IndexError, KeyError, ValueError):
+    except (KeyError, ValueError):
         return ""
 
 
