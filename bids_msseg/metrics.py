@@ -55,6 +55,41 @@ def lesion_metrics(
     return {"n_true_lesions": n_g, "n_pred_lesions": n_p, "ltpr": ltpr, "lfpr": lfpr, "lesion_f1": f1}
 
 
+#: Upper bounds (mm3) of the expert lesion size classes of :func:`lesion_detection`: small < 30,
+#: medium 30-300, large > 300 (the sizes of the issue's protocol v2).
+SIZE_CLASSES = {"small": 30.0, "medium": 300.0, "large": math.inf}
+
+
+def lesion_detection(
+    pred: np.ndarray, truth: np.ndarray, voxel_volume_mm3: float, definition: LesionDefinition
+) -> dict[str, float]:
+    """Detection by expert lesion size and the false lesions of one scan (both masks labelled by ``definition``).
+
+    ``n_true_<size>`` / ``detected_<size>``: expert lesions of each :data:`SIZE_CLASSES` class and how
+    many of them a predicted lesion touches (summed over scans, they give a pooled TPR by size);
+    ``n_false_lesions`` / ``false_volume_ml``: predicted lesions that touch no expert lesion and their volume.
+    """
+    lp, n_p = label_lesions(pred, voxel_volume_mm3, definition)
+    lg, n_g = label_lesions(truth, voxel_volume_mm3, definition)
+    sizes = np.bincount(lg.ravel(), minlength=n_g + 1)[1:] * voxel_volume_mm3
+    hit = np.zeros(n_g + 1, bool)
+    hit[np.unique(lg[(lp > 0) & (lg > 0)])] = True
+    size_class = np.digitize(sizes, [SIZE_CLASSES["small"], SIZE_CLASSES["medium"]], right=False)
+    size_class[sizes == SIZE_CLASSES["medium"]] = 1  # 300 mm3 itself is medium
+    out: dict[str, float] = {}
+    for index, name in enumerate(SIZE_CLASSES):
+        in_class = size_class == index
+        out[f"n_true_{name}"] = int(in_class.sum())
+        out[f"detected_{name}"] = int((in_class & hit[1:]).sum())
+    touching = np.zeros(n_p + 1, bool)
+    touching[np.unique(lp[(lp > 0) & (lg > 0)])] = True
+    false = ~touching[1:]
+    volumes = np.bincount(lp.ravel(), minlength=n_p + 1)[1:] * voxel_volume_mm3
+    out["n_false_lesions"] = int(false.sum())
+    out["false_volume_ml"] = float(volumes[false].sum() / 1000.0)
+    return out
+
+
 def volume_metrics(pred: np.ndarray, truth: np.ndarray, voxel_volume_mm3: float) -> dict[str, float]:
     """Predicted and expert volumes, their signed and absolute difference, all in mL."""
     v_p = float(np.count_nonzero(pred)) * voxel_volume_mm3 / 1000.0

@@ -45,6 +45,9 @@ NIPYPE_PLUGINS = ("MultiProc", "Linear", "LegacyMultiProc", "SLURM", "SLURMGraph
 COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
 DEFAULT_COMBINATIONS = ("single", "leave-one-out", "all")
 ABLATIONS = ("normalization", "architecture")
+#: What a cross-site study holds out for testing: a share of each site's subjects, or whole sites
+#: (leave-one-site-out; :mod:`bids_msseg.crosssite.plan`).
+HOLDOUTS = ("subjects", "site")
 #: Seed of every random generator when ``--random-seed`` is not given: runs are bit-identical by
 #: default (recorded as ``RandomSeed`` in the sidecars).
 DEFAULT_RANDOM_SEED = 0
@@ -89,6 +92,8 @@ class CrossSiteSettings:
     combinations: tuple[str, ...] = DEFAULT_COMBINATIONS
     test_fraction: float = 0.3
     ablations: tuple[str, ...] = ()
+    holdout: str = "subjects"
+    compare_models: tuple[Path, ...] = ()  # given bundles scored beside the trained models
 
 
 @dataclass(frozen=True)

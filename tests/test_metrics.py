@@ -21,6 +21,7 @@ from bids_msseg.lesions import LesionDefinition, label_lesions
 from bids_msseg.metrics import (
     Msseg2016Rule,
     hybrid_score,
+    lesion_detection,
     lesion_metrics,
     msseg2016_lesion_metrics,
     volume_correlation,
@@ -203,3 +204,26 @@ def test_msseg_matches_an_independent_reading(seed: int) -> None:
     assert 0.0 < result["msseg_lesion_sensitivity"] < 1.0
     assert result["msseg_lesion_sensitivity"] == pytest.approx(sens, abs=TOL)
     assert result["msseg_lesion_ppv"] == pytest.approx(ppv, abs=TOL)
+
+
+def test_lesion_detection_counts_by_expert_size_and_false_lesions() -> None:
+    truth, pred = np.zeros((40, 40, 40), bool), np.zeros((40, 40, 40), bool)
+    _cube(truth, (2, 2, 2), (2, 2, 3))  # 12 mm3 at 1 mm: small, detected
+    _cube(truth, (10, 2, 2), (3, 3, 3))  # 27 mm3: small, missed
+    _cube(truth, (2, 10, 2), (5, 6, 10))  # 300 mm3: medium (the bound belongs to medium), detected
+    _cube(truth, (20, 20, 20), (8, 8, 8))  # 512 mm3: large, detected by a touching prediction
+    _cube(pred, (3, 3, 3), (1, 1, 1))
+    _cube(pred, (4, 12, 4), (2, 2, 2))
+    _cube(pred, (27, 27, 27), (3, 3, 3))  # overlaps the large lesion's corner and spills out
+    _cube(pred, (30, 2, 30), (2, 3, 5))  # 30 mm3 false lesion
+    _cube(pred, (2, 30, 30), (2, 2, 2))  # 8 mm3 false lesion
+    out = lesion_detection(pred, truth, 1.0, LesionDefinition(min_size_mm3=0.0))
+    assert (out["n_true_small"], out["detected_small"]) == (2, 1)
+    assert (out["n_true_medium"], out["detected_medium"]) == (1, 1)
+    assert (out["n_true_large"], out["detected_large"]) == (1, 1)
+    assert out["n_false_lesions"] == 2 and out["false_volume_ml"] == pytest.approx(0.038)
+    # the minimum lesion size applies to both masks, as in every other lesion count
+    big = lesion_detection(pred, truth, 1.0, LesionDefinition(min_size_mm3=10.0))
+    assert big["n_true_small"] == 2 and big["n_false_lesions"] == 1
+    half = lesion_detection(pred, truth, 0.5, LesionDefinition(min_size_mm3=0.0))  # sizes in mm3, not voxels
+    assert (half["n_true_small"], half["n_true_medium"], half["n_true_large"]) == (2, 2, 0)

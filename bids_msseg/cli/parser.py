@@ -35,6 +35,7 @@ from bids_msseg.settings import (
     DEFAULT_COMBINATIONS,
     DEFAULT_RANDOM_SEED,
     DEVICES,
+    HOLDOUTS,
     INFERENCE_NORMALIZATIONS,
     NIPYPE_PLUGINS,
     NORMALIZATIONS,
@@ -538,6 +539,15 @@ def add_crosssite_arguments(parser: argparse.ArgumentParser, show_all: bool = Tr
                        default=_CROSSSITE.test_fraction, metavar="F",
                        help=_shown(show_all, "share of each site's subjects held out of every training and tested "
                                              f"on (default: {_CROSSSITE.test_fraction:g})"))
+    group.add_argument("--holdout", choices=HOLDOUTS, default=_CROSSSITE.holdout,
+                       help=_shown(show_all, "what is tested: 'subjects' holds --test-fraction of each site's "
+                                             "subjects out of every training; 'site' is leave-one-site-out: "
+                                             "each model is tested on every scan of the sites it did not train "
+                                             f"on (default: {_CROSSSITE.holdout})"))
+    group.add_argument("--compare-model", dest="compare_model", type=_existing_dir, action="append",
+                       metavar="PATH", help=_shown(show_all, "a model bundle scored on the same test scans "
+                                                             "without training, e.g. the default model "
+                                                             "(repeatable)"))
     group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],
                        help=_shown(show_all, "add ablation arms: the other intensity normalization "
                                              "(quantile/linear) or architecture (UNet++/UNet), compared with "
@@ -594,6 +604,7 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         extra_bids_dirs=tuple(ns.pop("extra_bids_dir") or ()), site_column=site_column,
         site_fields=tuple(ns.pop("site_field") or ()), sites=tuple(ns.pop("sites") or ()),
         combinations=tuple(ns.pop("combinations")), test_fraction=ns.pop("test_fraction"),
+        holdout=ns.pop("holdout"), compare_models=tuple(ns.pop("compare_model") or ()),
         ablations=tuple(ns.pop("ablation")))
     cohort = CohortSettings(site_column=site_column, masks_dir=masks_dir, msseg2016=ns.pop("msseg2016"))
     return GroupSettings(train=ns.pop("train"), cross_site=ns.pop("cross_site"), cohort=cohort,

@@ -13,17 +13,21 @@ import numpy as np
 
 from bids_msseg.evaluation import EvaluationOptions, evaluate_scan
 from bids_msseg.lesions import LesionDefinition
-from bids_msseg.metrics import voxel_metrics
+from bids_msseg.metrics import SIZE_CLASSES, lesion_detection, voxel_metrics
 
-#: Columns of the per-scan table, in order (voxel-wise, then lesion-wise).
+#: Columns of the per-scan table, in order (voxel-wise, lesion-wise, then detection by expert lesion
+#: size and the false lesions of :func:`~bids_msseg.metrics.lesion_detection`).
 METRICS = ("dice", "iou", "ppv", "tpr", "avd", "ltpr", "lfpr", "lesion_f1", "n_true_lesions", "n_pred_lesions",
-           "true_volume_ml", "pred_volume_ml")
+           "true_volume_ml", "pred_volume_ml",
+           *(f"{kind}_{size}" for size in SIZE_CLASSES for kind in ("n_true", "detected")),
+           "n_false_lesions", "false_volume_ml")
 
 
 def scan_metrics(pred: np.ndarray, truth: np.ndarray, voxel_volume_mm3: float,
                  definition: LesionDefinition) -> dict[str, float]:
     """Voxel- and lesion-wise metrics of one predicted mask against its expert mask (same grid)."""
     values = evaluate_scan(pred, truth, voxel_volume_mm3, EvaluationOptions(definition=definition))
+    values.update(lesion_detection(pred, truth, voxel_volume_mm3, definition))
     return {name: values[name] for name in METRICS}
 
 

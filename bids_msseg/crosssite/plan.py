@@ -14,6 +14,14 @@ and ``all-pairs`` (every two sites); duplicates (e.g. leave-one-out of two sites
 are dropped. Each training set is trained once per *arm*: the baseline
 (``--architecture``/``--train-normalization``) and one arm per ablation, which changes one
 option (``normalization``: quantile <-> linear, ``architecture``: UNet++ <-> UNet).
+
+``holdout="site"`` is the leave-one-site-out protocol instead: a site's test fold is all of its
+scans, every experiment trains on all scans of its training sites, and each model is tested only
+on the sites it did not train on (so ``all`` has nothing to test and is left out; the final model
+on every site is ``group --train``). The default, ``holdout="subjects"``, is the split above.
+
+Given models (``--compare-model``) are scored on the same test scans without training, as one
+experiment each (training set ``model:<folder name>``): the baseline a new model must beat.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bids_msseg.errors import NoInputError, UsageError
@@ -31,13 +40,14 @@ from bids_msseg.settings import (
     DEFAULT_ARCHITECTURE,
     DEFAULT_COMBINATIONS,
     DEFAULT_NORMALIZATION,
+    HOLDOUTS,
 )
 from bids_msseg.train.data import split_rank
 from bids_msseg.train.split import TrainingScan, split_scans
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["ABLATIONS", "COMBINATIONS", "DEFAULT_COMBINATIONS", "Arm", "Experiment", "StudyPlan", "arms",
+__all__ = ["ABLATIONS", "COMBINATIONS", "DEFAULT_COMBINATIONS", "HOLDOUTS", "Arm", "Experiment", "StudyPlan", "arms",
            "build_plan", "split_test", "training_sets"]
 _OTHER = {"quantile": "linear", "linear": "quantile", "UnetPlusPlus": "Unet", "Unet": "UnetPlusPlus"}
 
@@ -57,22 +67,23 @@ class Arm:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One model: an arm trained on the development scans of ``train_sites``."""
+    """One model: an arm trained on the development scans of ``train_sites``, or a given ``model`` bundle."""
 
     arm: Arm
     train_sites: tuple[str, ...]
     train: tuple[str, ...] = ()  # scan keys
     val: tuple[str, ...] = ()
+    model: str | None = None  # a given bundle's folder: scored, never trained
 
     @property
     def train_set(self) -> str:
-        """The training set's name, e.g. ``SiteA+SiteB``."""
-        return "+".join(self.train_sites)
+        """The training set's name, e.g. ``SiteA+SiteB``, or ``model:<folder>`` for a given model."""
+        return f"model:{Path(self.model).name}" if self.model else "+".join(self.train_sites)
 
     @property
     def id(self) -> str:
         """Folder and model name, unique in the study: ``<arm>__<train set>``."""
-        return f"{self.arm.label}__{self.train_set}"
+        return f"{self.arm.label}__{self.train_set.replace(':', '-')}"
 
 
 @dataclass
@@ -82,6 +93,7 @@ class StudyPlan:
     sites: dict[str, list[str]]  # site -> scan keys (sorted)
     test: dict[str, list[str]]  # site -> test scan keys
     experiments: list[Experiment] = field(default_factory=list)
+    holdout: str = "subjects"  # or "site" (module docstring)
 
     @property
     def site_of(self) -> dict[str, str]:
@@ -91,11 +103,19 @@ class StudyPlan:
     def test_scans(self) -> list[str]:
         return [key for site in self.test for key in self.test[site]]
 
+    def tested(self, experiment: Experiment) -> list[str]:
+        """The test scans ``experiment``'s model is scored on: all of them, or under ``holdout="site"``
+        those of the sites it did not train on."""
+        if self.holdout == "site":
+            return [key for site in self.test if site not in experiment.train_sites for key in self.test[site]]
+        return self.test_scans
+
     def to_json(self) -> dict[str, Any]:
-        return {"sites": self.sites, "test": self.test,
+        return {"sites": self.sites, "test": self.test, "holdout": self.holdout,
                 "experiments": [{"id": e.id, "arm": e.arm.label, "architecture": e.arm.architecture,
                                  "normalization": e.arm.normalization, "ablation": e.arm.ablation,
-                                 "train_sites": list(e.train_sites), "train": list(e.train), "val": list(e.val)}
+                                 "train_sites": list(e.train_sites), "train": list(e.train), "val": list(e.val),
+                                 "model": e.model}
                                 for e in self.experiments]}
 
 
@@ -147,12 +167,17 @@ def split_test(scans: Sequence[TrainingScan], test_fraction: float, seed: int) -
 
 def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinations: Sequence[str],
                study_arms: Sequence[Arm], test_fraction: float, val_fraction: float, seed: int,
-               only_sites: Sequence[str] | None = None) -> StudyPlan:
+               only_sites: Sequence[str] | None = None, holdout: str = "subjects",
+               given: Sequence[tuple[Arm, str]] = ()) -> StudyPlan:
     """The whole study: split each site, enumerate training sets x arms, split each training set.
 
     A site needs at least 3 subjects (or scans): one to test on and two to train and validate on;
-    smaller sites are left out with a warning. At least two sites must remain.
+    smaller sites are left out with a warning. Under ``holdout="site"`` any site with a scan serves
+    (all of it is tested; it trains the models of the other sites). At least two sites must remain.
+    ``given`` models (arm, bundle folder) are added as experiments that are not trained.
     """
+    if holdout not in HOLDOUTS:
+        raise UsageError(f"unknown holdout {holdout!r}; choose from {list(HOLDOUTS)}")
     by_site: dict[str, list[TrainingScan]] = {}
     for scan in scans:
         if scan.key in sites:
@@ -162,12 +187,15 @@ def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinat
         if missing:
             raise UsageError(f"--sites {missing}: no such site; the sites are {sorted(by_site)}")
         by_site = {s: v for s, v in by_site.items() if s in only_sites}
-    plan = StudyPlan(sites={}, test={})
+    plan = StudyPlan(sites={}, test={}, holdout=holdout)
     dev: dict[str, list[TrainingScan]] = {}
     for site in sorted(by_site):
         site_scans = sorted(by_site[site], key=lambda s: s.key)
-        test, development = split_test(site_scans, test_fraction, seed)
-        if not test or len(development) < 2:
+        if holdout == "site":
+            test, development = [s.key for s in site_scans], [s.key for s in site_scans]
+        else:
+            test, development = split_test(site_scans, test_fraction, seed)
+        if not test or (holdout != "site" and len(development) < 2):
             LOGGER.warning("site %s: %d scan(s) of %d subject(s) are too few (one test subject and two "
                            "development scans are needed); left out", site, len(site_scans),
                            len({s.group for s in site_scans}))
@@ -178,11 +206,22 @@ def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinat
     if len(plan.sites) < 2:
         raise NoInputError(f"a cross-site study needs at least two usable sites; found {sorted(plan.sites)}")
     for train_sites in training_sets(list(plan.sites), combinations):
+        if holdout == "site" and set(train_sites) == set(plan.sites):
+            LOGGER.warning("training set %s holds every site: under --holdout site nothing is left to test it "
+                           "on; left out (train the model of every site with group --train)", "+".join(train_sites))
+            continue
         pool = [s for site in train_sites for s in dev[site]]
+        if len({s.group for s in pool}) < 2:
+            LOGGER.warning("training set %s has fewer than two subjects (one to train, one to validate); left out",
+                           "+".join(train_sites))
+            continue
         train, val = split_scans(pool, val_fraction, seed)
         for arm in study_arms:
             plan.experiments.append(Experiment(arm, train_sites, tuple(s.key for s in train),
                                                tuple(s.key for s in val)))
+    plan.experiments += [Experiment(arm, (), model=str(model)) for arm, model in given]
+    if not plan.experiments:
+        raise NoInputError("nothing to train or score: no training set has a site left to test on")
     LOGGER.info("cross-site plan: %d site(s) (%s), %d test scan(s), %d experiment(s)", len(plan.sites),
                 ", ".join(f"{s}: {len(plan.test[s])} test / {len(dev[s])} development" for s in plan.sites),
                 len(plan.test_scans), len(plan.experiments))

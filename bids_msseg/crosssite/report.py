@@ -27,6 +27,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from bids_msseg.crosssite.plan import Experiment, StudyPlan
+from bids_msseg.crosssite.protocol import best_operating_point
 from bids_msseg.crosssite.stats import study_stats
 from bids_msseg.io import write_text_atomic
 from bids_msseg.model.bundle import read_card
@@ -35,7 +36,7 @@ LOGGER = logging.getLogger(__name__)
 
 TEMPLATE = "crosssite.html.j2"
 OUTPUT_NAMES = {"scans": "scans.tsv", "matrix": "matrix.tsv", "consistency": "consistency.tsv",
-                "stats": "stats.tsv", "report": "report.html"}
+                "stats": "stats.tsv", "summary": "summary.tsv", "operating": "operating.tsv", "report": "report.html"}
 
 
 def dice_matrix(per_scan: pd.DataFrame, plan: StudyPlan, metric: str = "dice") -> pd.DataFrame:
@@ -97,7 +98,7 @@ def experiments_summary(out: Path, experiments: Sequence[Experiment]) -> pd.Data
     """One row per experiment: model id, validation Dice, threshold, epochs and best epoch (bundle cards)."""
     rows = []
     for e in experiments:
-        card = read_card(out / "models" / e.id)
+        card = read_card(Path(e.model) if e.model else out / "models" / e.id)
         rows.append({"experiment": e.id, "arm": e.arm.label, "train_set": e.train_set, "n_train": len(e.train),
                      "n_val": len(e.val), "model_id": card.model_id, "val_dice": card.metrics.get("val_dice"),
                      "threshold": card.threshold, "epochs": card.training.get("recipe", {}).get("epochs"),
@@ -117,8 +118,14 @@ def _html_table(frame: pd.DataFrame) -> Markup:
 
 
 def write_outputs(out: Path, plan: StudyPlan, per_scan: pd.DataFrame, consistency: pd.DataFrame,
-                  plan_json: Mapping[str, Any]) -> dict[str, Path]:
-    """Write every table and the report (module docstring); return their paths by name."""
+                  plan_json: Mapping[str, Any], summary: pd.DataFrame | None = None,
+                  operating: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write every table and the report (module docstring); return their paths by name.
+
+    ``summary`` and ``operating`` are the tables of :mod:`bids_msseg.crosssite.protocol` (the latter
+    only under ``--holdout site``; not written when empty or None)."""
+    summary = pd.DataFrame() if summary is None else summary
+    operating = pd.DataFrame() if operating is None else operating
     paths = {name: out / filename for name, filename in OUTPUT_NAMES.items()}
     matrix = dice_matrix(per_scan, plan)
     stats = study_stats(per_scan) if not per_scan.empty else study_stats(pd.DataFrame(
@@ -127,6 +134,9 @@ def write_outputs(out: Path, plan: StudyPlan, per_scan: pd.DataFrame, consistenc
     write_tsv(matrix, paths["matrix"])
     write_tsv(consistency, paths["consistency"])
     write_tsv(stats, paths["stats"])
+    for name, frame in (("summary", summary), ("operating", operating)):
+        if not frame.empty:
+            write_tsv(frame, paths[name])
     sites = list(plan.sites)
     arms = list(dict.fromkeys(e.arm.label for e in plan.experiments))
     html = _environment().get_template(TEMPLATE).render(
@@ -137,6 +147,9 @@ def write_outputs(out: Path, plan: StudyPlan, per_scan: pd.DataFrame, consistenc
         consistency=_html_table(consistency_summary(consistency)),
         stats=_html_table(stats),
         experiments=_html_table(experiments_summary(out, plan.experiments)),
+        summary=_html_table(summary) if not summary.empty else None,
+        best=_html_table(best_operating_point(operating)) if not operating.empty else None,
+        holdout=plan.holdout,
         n_test=len(plan.test_scans),
         files=OUTPUT_NAMES,
     )

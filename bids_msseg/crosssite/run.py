@@ -8,9 +8,11 @@
    ``group --train`` (:func:`~bids_msseg.train.bids_training.train_and_export`, work in
    ``<work>/crosssite/<id>/``), then predict every site's test scans into
    ``crosssite/predictions/<id>/<scan>_mask.nii.gz`` (on the scan's RAS+ grid, with the model's
-   own threshold and lesion definition);
+   own threshold, seed threshold and lesion definition) and its probability map ``<scan>_probseg.nii.gz``
+   (the operating-point table rescores it); a ``--compare-model`` bundle is not trained, only predicts;
 5. evaluate every prediction against its expert mask, compare the models' predictions
-   (consistency), run the statistics and write the tables and the HTML report
+   (consistency), run the statistics, summarize per site and pooled (:mod:`bids_msseg.crosssite.protocol`;
+   under ``--holdout site`` also the operating-point grid) and write the tables and the HTML report
    (:mod:`bids_msseg.crosssite.report`).
 
 Resuming: an experiment whose bundle has its ``crosssite.json`` (written last, atomically) with the
@@ -26,7 +28,7 @@ import dataclasses
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,15 @@ import numpy as np
 import pandas as pd
 
 from bids_msseg.crosssite.evaluate import pairwise_dice, scan_metrics
-from bids_msseg.crosssite.plan import Experiment, StudyPlan, arms, build_plan
+from bids_msseg.crosssite.plan import Arm, Experiment, StudyPlan, arms, build_plan
+from bids_msseg.crosssite.protocol import best_operating_point, model_group, operating_points, summary_table
 from bids_msseg.crosssite.report import write_outputs
 from bids_msseg.crosssite.sites import assign_sites, choose_rule
 from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.lesions import LesionDefinition, binarize
 from bids_msseg.masks import find_training_pairs
-from bids_msseg.model.bundle import load_bundle
+from bids_msseg.model.bundle import BundleError, load_bundle
 from bids_msseg.model.predict import resolve_device
 from bids_msseg.runtime import check_device, set_threads
 from bids_msseg.segment import segment_volume
@@ -104,6 +107,8 @@ def _model_ready(experiment: Experiment, spec: Mapping[str, Any], out: Path, wor
 def _train(experiment: Experiment, plan_scans: Mapping[str, TrainingScan], names: Mapping[str, str],
            settings: TrainSettings, options: Options, out: Path, work: Path) -> None:
     """Train and export one experiment's model (resuming its work directory), then mark it done."""
+    if experiment.model:
+        return
     spec = experiment_spec(experiment, settings, options)
     if _model_ready(experiment, spec, out, work, options.overwrite):
         LOGGER.info("%s: model done, skipped", experiment.id)
@@ -121,29 +126,39 @@ def _train(experiment: Experiment, plan_scans: Mapping[str, TrainingScan], names
     write_text_atomic(bundle_dir / SPEC_NAME, json.dumps(spec, indent=1) + "\n")
 
 
-def prediction_path(out: Path, experiment: Experiment, key: str) -> Path:
-    return out / "predictions" / experiment.id / f"{key}_mask.nii.gz"
+def prediction_path(out: Path, experiment: Experiment, key: str, kind: str = "mask") -> Path:
+    """Where ``experiment``'s prediction of scan ``key`` is stored: ``kind`` ``mask`` or ``probseg``."""
+    return out / "predictions" / experiment.id / f"{key}_{kind}.nii.gz"
+
+
+def model_dir(out: Path, experiment: Experiment) -> Path:
+    """The bundle of ``experiment``: the given one, or the one the study trained."""
+    return Path(experiment.model) if experiment.model else out / "models" / experiment.id
 
 
 def _predict(experiment: Experiment, plan: StudyPlan, plan_scans: Mapping[str, TrainingScan],
              cache: Mapping[str, Path], options: Options, out: Path) -> None:
-    """Predict the test scans that have no stored prediction of this experiment's model."""
-    todo = [k for k in plan.test_scans if not prediction_path(out, experiment, k).is_file()]
+    """Predict the scans it is tested on that have no stored prediction of this experiment's model.
+
+    The mask is written last: a scan counts as predicted when its mask exists."""
+    todo = [k for k in plan.tested(experiment) if not prediction_path(out, experiment, k).is_file()]
     if not todo:
         LOGGER.info("%s: predictions done, skipped", experiment.id)
         return
-    bundle = load_bundle(out / "models" / experiment.id)
+    bundle = load_bundle(model_dir(out, experiment))
     device = resolve_device(options.device)
-    definition = LesionDefinition(bundle.card.connectivity, bundle.card.min_lesion_size_mm3)
+    card = bundle.card
+    definition = LesionDefinition(card.connectivity, card.min_lesion_size_mm3)
     for key in todo:
         vol = load_preprocessed(cache[key])
         zooms = tuple(float(z) for z in vol["zooms"])
         probability = segment_volume(vol["corrected"], vol["brain"].astype(bool), zooms, bundle, device,
                                      options.precision)
-        mask, _, n = binarize(probability, bundle.card.threshold, float(np.prod(zooms)), definition)
-        target = prediction_path(out, experiment, key)
-        with atomic_path(target) as tmp:
-            nib.save(nib.Nifti1Image(mask, ras_affine(plan_scans[key].run.path)), str(tmp))
+        mask, _, n = binarize(probability, card.threshold, float(np.prod(zooms)), definition, card.seed_threshold)
+        affine = ras_affine(plan_scans[key].run.path)
+        for kind, data in (("probseg", probability.astype(np.float32)), ("mask", mask)):
+            with atomic_path(prediction_path(out, experiment, key, kind)) as tmp:
+                nib.save(nib.Nifti1Image(data, affine), str(tmp))
         LOGGER.info("%s: %s predicted (%d lesion(s))", experiment.id, key, n)
 
 
@@ -159,6 +174,8 @@ def evaluate(plan: StudyPlan, plan_scans: Mapping[str, TrainingScan], cache: Map
         voxel_volume = float(np.prod(vol["zooms"]))
         masks: dict[Experiment, np.ndarray] = {}
         for experiment in plan.experiments:
+            if key not in plan.tested(experiment):
+                continue
             path = prediction_path(out, experiment, key)
             if not path.is_file():
                 LOGGER.warning("%s: no prediction of %s; not evaluated", experiment.id, key)
@@ -177,6 +194,21 @@ def evaluate(plan: StudyPlan, plan_scans: Mapping[str, TrainingScan], cache: Map
     per_scan = pd.DataFrame(rows)
     consistency = pd.DataFrame(agreement, columns=["arm", "test_site", "scan", "train_set_a", "train_set_b", "dice"])
     return per_scan, consistency
+
+
+def given_models(folders: Sequence[Path]) -> list[tuple[Arm, str]]:
+    """(arm, folder) of each ``--compare-model`` bundle, its arm read from its card (checked on load)."""
+    out = []
+    for folder in folders:
+        try:
+            card = load_bundle(folder).card
+        except BundleError as err:
+            raise UsageError(f"--compare-model: {err}") from err
+        out.append((Arm(card.architecture.get("name", ""), card.normalization), str(Path(folder).resolve())))
+    names = [Path(f).name for _, f in out]
+    if len(set(names)) < len(names):
+        raise UsageError(f"--compare-model: folder names must differ (they name the models): {names}")
+    return out
 
 
 def run_study(options: Options) -> int:
@@ -201,13 +233,14 @@ def run_study(options: Options) -> int:
     sites = assign_sites(scans, rule)
     study_arms = arms(settings.architecture, settings.normalization, cs.ablations)
     plan = build_plan(scans, sites, cs.combinations, study_arms, cs.test_fraction, settings.val_fraction,
-                      settings.seed, cs.sites or None)
+                      settings.seed, cs.sites or None, cs.holdout, given_models(cs.compare_models))
     plan_json = {"site_rule": {"kind": rule.kind, "names": list(rule.names)}, "datasets": names,
                  "test_fraction": cs.test_fraction, "combinations": list(cs.combinations), **plan.to_json()}
     write_text_atomic(out / "plan.json", json.dumps(plan_json, indent=1) + "\n")
 
     plan_scans = {s.key: s for s in scans if s.key in plan.site_of}
-    cache = preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4, options.skullstrip)
+    cache = preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4, options.skullstrip,
+                             options.force_contrast)
     for i, experiment in enumerate(plan.experiments, 1):
         LOGGER.info("[%d/%d] experiment %s", i, len(plan.experiments), experiment.id)
         _train(experiment, plan_scans, names, settings, options, out, work)
@@ -216,6 +249,20 @@ def run_study(options: Options) -> int:
     definition = LesionDefinition(min_size_mm3=options.min_lesion_size if options.min_lesion_size is not None
                                   else LesionDefinition.min_size_mm3)
     per_scan, consistency = evaluate(plan, plan_scans, cache, out, definition)
-    write_outputs(out, plan, per_scan, consistency, plan_json)
+    groups = {e.train_set: model_group(e, plan) for e in plan.experiments}
+    summary = summary_table(per_scan, groups)
+    operating = pd.DataFrame()
+    if plan.holdout == "site":  # the protocol: rescore the stored probability maps on the grid
+
+        def truth_of(key: str) -> tuple[np.ndarray, float]:
+            vol = load_preprocessed(cache[key])
+            return vol["lesion"].astype(bool), float(np.prod(vol["zooms"]))
+
+        operating = operating_points(plan, truth_of, lambda e, k: prediction_path(out, e, k, "probseg"), definition)
+        for _, row in best_operating_point(operating).iterrows():
+            LOGGER.info("%s %s: best pooled lesion F1 %.3f (Dice %.3f) at threshold %g, seed threshold %g",
+                        row["arm"], row["model"], row["lesion_f1"], row["dice"], row["threshold"],
+                        row["seed_threshold"])
+    write_outputs(out, plan, per_scan, consistency, plan_json, summary, operating)
     return EXIT_OK
 

@@ -19,7 +19,8 @@ Steps, each resumable with the same work directory (``-w``):
 6. train with :func:`bids_msseg.train.loop.train` into ``<work>/train/run`` (resumes from ``last``);
 7. export the best checkpoint (:func:`bids_msseg.train.export.export_bundle`) to
    ``<output_dir>/models/<train-name>/`` with a card naming the data, the validation Dice, the
-   recipe and the threshold chosen on validation.
+   recipe and the threshold chosen on validation, or the operating point given with
+   ``--threshold``/``--seed-threshold`` (e.g. the one a leave-site-out study chose).
 
 ``<work>/train/manifest.json`` records the split, reference and shard settings; when they change
 shards are rebuilt, and a started training run is refused rather than silently continued on
@@ -130,7 +131,8 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
     init = _load_init_model(settings)
     architecture, normalization = _resolve_network(settings, init)
     scans = [*train_scans, *val_scans]
-    cache = preprocess_scans(scans, preproc_dir or train_dir / "preproc", options.n4, options.skullstrip)
+    cache = preprocess_scans(scans, preproc_dir or train_dir / "preproc", options.n4, options.skullstrip,
+                             options.force_contrast)
 
     data_reference = reference_from_quantiles(np.stack([load_preprocessed(cache[s.key])["quantiles"]
                                                         for s in train_scans]))
@@ -186,10 +188,13 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                    if k in ("architecture", "normalization", "epochs", "steps_per_epoch", "batch_size", "lr",
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
                             "input_size")},
-        "threshold_chosen_on": f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})",
+        "threshold_chosen_on": (f"given (--threshold {options.threshold:g}, --seed-threshold "
+                                f"{options.seed_threshold or 0:g})" if options.threshold is not None else
+                                f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})"),
         "bids_msseg_version": __version__,
     }
-    export_bundle(run_dir, bundle_dir, reference, settings.name, info)
+    export_bundle(run_dir, bundle_dir, reference, settings.name, info, threshold=options.threshold,
+                  seed_threshold=options.seed_threshold or 0.0)
     with atomic_path(bundle_dir / "training_metrics.tsv") as tmp:
         shutil.copyfile(run_dir / "metrics.tsv", tmp)
     LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (epoch %d of %d); segment with --model %s",

@@ -55,6 +55,7 @@ def export_bundle(
     calibrated: tuple[float, float] | None = None,
     checkpoint: str = "best",
     seed_threshold: float = 0.0,
+    threshold: float | None = None,
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as a bundle in ``bundle_dir``; return the directory.
 
@@ -66,7 +67,9 @@ def export_bundle(
     ``calibrated`` gives (threshold, its validation Dice) chosen by the caller on a finer grid.
     ``checkpoint`` names another checkpoint of the run (``last``, or ``epoch_NNN`` of a run with
     ``keep_epochs``) when the epoch was chosen outside training; ``seed_threshold`` is the card's
-    hysteresis threshold (see :func:`bids_msseg.lesions.binarize`; 0: off).
+    hysteresis threshold (see :func:`bids_msseg.lesions.binarize`; 0: off). ``threshold``, when
+    given, is the card's threshold, chosen outside training (e.g. on a cross-site study's
+    operating-point grid); the metric stays the validation's.
     """
     import torch  # lazy: torch stays out of the command line's start-up
 
@@ -97,7 +100,8 @@ def export_bundle(
         input_size=int(cfg.get("input_size", 224)),
         normalization=cfg["normalization"],
         reference_quantiles=[round(float(x), 6) for x in np.asarray(reference)] if quantile else [],
-        threshold=float(calibrated[0] if calibrated else state.get("best_threshold", 0.5)),
+        threshold=float(threshold if threshold is not None
+                        else calibrated[0] if calibrated else state.get("best_threshold", 0.5)),
         seed_threshold=float(seed_threshold),
         model_id=name,
         training=info,

@@ -6,8 +6,8 @@ import pytest
 
 from bids_msseg.cli import parser as cli_parser
 from bids_msseg.crosssite import plan as plan_module
-from bids_msseg.crosssite.plan import Arm, arms, split_test, training_sets
-from bids_msseg.errors import UsageError
+from bids_msseg.crosssite.plan import Arm, arms, build_plan, split_test, training_sets
+from bids_msseg.errors import NoInputError, UsageError
 
 # ------------------------------------------------------------------------------------ plan
 
@@ -43,3 +43,28 @@ def test_split_test_is_by_subject_and_seeded(make_scan) -> None:
     assert len({tuple(split_test(scans, 0.3, seed)[0]) for seed in range(8)}) > 1
     # at least one test subject, never all
     assert len(split_test(scans[:4], 0.01, 0)[0]) == 2 and split_test(scans[:4], 0.99, 0)[1]
+
+
+def test_holdout_site_tests_each_model_on_the_sites_it_did_not_train_on(make_scan) -> None:
+    scans = [make_scan("a1"), *(make_scan(f"b{i}") for i in (1, 2)), *(make_scan(f"c{i}", s) for i in (1, 2, 3)
+                                                                      for s in ("1", "2"))]
+    sites = {s.key: s.run.subject[0].upper() for s in scans}
+    given = [(Arm(), "/models/default_model")]
+    plan = build_plan(scans, sites, ["single", "leave-one-out", "all"], [Arm()], 0.3, 0.2, 0, holdout="site",
+                      given=given)
+    assert plan.sites == plan.test and sorted(plan.sites) == ["A", "B", "C"]  # one subject is enough to test on
+    sets = [e.train_sites for e in plan.experiments if not e.model]
+    assert ("A",) not in sets and ("A", "B", "C") not in sets  # one subject cannot train; "all" has no test
+    assert sets == [("B",), ("C",), ("A", "B"), ("A", "C"), ("B", "C")]
+    for e in plan.experiments[:-1]:
+        tested = set(plan.tested(e))
+        assert tested and all(sites[k] not in e.train_sites for k in tested)
+        assert tested == {k for k, s in sites.items() if s not in e.train_sites}
+        assert set(e.train + e.val) == {k for k, s in sites.items() if s in e.train_sites}
+    model = plan.experiments[-1]
+    assert model.model and model.train_set == "model:default_model" and not model.train
+    assert model.id == "UnetPlusPlus-quantile__model-default_model" and len(plan.tested(model)) == len(scans)
+    with pytest.raises(NoInputError):  # the default holdout needs three subjects a site: only C has them
+        build_plan(scans, sites, ["leave-one-out"], [Arm()], 0.3, 0.2, 0)
+    with pytest.raises(UsageError):
+        build_plan(scans, sites, ["all"], [Arm()], 0.3, 0.2, 0, holdout="everything")

@@ -9,6 +9,7 @@ runs every experiment through the CLI with a tiny training: one epoch of 2 steps
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -152,17 +153,17 @@ def test_crosssite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
 
     # a rerun resumes: no model trained or prediction made again, same tables
     models = sorted((study / "models").rglob("*"))
-    stamps = {p: p.stat().st_mtime_ns for p in models + sorted((study / "predictions").rglob("*.nii.gz"))}
+    stamps = {p: p.stat().st_mtime_ns for p in models + sorted((study / "predictions").rglob("*_mask.nii.gz"))}
     matrix_text = (study / "matrix.tsv").read_text()
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert (study / "matrix.tsv").read_text() == matrix_text
     # an interrupted study: one model's predictions lost -> only they are made again
     lost = study / "predictions" / f"{arm_labels[-1]}__Siemens"
-    for path in lost.glob("*.nii.gz"):
+    for path in lost.glob("*_mask.nii.gz"):
         path.unlink()
     assert main(args) == 0
-    assert len(list(lost.glob("*.nii.gz"))) == 4
+    assert len(list(lost.glob("*_mask.nii.gz"))) == 4
     kept = {p: s for p, s in stamps.items() if lost not in p.parents}
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert (study / "matrix.tsv").read_text() == matrix_text  # the same model predicts the same masks
@@ -174,3 +175,34 @@ def test_crosssite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
         cards = [json.loads(p.read_text()) for p in sorted((study / "models").glob("*/model.json"))]
         assert len(cards) == 6 and all(c["training"]["recipe"]["epochs"] == 2 for c in cards)
         assert len(_read(study / "scans.tsv")) == 24
+
+
+def test_leave_site_out_protocol_with_a_given_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--holdout site``: each model tested on the site it did not train on, a given model (``--compare-model``) on
+    every scan; the per-site / pooled summary and the operating-point grid from the stored probabilities."""
+    monkeypatch.setattr(bids_training, "TRAIN_INPUT_SIZE", 32)
+    bids, out, work = _two_site_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = _args(bids, out, work, "--holdout", "site", "--combinations", "leave-one-out", "all")
+    assert main(args) == 0
+    study = out / "crosssite"
+    given = tmp_path / "given_model"  # a bundle of the study stands for the model to beat (the default's is slow)
+    shutil.copytree(study / "models" / "Unet-quantile__Philips", given)
+    assert main([*args, "--compare-model", str(given)]) == 0  # resumes: only the given model predicts
+    plan = json.loads((study / "plan.json").read_text())
+    assert plan["holdout"] == "site" and all(len(v) == 4 for v in plan["test"].values())
+    assert [e["id"] for e in plan["experiments"]] == [
+        "Unet-quantile__Philips", "Unet-quantile__Siemens", "Unet-quantile__model-given_model"]
+    scans = _read(study / "scans.tsv")
+    trained = scans[~scans.train_set.str.startswith("model:")]
+    assert len(trained) == 8 and not trained.in_domain.any() and (trained.train_set != trained.test_site).all()
+    assert len(scans[scans.train_set == "model:given_model"]) == 8
+    assert {"n_true_small", "detected_large", "n_false_lesions", "false_volume_ml"} <= set(scans.columns)
+    summary = _read(study / "summary.tsv")
+    pooled = summary[(summary.test_site == "pooled") & (summary.model == "leave-one-site-out")]
+    assert len(pooled) == 1 and pooled.n_scans.iloc[0] == 8
+    assert pooled.dice.iloc[0] == pytest.approx(trained.dice.mean(), abs=1e-5)
+    operating = _read(study / "operating.tsv")
+    assert {"threshold", "seed_threshold", "lesion_f1"} <= set(operating.columns)
+    assert set(operating.model) == {"leave-one-site-out", "model:given_model"}
+    assert len(list((study / "predictions" / "Unet-quantile__Philips").glob("*_probseg.nii.gz"))) == 4
+    assert "Leave-one-site-out" in (study / "report.html").read_text()

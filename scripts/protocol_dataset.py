@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""The labelled real scans of ``../shared/data`` as one BIDS dataset: the material of protocol v2.
+
+    python scripts/protocol_dataset.py --out /work/scratch/realbids
+
+Links (never copies) the 25 expert-labelled FLAIRs of 21 patients from four sites into
+``OUT/sub-*/[ses-*/]anat/`` and their masks into derivatives datasets, so that the product's own
+group level runs the leave-one-site-out protocol on them (``docs/model_card.md``, "Protocol v2"):
+
+* ``3D-MR-MS``: patient 26 (Lesjak et al. 2017, CC-BY);
+* ``MSLesSeg``: P14 (three visits), P47 (two), P48-P51, P53 (two) (Guarnera et al. 2025, CC BY 4.0);
+* ``ISBI2015``: training 1-3, raw thick-slice FLAIRs with skull (Carass et al. 2017); rater 1 is the
+  expert mask, rater 2 is kept as ``desc-rater2`` (the human reference; :func:`pick_mask` prefers
+  the mask without ``desc``);
+* ``MS3SEG``: ten raw 1.5 T clinical FLAIRs, 6-8 mm slices (Bashiri Bawil et al.); their masks of
+  normal periventricular hyperintensities go to ``derivatives/normal-wmh/`` (``label-normalwmh``),
+  where training can use them as hard negatives.
+
+``participants.tsv`` names each subject's dataset in its ``site`` column. Visits of one patient are
+sessions of one subject, so every split by subject keeps them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+LOGGER = logging.getLogger("protocol_dataset")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SITES = ("3D-MR-MS", "MSLesSeg", "ISBI2015", "MS3SEG")
+
+
+def scans(data: Path = DATA) -> list[dict]:
+    """One dict per labelled FLAIR: site, subject, session (or None), flair, mask, rater2, normal_wmh."""
+    out = [dict(site="3D-MR-MS", subject="p26", session=None,
+                flair=data / "3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz",
+                mask=data / "3d-mr-ms/patient26/patient26_lesion-mask_mni.nii.gz")]
+    for flair in sorted((data / "mslesseg").glob("P*/P*_T*_FLAIR.nii.gz")):
+        patient, visit = flair.name.split("_")[:2]
+        out.append(dict(site="MSLesSeg", subject=patient, session=visit, flair=flair,
+                        mask=flair.with_name(f"{patient}_{visit}_MASK.nii.gz")))
+    for flair in sorted((data / "isbi2015").glob("training*/training*_01_FLAIR.nii.gz")):
+        stem = flair.name.replace("_FLAIR.nii.gz", "")
+        out.append(dict(site="ISBI2015", subject=f"isbi{stem[8:10]}", session=None, flair=flair,
+                        mask=flair.with_name(f"{stem}_mask1.nii.gz"), rater2=flair.with_name(f"{stem}_mask2.nii.gz")))
+    for flair in sorted((data / "ms3seg").glob("*/*_FLAIR.nii.gz")):
+        case = flair.name.split("_")[0]
+        wmh = flair.with_name(f"{case}_normal-wmh-mask.nii.gz")
+        out.append(dict(site="MS3SEG", subject=f"ms{case}", session=None, flair=flair,
+                        mask=flair.with_name(f"{case}_lesion-mask.nii.gz"), normal_wmh=wmh if wmh.is_file() else None))
+    return out
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and link.resolve() != target.resolve():
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(target.resolve())
+
+
+def _derivative(root: Path, name: str, description: str) -> Path:
+    folder = root / "derivatives" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset_description.json").write_text(json.dumps(
+        {"Name": description, "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "Manual"}]}, indent=1) + "\n")
+    return folder
+
+
+def make_dataset(out: Path, data: Path = DATA) -> Path:
+    """Build (or refresh) the dataset under ``out``; returns ``out``."""
+    items = scans(data)
+    missing = [str(s["flair"]) for s in items if not s["flair"].is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} FLAIR(s) missing under {data}: {missing[:3]}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps(
+        {"Name": "bids_msseg protocol v2: labelled real FLAIRs of four sites", "BIDSVersion": "1.10.0",
+         "DatasetType": "raw"}, indent=1) + "\n")
+    (out / ".bidsignore").write_text("derivatives/\n")
+    subjects = dict.fromkeys((s["subject"], s["site"]) for s in items)
+    (out / "participants.tsv").write_text("participant_id\tsite\n" + "".join(
+        f"sub-{subject}\t{site}\n" for subject, site in subjects))
+    expert = _derivative(out, "expert", "Expert lesion masks (ISBI-2015: rater 1; rater 2 as desc-rater2)")
+    normal = _derivative(out, "normal-wmh", "MS3SEG masks of normal periventricular hyperintensities")
+    for s in items:
+        parts = [f"sub-{s['subject']}"] + ([f"ses-{s['session']}"] if s["session"] else [])
+        stem, rel = "_".join(parts), Path(*parts, "anat")
+        _link(s["flair"], out / rel / f"{stem}_FLAIR.nii.gz")
+        _link(s["mask"], expert / rel / f"{stem}_label-lesion_mask.nii.gz")
+        if s.get("rater2"):
+            _link(s["rater2"], expert / rel / f"{stem}_label-lesion_desc-rater2_mask.nii.gz")
+        if s.get("normal_wmh"):
+            _link(s["normal_wmh"], normal / rel / f"{stem}_label-normalwmh_mask.nii.gz")
+    LOGGER.info("%s: %d labelled FLAIRs of %d subjects from %s", out, len(items), len(subjects),
+                ", ".join(SITES))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder of the BIDS dataset (links only)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    make_dataset(args.out)
+
+
+if __name__ == "__main__":
+    main()

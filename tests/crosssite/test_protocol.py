@@ -1,0 +1,95 @@
+"""Protocol tables of the cross-site study (bids_msseg/crosssite/protocol.py): per site, pooled, operating points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_msseg.crosssite.plan import Arm, Experiment, StudyPlan
+from bids_msseg.crosssite.protocol import (
+    LEAVE_SITE_OUT,
+    best_operating_point,
+    model_group,
+    operating_points,
+    summary_table,
+)
+from bids_msseg.lesions import LesionDefinition
+
+
+def _row(site: str, scan: str, train_set: str, **values) -> dict:
+    base = {"arm": "UnetPlusPlus-quantile", "train_set": train_set, "test_site": site, "scan": scan, "dice": 0.5,
+            "lesion_f1": 0.5, "n_false_lesions": 0, "false_volume_ml": 0.0}
+    for size in ("small", "medium", "large"):
+        base |= {f"n_true_{size}": 0, f"detected_{size}": 0}
+    return base | values
+
+
+def test_summary_pools_scans_and_averages_sites() -> None:
+    rows = pd.DataFrame([
+        _row("A", "a1", "B+C", dice=0.2, lesion_f1=0.1, n_true_small=4, detected_small=1, n_false_lesions=3),
+        _row("B", "b1", "A+C", dice=0.6, lesion_f1=0.5, n_true_small=2, detected_small=2, false_volume_ml=0.4),
+        _row("B", "b2", "A+C", dice=0.8, lesion_f1=0.9, n_true_large=1, detected_large=1, n_false_lesions=1),
+        _row("B", "b1", "model:v2", dice=0.1),
+    ])
+    table = summary_table(rows, {"B+C": LEAVE_SITE_OUT, "A+C": LEAVE_SITE_OUT, "model:v2": "model:v2"})
+    loso = table[table.model == LEAVE_SITE_OUT].set_index("test_site")
+    assert list(loso.index) == ["A", "B", "pooled", "site_mean"]
+    assert loso.loc["pooled", "dice"] == pytest.approx(1.6 / 3) and loso.loc["site_mean", "dice"] == pytest.approx(0.45)
+    assert loso.loc["pooled", "ltpr_small"] == pytest.approx(3 / 6)  # pooled counts, not a mean of ratios
+    assert np.isnan(loso.loc["A", "ltpr_medium"]) and loso.loc["pooled", "ltpr_large"] == 1.0
+    assert loso.loc["pooled", "false_lesions_max"] == 3 and loso.loc["pooled", "false_ml_max"] == pytest.approx(0.4)
+    assert loso.loc["pooled", "n_scans"] == 3
+    given = table[table.model == "model:v2"].set_index("test_site")
+    assert list(given.index) == ["B", "pooled", "site_mean"] and given.loc["pooled", "dice"] == pytest.approx(0.1)
+
+
+def _plan() -> tuple[StudyPlan, list[Experiment]]:
+    loo = [Experiment(Arm(), ("B",), ("b",), ("b2",)), Experiment(Arm(), ("A",), ("a",), ("a2",))]
+    given = Experiment(Arm(), (), model="/m/default_model")
+    plan = StudyPlan(sites={"A": ["a"], "B": ["b"]}, test={"A": ["a"], "B": ["b"]},
+                     experiments=[*loo, given], holdout="site")
+    return plan, [*loo, given]
+
+
+def test_model_groups() -> None:
+    plan, (left_a, left_b, given) = _plan()
+    assert model_group(left_a, plan) == LEAVE_SITE_OUT == model_group(left_b, plan)
+    assert model_group(given, plan) == "model:default_model"
+    plan.holdout = "subjects"
+    assert model_group(left_a, plan) == "B"
+
+
+def test_operating_points_rescore_stored_probabilities(tmp_path: Path) -> None:
+    plan, experiments = _plan()
+    truth = np.zeros((20, 20, 20), bool)
+    truth[2:5, 2:5, 2:5] = True  # a lesion the model sees at 0.6 (peak 0.95)
+    truth[10:13, 10:13, 10:13] = True  # one it sees faintly at 0.45
+    probability = np.zeros(truth.shape, np.float32)
+    probability[2:5, 2:5, 2:5] = 0.6
+    probability[3, 3, 3] = 0.95
+    probability[10:13, 10:13, 10:13] = 0.45
+    probability[15:18, 15:18, 15:18] = 0.75  # a false lesion without a confident core
+
+    def path(experiment: Experiment, key: str) -> Path:
+        target = tmp_path / experiment.id / f"{key}.nii.gz"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(probability, np.eye(4)), str(target))
+        return target
+
+    table = operating_points(plan, lambda key: (truth, 1.0), path, LesionDefinition(min_size_mm3=0.0),
+                             thresholds=(0.4, 0.5), seeds=(0.0, 0.9))
+    pooled = table[(table.test_site == "pooled") & (table.model == LEAVE_SITE_OUT)].set_index(
+        ["threshold", "seed_threshold"])
+    assert pooled.loc[(0.4, 0.0), "lesion_f1"] == pytest.approx(0.8)  # 2 of 2 found, 1 of 3 predictions false
+    assert pooled.loc[(0.5, 0.0), "lesion_f1"] == pytest.approx(0.5)  # 1 of 2 found, 1 of 2 false
+    assert pooled.loc[(0.5, 0.9), "lesion_f1"] == pytest.approx(2 / 3)  # the seed drops the false lesion
+    assert pooled.loc[(0.4, 0.9), "n_scans"] == 2  # each site's scan scored once, by the model without its site
+    assert set(table.model) == {LEAVE_SITE_OUT, "model:default_model"}
+    best = best_operating_point(table)
+    assert len(best) == 2 and best.iloc[0]["lesion_f1"] == pytest.approx(0.8)
+    assert (best.iloc[0]["threshold"], best.iloc[0]["seed_threshold"]) == (0.4, 0.0)
