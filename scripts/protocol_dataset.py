@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The labelled real scans of ``../shared/data`` as one BIDS dataset: the material of protocol v2.
 
-    python scripts/protocol_dataset.py --out /work/scratch/realbids
+    python scripts/protocol_dataset.py --out /work/scratch/realbids [--rater-agreement]
 
 Links (never copies) the 25 expert-labelled FLAIRs of 21 patients from four sites into
 ``OUT/sub-*/[ses-*/]anat/`` and their masks into derivatives datasets, so that the product's own
@@ -26,6 +26,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_msseg.crosssite.evaluate import scan_metrics
+from bids_msseg.lesions import LesionDefinition
 
 LOGGER = logging.getLogger("protocol_dataset")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -100,12 +107,36 @@ def make_dataset(out: Path, data: Path = DATA) -> Path:
     return out
 
 
+def rater_agreement(data: Path = DATA) -> pd.DataFrame:
+    """ISBI-2015's second rater scored against the first with the study's metrics: the human reference
+    beside the models' figures (the one lesion definition, :class:`~bids_msseg.lesions.LesionDefinition`)."""
+    rows = []
+    for s in scans(data):
+        if not s.get("rater2"):
+            continue
+        first, second = nib.load(str(s["mask"])), nib.load(str(s["rater2"]))
+        voxel = float(np.prod(first.header.get_zooms()[:3]))
+        values = scan_metrics(np.asarray(second.dataobj) >= 0.5, np.asarray(first.dataobj) >= 0.5, voxel,
+                              LesionDefinition())
+        rows.append({"scan": s["subject"], **values})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder of the BIDS dataset (links only)")
+    parser.add_argument("--rater-agreement", action="store_true",
+                        help="also print ISBI-2015's rater 2 scored against rater 1 (the human reference)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     make_dataset(args.out)
+    if args.rater_agreement:
+        table = rater_agreement()
+        columns = ["scan", "dice", "lesion_f1", "ltpr", "n_true_lesions", "n_pred_lesions", "n_false_lesions",
+                   "true_volume_ml", "pred_volume_ml"]
+        LOGGER.info("ISBI-2015 rater 2 against rater 1:\n%s\nmean Dice %.3f, mean lesion F1 %.3f",
+                    table[columns].to_string(index=False, float_format="%.3f"), table.dice.mean(),
+                    table.lesion_f1.mean())
 
 
 if __name__ == "__main__":

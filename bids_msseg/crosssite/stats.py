@@ -42,7 +42,8 @@ def anova_tukey(groups: Mapping[str, Sequence[float]]) -> tuple[dict, list[dict]
     Returns ``({"statistic", "pvalue", "n", "note"}, [{"group_a", "group_b", "mean_a", "mean_b",
     "statistic" (mean_a - mean_b), "pvalue", "ci_low", "ci_high"} ...])``. Non-finite values are
     dropped; empty groups are left out; NaN (with a note) when fewer than two groups remain, when
-    there are no degrees of freedom within groups or no variance within them.
+    there are no degrees of freedom within groups or no variance within them; the Tukey rows stay
+    NaN (with a note) when a group has a single value (a test site with one scan).
     """
     data = {name: _clean(values) for name, values in groups.items()}
     data = {name: values for name, values in data.items() if values.size}
@@ -64,6 +65,9 @@ def anova_tukey(groups: Mapping[str, Sequence[float]]) -> tuple[dict, list[dict]
     arrays = [data[name] for name in names]
     result = stats.f_oneway(*arrays)
     anova.update(statistic=float(result.statistic), pvalue=float(result.pvalue))
+    if min(v.size for v in arrays) < 2:  # scipy's Tukey HSD needs two values in every group
+        anova["note"] = "Tukey HSD not run: a group has a single value"
+        return anova, pairs
     tukey = stats.tukey_hsd(*arrays)
     ci = tukey.confidence_interval()
     index = {name: i for i, name in enumerate(names)}

@@ -35,6 +35,10 @@ def test_anova_tukey_undefined_cases() -> None:
         anova, pairs = anova_tukey(groups)
         assert np.isnan(anova["pvalue"]) and note in anova["note"]
         assert all(np.isnan(p["pvalue"]) for p in pairs)
+    # a test site with one scan: the ANOVA runs, Tukey's HSD (two values per group) does not
+    anova, pairs = anova_tukey({"a": [0.5], "b": [0.2, 0.3, 0.25]})
+    assert anova["pvalue"] == pytest.approx(stats.f_oneway([0.5], [0.2, 0.3, 0.25]).pvalue)
+    assert "single value" in anova["note"] and all(np.isnan(p["pvalue"]) for p in pairs)
 
 
 def test_wilcoxon_known_values() -> None:
