@@ -7,8 +7,9 @@
   false lesions and false volume per scan (mean and maximum); ``site_mean`` averages the sites'
   means, so a site with many scans does not dominate.
 * :func:`operating_points` (``operating.tsv``): the same groups rescored from the stored probability
-  maps at every (threshold, seed threshold) of a grid: the operating point is chosen on pooled
-  leave-site-out lesion F1, never on one site (:func:`best_operating_point`).
+  maps at every (threshold, seed threshold) of a grid, and its best points on pooled leave-site-out
+  figures, never on one site (:func:`best_operating_point`: by lesion F1, and by the mean of Dice and
+  lesion F1).
 """
 
 from __future__ import annotations
@@ -114,9 +115,21 @@ def operating_points(
     return pd.DataFrame(out)
 
 
+#: Criteria of :func:`best_operating_point`: the protocol's lesion F1, and the mean of Dice and lesion F1
+#: (the default model's selection rule since version 2: F1 alone lets the masks' Dice fall).
+CRITERIA = {"lesion_f1": ("lesion_f1",), "mean_dice_f1": ("dice", "lesion_f1")}
+
+
 def best_operating_point(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (arm, model group), the pooled row with the highest lesion F1 (ties: higher Dice)."""
+    """Per criterion of :data:`CRITERIA` and (arm, model group), the pooled row that maximizes it
+    (the mean of its metrics; ties: the higher Dice); a ``criterion`` column names it."""
     if table.empty:
         return table
-    pooled = table[table["test_site"] == "pooled"].sort_values(["lesion_f1", "dice"], ascending=False)
-    return pooled.groupby(["arm", "model"], sort=False).head(1).reset_index(drop=True)
+    pooled = table[table["test_site"] == "pooled"]
+    rows = []
+    for criterion, metrics in CRITERIA.items():
+        scored = pooled.assign(criterion=criterion, score=pooled[list(metrics)].mean(axis=1))
+        ranked = scored.sort_values(["score", "dice"], ascending=False)
+        rows.append(ranked.groupby(["arm", "model"], sort=False).head(1))
+    out = pd.concat(rows, ignore_index=True)
+    return out[["criterion", *[c for c in out.columns if c not in ("criterion", "score")]]]

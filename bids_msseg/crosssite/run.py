@@ -260,8 +260,8 @@ def run_study(options: Options) -> int:
 
         operating = operating_points(plan, truth_of, lambda e, k: prediction_path(out, e, k, "probseg"), definition)
         for _, row in best_operating_point(operating).iterrows():
-            LOGGER.info("%s %s: best pooled lesion F1 %.3f (Dice %.3f) at threshold %g, seed threshold %g",
-                        row["arm"], row["model"], row["lesion_f1"], row["dice"], row["threshold"],
+            LOGGER.info("%s %s, best by %s: pooled lesion F1 %.3f, Dice %.3f at threshold %g, seed threshold %g",
+                        row["arm"], row["model"], row["criterion"], row["lesion_f1"], row["dice"], row["threshold"],
                         row["seed_threshold"])
     write_outputs(out, plan, per_scan, consistency, plan_json, summary, operating)
     return EXIT_OK

@@ -91,5 +91,9 @@ def test_operating_points_rescore_stored_probabilities(tmp_path: Path) -> None:
     assert pooled.loc[(0.4, 0.9), "n_scans"] == 2  # each site's scan scored once, by the model without its site
     assert set(table.model) == {LEAVE_SITE_OUT, "model:default_model"}
     best = best_operating_point(table)
-    assert len(best) == 2 and best.iloc[0]["lesion_f1"] == pytest.approx(0.8)
-    assert (best.iloc[0]["threshold"], best.iloc[0]["seed_threshold"]) == (0.4, 0.0)
+    assert list(best.criterion) == ["lesion_f1", "lesion_f1", "mean_dice_f1", "mean_dice_f1"]
+    by_f1 = best[(best.criterion == "lesion_f1") & (best.model == LEAVE_SITE_OUT)].iloc[0]
+    assert by_f1["lesion_f1"] == pytest.approx(0.8) and (by_f1["threshold"], by_f1["seed_threshold"]) == (0.4, 0.0)
+    by_mean = best[(best.criterion == "mean_dice_f1") & (best.model == LEAVE_SITE_OUT)].iloc[0]
+    grid = pooled.assign(score=(pooled.dice + pooled.lesion_f1) / 2)
+    assert (by_mean["threshold"], by_mean["seed_threshold"]) == grid.score.idxmax()
