@@ -85,7 +85,7 @@ def make_dataset(out: Path, data: Path = DATA) -> Path:
         raise SystemExit(f"{len(missing)} FLAIR(s) missing under {data}: {missing[:3]}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "dataset_description.json").write_text(json.dumps(
-        {"Name": "bids_msseg protocol v2: labelled real FLAIRs of four sites", "BIDSVersion": "1.10.0",
+        {"Name": "3D-MR-MS, MSLesSeg, ISBI-2015 and MS3SEG (protocol v2)", "BIDSVersion": "1.10.0",
          "DatasetType": "raw"}, indent=1) + "\n")
     (out / ".bidsignore").write_text("derivatives/\n")
     subjects = dict.fromkeys((s["subject"], s["site"]) for s in items)

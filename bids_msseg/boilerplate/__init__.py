@@ -59,7 +59,8 @@ PRECISION_TEXTS = {
 #: Data sets named in a model card's ``training.data`` and the references to cite for them.
 TRAINING_DATA_REFERENCES = {"3D-MR-MS": "lesjak2018mrms", "MNI152": "fonov2011unbiased",
                             "Colin27": "holmes1998colin", "MSLesSeg": "guarnera2025mslesseg",
-                            "GG-853": "winkler2012flair"}
+                            "GG-853": "winkler2012flair", "ISBI-2015": "carass2017isbi",
+                            "MS3SEG": "bashiribawil_ms3seg"}
 
 #: What the template expects; ``render_boilerplate`` fills what the caller leaves out.
 #: ``n4`` and ``brain_extraction`` are True (every run), False (never) or "auto" (decided per run);

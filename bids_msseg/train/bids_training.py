@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -75,6 +76,15 @@ def _load_init_model(settings: TrainSettings):
         raise UsageError(f"--init-model: {err}") from err
     LOGGER.info("fine-tuning from %s (%s)", bundle.card.model_id, settings.init_model)
     return bundle
+
+
+def _init_data(init) -> str:
+    """What the ``--init-model`` was trained on (its card's ``training.data``, without a closing pointer to
+    docs), so a fine-tuned bundle's methods text credits both data sets; empty without one."""
+    if init is None:
+        return ""
+    data = str((init.card.training or {}).get("data", "")).strip()
+    return re.sub(r"\s*\(see [^()]*\)\s*$", "", data).rstrip(". ")
 
 
 def _resolve_network(settings: TrainSettings, init) -> tuple[str, str]:
@@ -174,7 +184,9 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
 
     names = dict(dataset_names)
     info = {
-        "data": f"{len(scans)} FLAIR scan(s) with expert lesion masks from {', '.join(names.values())}",
+        "data": f"{len(scans)} FLAIR scan(s) with expert lesion masks from {', '.join(names.values())}" + (
+            f", fine-tuned from {init.card.model_id} (trained on {init_data})" if (init_data := _init_data(init))
+            else ""),
         "datasets": names,
         "subjects": {"train": subjects(train_scans), "validation": subjects(val_scans)},
         "n_scans": {"train": len(train_scans), "validation": len(val_scans),

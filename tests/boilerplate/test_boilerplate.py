@@ -34,12 +34,18 @@ def test_every_cited_key_is_in_the_bib():
                 "avants2008syn", "gorgolewski2016bids", "gorgolewski2017bidsapps", "gorgolewski2011nipype",
                 "yarkoni2019pybids", "nyul1999standardizing", "lesjak2018mrms", "iakubovskii2019smp",
                 "paszke2019pytorch", "iglesias2011robex", "fonov2011unbiased", "holmes1998colin",
-                "guarnera2025mslesseg", "winkler2012flair"}
+                "guarnera2025mslesseg", "winkler2012flair", "carass2017isbi", "bashiribawil_ms3seg"}
     assert expected == set(references)
-    training_only = {"fonov2011unbiased", "holmes1998colin", "guarnera2025mslesseg", "winkler2012flair"}
+    training_only = {"fonov2011unbiased", "holmes1998colin", "guarnera2025mslesseg", "winkler2012flair",
+                     "carass2017isbi", "bashiribawil_ms3seg"}
     assert expected - {"iglesias2011robex"} - training_only == set(
         cited_keys(render_boilerplate(ALL_ON)))
     assert references["lesjak2018mrms"]["doi"] == "10.1007/s12021-017-9348-7"
+    # a fine-tuned model's data names every data set it learned from, and each is cited
+    data = ("25 FLAIR scan(s) with expert lesion masks from 3D-MR-MS, MSLesSeg, ISBI-2015 and MS3SEG, fine-tuned "
+            "from m@1 (trained on synthetic FLAIR from MNI152 2009 / Colin27 anatomy)")
+    assert set(training_citations(data)) == {"lesjak2018mrms", "guarnera2025mslesseg", "carass2017isbi",
+                                             "bashiribawil_ms3seg", "fonov2011unbiased", "holmes1998colin"}
 
 
 def test_boilerplate_describes_the_run():
