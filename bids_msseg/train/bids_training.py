@@ -209,7 +209,8 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                   seed_threshold=options.seed_threshold or 0.0)
     with atomic_path(bundle_dir / "training_metrics.tsv") as tmp:
         shutil.copyfile(run_dir / "metrics.tsv", tmp)
-    LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (epoch %d of %d); segment with --model %s",
-                settings.name, state["best_dice"], state.get("best_threshold", 0.5), state["best_epoch"],
-                state["epoch"], bundle_dir)
+    LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (epoch %d of %d); the bundle's threshold is %s; "
+                "segment with --model %s", settings.name, state["best_dice"], state.get("best_threshold", 0.5),
+                state["best_epoch"], state["epoch"],
+                "that one" if options.threshold is None else f"{options.threshold:g} (given)", bundle_dir)
     return state
