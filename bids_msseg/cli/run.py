@@ -39,6 +39,7 @@ from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_sec
 from bids_msseg.crashfiles import flair_wf_name
 from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_sources, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
+from bids_msseg.io import file_sha256
 from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition
 from bids_msseg.longitudinal import run_longitudinal
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
@@ -130,11 +131,32 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
         return False
+    if not _same_source(run, meta.get("SourceSHA256")):
+        return False
     if (_summary_row(paths["summary"]).get("location_status") != LOCATION_OFF) != settings.location:
         LOGGER.info("%s: existing outputs were made with lesion location %s; recomputing", run.name,
                     "on" if not settings.location else "off (--no-location)")
         return False
     return True
+
+
+def _same_source(run: FlairRun, recorded: Any) -> bool:
+    """Whether the source FLAIR is the file the outputs were made from (``SourceSHA256`` of the mask
+    sidecar). A replaced FLAIR, or outputs that record no checksum (an older version), are recomputed:
+    keeping them would report the lesions of another image."""
+    try:
+        current = file_sha256(run.path)
+    except OSError:
+        return False  # unreadable now: the run is recomputed and fails with its own message
+    if recorded == current:
+        return True
+    if recorded is None:
+        LOGGER.info("%s: existing outputs record no checksum of their source FLAIR (made by an older version); "
+                    "recomputing", run.name)
+    else:
+        LOGGER.warning("%s: the source FLAIR changed since its outputs were made (sha256 %.12s..., now %.12s...); "
+                       "recomputing", run.name, recorded, current)
+    return False
 
 
 def _summary_row(summary: Path) -> dict[str, str]:

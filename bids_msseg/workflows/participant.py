@@ -43,6 +43,7 @@ from bids_msseg.bids import FlairRun
 from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_wf_name
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.interfaces import LesionLocation, LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
+from bids_msseg.io import file_sha256
 from bids_msseg.masks import index_masks, mask_roots, name_entities, pick_mask
 from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
@@ -199,9 +200,10 @@ def init_single_flair_wf(
     inputnode.inputs.metadata = dict(run.metadata)
     outputnode = pe.Node(IdentityInterface(fields=["mask", "summary", "report"]), name="outputnode")
 
+    source_sha256 = file_sha256(run.path)  # recorded in the sidecars: a rerun sees a replaced source
     preprocess = pe.Node(
         Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
-                   omp_nthreads=threads, **_preprocess_extras(options)),
+                   omp_nthreads=threads, source_sha256=source_sha256, **_preprocess_extras(options)),
         name="preprocess", n_procs=threads, mem_gb=mem("preprocess"))
     segment = pe.Node(
         Segment(bundle_path=str(bundle_path), model_id=settings.model_id,
@@ -214,7 +216,8 @@ def init_single_flair_wf(
                     connectivity=settings.connectivity),
         name="lesion_stats", mem_gb=mem("lesion_stats"))
     extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
-                  "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
+                  "ComponentVersions": provenance(settings.model_id, settings.weights_sha256),
+                  "SourceSHA256": source_sha256}
     if options.random_seed is not None:  # the default seed too: same input and seed, same outputs
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
