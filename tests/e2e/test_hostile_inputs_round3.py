@@ -8,9 +8,14 @@ or, behind ``slow``, on patient 26 downsampled to 2 mm.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +25,7 @@ import pytest
 from bids_msseg.cli.run import main
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.io import file_sha256
+from tests.helpers import REPO_ROOT
 
 
 def _main(bids: Path, out: Path, work: Path, *extra: str) -> int:
@@ -57,3 +63,102 @@ def test_a_replaced_flair_is_recomputed_not_skipped(tmp_path: Path, make_bids_da
     mask = np.asanyarray(nib.load(derivative_paths(out, runs[0][0])["mask"]).dataobj)
     brain = np.asanyarray(nib.load(derivative_paths(out, runs[0][0])["brain"]).dataobj)
     assert not mask[:, :, data.shape[2] // 2:].any() and not brain[:, :, data.shape[2] // 2:].any()
+
+
+# ----------------------------------------------------------- 8, 14. leftovers and interruptions
+
+
+def _subprocess_env(tmpdir: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", NIPYPE_NO_ET="1", TMPDIR=str(tmpdir))
+
+
+@pytest.mark.slow
+def test_a_run_leaves_nothing_in_the_temporary_folder(tmp_path: Path, make_bids_dataset, tiny_bundle: Path) -> None:
+    """Issue 26 item 8: ANTs' ``tmp*GenericAffine.mat`` (lesion location) and ``torchinductor_<user>/`` stayed in
+    TMPDIR after every successful run. A subprocess, so that nipype's forkserver starts with its TMPDIR."""
+    bids = make_bids_dataset(tmp_path / "bids", runs=(("sub-01/anat/sub-01_FLAIR.nii.gz", {"skull": False}),),
+                             extra_files=())
+    tmpdir, work = tmp_path / "tmp", tmp_path / "work"
+    tmpdir.mkdir()
+    done = subprocess.run([sys.executable, "-m", "bids_msseg", str(bids), str(tmp_path / "out"), "participant",
+                           "-w", str(work), "--model", str(tiny_bundle), "--nprocs", "2", "--omp-nthreads", "1",
+                           "--no-longitudinal"], env=_subprocess_env(tmpdir), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = derivative_paths(tmp_path / "out", "sub-01/anat/sub-01_FLAIR.nii.gz")["summary"]
+    header, row = summary.read_text().splitlines()
+    assert dict(zip(header.split("\t"), row.split("\t"), strict=True))["location_status"] == "ok"  # ANTs ran
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+    assert not list(work.glob("tmp_*"))
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.extend([int(entry.name), *_children(int(entry.name))])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_run_cleanly(tmp_path: Path, make_bids_dataset, tiny_bundle: Path, signum: int,
+                                        code: int) -> None:
+    """Issue 26 item 14: SIGTERM / SIGHUP exited 143 / 129 without a log line, with a leaked-semaphore warning
+    and /tmp/pymp-* left; Ctrl-C printed a worker's 20-line traceback and a worker outlived the main process."""
+    bids = make_bids_dataset(tmp_path / "bids")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "bids_msseg", str(bids), str(tmp_path / "out"), "participant",
+                             "-w", str(tmp_path / "work"), "--model", str(tiny_bundle), "--nprocs", "2",
+                             "--omp-nthreads", "1"], env=_subprocess_env(tmpdir), stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until a run is under way in a worker
+        lines.append(line)
+        if "preprocessing in" in line or "started" in line and "[1/" in line:
+            break
+    workers = _children(proc.pid)
+    time.sleep(1.0)
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole foreground process group
+    else:
+        proc.send_signal(signum)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert proc.returncode == code, text[-3000:]
+    assert ("stopped by " + signal.Signals(signum).name if signum != signal.SIGINT else "interrupted") in text
+    assert "Traceback" not in text and "leaked semaphore" not in text
+    time.sleep(0.5)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "(Z)" not in Path(f"/proc/{pid}/stat").read_text()[:200]]
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- 13. read-only /dev/shm
+
+
+def test_a_read_only_dev_shm_names_the_cause_and_the_way_out(tmp_path: Path, synthetic_bids: Path, tiny_bundle: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26 item 13: "Read-only file system (); free space or choose another -w/output directory"."""
+    import bids_msseg.workflows.participant as participant
+
+    def no_semaphores(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(participant, "ProcessPoolExecutor", no_semaphores)
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+    assert main([str(synthetic_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--model", str(tiny_bundle), "--nprocs", "2"]) == 1
+    assert ("Read-only file system: the MultiProc plugin needs a writable /dev/shm (shared memory for its queues and "
+            "locks)") in caplog.text
+    assert "--nipype-plugin Linear" in caplog.text and "free space" not in caplog.text
