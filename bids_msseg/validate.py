@@ -19,12 +19,14 @@ refused from its 348 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
+import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,11 +98,17 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
         raise fail(path, f"the file cannot be read ({err.strerror or err}); check its permissions (the user "
                          "running bids_msseg must be able to read it) or the storage it is on") from err
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():
+            img = nib.load(str(path))
     except ImageFileError as err:
         raise fail(path, f"not a readable NIfTI image ({err}); convert it to NIfTI (e.g. dcm2niix for "
                          "DICOM, mri_convert for .mgz)") from err
     except READ_ERRORS as err:
+        code = _DATA_CODE.search(str(err))
+        if code:
+            kind = _DATA_CODES.get(int(code.group(1)), "a code the NIfTI standard does not define")
+            raise fail(path, f"unsupported voxel type (NIfTI datatype code {code.group(1)}: {kind}); save it as "
+                             "int16, uint16 or float32 (e.g. with nibabel or fslmaths -odt float)") from err
         raise fail(path, f"unreadable or corrupt file or header ({type(err).__name__}: {err}); copy or "
                          "convert it again") from err
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -109,10 +117,31 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
     return img
 
 
+#: nibabel's message for a datatype code it cannot read, and what the codes it refuses are.
+_DATA_CODE = re.compile(r"data code (-?\d+) not (?:supported|recognized)")
+_DATA_CODES = {1: "binary, 1 bit per voxel", 1536: "float128", 1792: "complex128", 2048: "complex256"}
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's own log lines while it reads a header ("data code 9999 not recognized; not
+    attempting fix"): the error they announce is reported once, in the app's message."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def check_shape(path: str | Path, shape: tuple[int, ...]) -> None:
     """Refuse images that are not 3D or that have absurd or too small dimensions (header only)."""
     if len(shape) < 3:
         raise fail(path, f"{len(shape)}D image (shape {shape}); a 3D FLAIR volume is needed")
+    if any(n <= 0 for n in shape):
+        raise fail(path, f"impossible dimensions {shape} (zero or negative sizes): a broken header; copy or "
+                         "convert it again")
     spatial = shape[:3]
     if any(n > MAX_AXIS_VOXELS for n in spatial) or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise fail(path, f"absurd dimensions {shape} (at most {MAX_AXIS_VOXELS} voxels per axis and "
@@ -295,17 +324,32 @@ def forms_disagreement(img: nib.Nifti1Image | nib.Nifti2Image) -> str | None:
             "lesion masks) elsewhere; fix the header if the qform is the right one")
 
 
+def _stored_slope(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> float:
+    """``scl_slope`` as stored in the file (nibabel's ``img.header`` has it reset to NaN after loading)."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as fh, _quiet_nibabel():
+            header = type(img.header).from_fileobj(fh, check=False)
+        return float(np.asarray(header["scl_slope"]).item())
+    except READ_ERRORS:
+        return float("nan")
+
+
 def screen_flair(path: str | Path) -> None:
     """Every check that needs no voxel data (see the module docstring); raises :class:`InputError`.
 
-    A qform disagreeing with the sform is not an error (the sform is used) but is logged as a warning
-    (:func:`forms_disagreement`).
+    A qform disagreeing with the sform (:func:`forms_disagreement`) and an infinite ``scl_slope`` are not
+    errors (the sform is used; the values unscaled) but are logged as warnings.
     """
     img = open_nifti(path)
     check_header(img, path)
     disagreement = forms_disagreement(img)
     if disagreement:
         LOGGER.warning("%s: %s", Path(path).name, disagreement)
+    slope = _stored_slope(img, path)
+    if np.isinf(slope):
+        LOGGER.warning("%s: scl_slope is %s, which nibabel (like most tools) reads as no scaling: the stored "
+                       "values are used as they are; check the image's intensities (re-convert it if the "
+                       "scaling was meant)", Path(path).name, slope)
     check_file_size(img, path)
     check_compressed_content(img, path)
 

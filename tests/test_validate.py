@@ -67,3 +67,52 @@ def test_qform_and_sform_that_disagree_are_named_in_a_warning(tmp_path, caplog: 
     _save_with_forms(tmp_path / "same.nii.gz", 0.0)
     screen_flair(tmp_path / "same.nii.gz")
     assert "disagree" not in caplog.text
+
+
+def _damaged_header(tmp_path, name: str, offset: int, fmt: str, value) -> str:
+    """A valid .nii (int16, 20^3) with one header field overwritten at byte ``offset``."""
+    import struct
+
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(head_like_flair(shape=(20, 20, 20), seed=4), np.eye(4)), str(tmp_path / "ok.nii"))
+    raw = bytearray((tmp_path / "ok.nii").read_bytes())
+    struct.pack_into(fmt, raw, offset, value)
+    (tmp_path / name).write_bytes(bytes(raw))
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize(("field", "offset", "fmt", "value", "message"), [
+    ("DT_BINARY", 70, "<h", 1, "unsupported voxel type (NIfTI datatype code 1: binary, 1 bit per voxel)"),
+    ("datatype 9999", 70, "<h", 9999, "(NIfTI datatype code 9999: a code the NIfTI standard does not define)"),
+    ("float128", 70, "<h", 1536, "(NIfTI datatype code 1536: float128)"),
+    ("vox_offset 100", 108, "<f", 100.0, "vox offset 100 too low"),
+    ("dim -109", 42, "<h", -109, "impossible dimensions (-109, 20, 20) (zero or negative sizes): a broken header"),
+])
+def test_broken_headers_get_one_message_of_the_app(tmp_path, capfd: pytest.CaptureFixture[str], field: str,
+                                                   offset: int, fmt: str, value, message: str) -> None:
+    """Issue 26 item 15: nibabel's raw "data code N not supported" line came before the app's error, and
+    dim = -109 was called "too few voxels"."""
+    from bids_msseg.validate import screen_flair
+
+    path = _damaged_header(tmp_path, "bad.nii", offset, fmt, value)
+    capfd.readouterr()
+    with pytest.raises(InputError) as err:
+        screen_flair(path)
+    assert message in str(err.value)
+    captured = capfd.readouterr()
+    assert "not attempting fix" not in captured.err + captured.out and "setting to minimum" not in captured.err
+
+
+def test_an_infinite_scl_slope_is_warned(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26 item 15: scl_slope = inf was read as no scaling without a word."""
+    import logging
+
+    from bids_msseg.validate import screen_flair
+
+    caplog.set_level(logging.WARNING, logger="bids_msseg")
+    screen_flair(_damaged_header(tmp_path, "inf.nii", 112, "<f", float("inf")))
+    assert "inf.nii: scl_slope is inf, which nibabel (like most tools) reads as no scaling" in caplog.text
+    caplog.clear()
+    screen_flair(tmp_path / "ok.nii")
+    assert "scl_slope" not in caplog.text
