@@ -162,3 +162,51 @@ def test_a_read_only_dev_shm_names_the_cause_and_the_way_out(tmp_path: Path, syn
     assert ("Read-only file system: the MultiProc plugin needs a writable /dev/shm (shared memory for its queues and "
             "locks)") in caplog.text
     assert "--nipype-plugin Linear" in caplog.text and "free space" not in caplog.text
+
+
+# ------------------------------------------------------------------------ 2. intensity scale
+
+
+def _patient26_2mm(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Patient 26 at 2 mm on 256 grey levels (as float), and its affine: every rescaling below holds
+    exactly this image, so only the storage scale differs."""
+    from bids_msseg.preproc.orient import downsample
+
+    path = shared_data / "3d-mr-ms" / "patient26" / "patient26_FLAIR_mni.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"real data absent: {path}")
+    img = nib.load(path)
+    coarse, affine = downsample(img.get_fdata(dtype=np.float32), img.affine, 2.0)
+    return np.round(coarse / coarse.max() * 255.0), affine
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_lesions_do_not_depend_on_the_intensity_scale(tmp_path: Path, shared_data: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26 item 2: the same anatomy as uint16 0-65535, uint32 0-4e9 and float 0-125 gave 6, 5 and 8
+    lesions. Here uint8, uint16, uint32, float 0-125 and x1e-3 / x1e3 must give the same lesion count and
+    volumes within 1 % (default model, automatic decisions)."""
+    base, affine = _patient26_2mm(shared_data)
+    variants = {"uint8": base.astype(np.uint8), "uint16": (base * 257).astype(np.uint16),
+                "uint32": (base * 16843009).astype(np.uint32), "float": (base / 255 * 125).astype(np.float32),
+                "milli": (base / 255 * 125e-3).astype(np.float32), "kilo": (base / 255 * 125e3).astype(np.float32)}
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text('{"Name": "scales", "BIDSVersion": "1.10.0"}')
+    for label, data in variants.items():
+        (bids / f"sub-{label}" / "anat").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data, affine), str(bids / f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz"))
+    out = tmp_path / "out"
+    assert _main(bids, out, tmp_path / "work") == 0
+    results = {}
+    for label in variants:
+        header, row = derivative_paths(out, f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz")["summary"].read_text() \
+            .splitlines()
+        summary = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+        results[label] = (int(summary["lesion_count"]), float(summary["total_lesion_volume_ml"]))
+    reference = results["float"]
+    assert reference[0] > 0, results
+    for count, volume in results.values():
+        assert count == reference[0], results
+        assert volume == pytest.approx(reference[1], rel=0.01), results
