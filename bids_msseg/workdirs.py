@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
+import multiprocessing.util
 import os
 import shutil
 import stat
@@ -141,8 +142,6 @@ def temporary_folder_in(work_dir: Path) -> Iterator[Path]:
     the folder. multiprocessing's own folder (``pymp-*``, which holds the forkserver's socket for the
     life of the process) is made first, in the usual place, and removed by multiprocessing at exit.
     """
-    import multiprocessing.util
-
     multiprocessing.util.get_temp_dir()
     folder = Path(tempfile.mkdtemp(prefix="tmp_", dir=work_dir))
     previous_env, previous_default = os.environ.get("TMPDIR"), tempfile.tempdir
