@@ -73,3 +73,25 @@ def test_an_output_that_is_a_file_exit_73(tmp_path: Path, target: str) -> None:
     kind = "a regular file" if target == "file" else "a device or special file"
     with pytest.raises(OutputError, match=f"exists and is {kind}, not a folder"):
         check_output_dir(bids, out)
+
+
+def test_the_temporary_folder_is_private_to_the_run_and_removed(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26 item 8: what libraries leave in the temporary folder goes with the run's own folder."""
+    import tempfile
+
+    from bids_msseg.workdirs import temporary_folder_in
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "system_tmp"))
+    (tmp_path / "system_tmp").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    before = tempfile.tempdir
+    with temporary_folder_in(work) as folder:
+        assert folder.parent == work and os.environ["TMPDIR"] == str(folder)
+        assert tempfile.gettempdir() == str(folder)
+        leftover = tempfile.mktemp(suffix="GenericAffine.mat")  # what ANTs does with its default prefix
+        Path(leftover).write_text("x")
+        (folder / "torchinductor_user").mkdir()
+    assert not folder.exists() and list(work.iterdir()) == []
+    assert os.environ["TMPDIR"] == str(tmp_path / "system_tmp") and tempfile.tempdir == before
