@@ -87,7 +87,8 @@ def test_a_run_leaves_nothing_in_the_temporary_folder(tmp_path: Path, make_bids_
     assert done.returncode == 0, done.stderr[-3000:]
     summary = derivative_paths(tmp_path / "out", "sub-01/anat/sub-01_FLAIR.nii.gz")["summary"]
     header, row = summary.read_text().splitlines()
-    assert dict(zip(header.split("\t"), row.split("\t"), strict=True))["location_status"] == "ok"  # ANTs ran
+    status = dict(zip(header.split("\t"), row.split("\t"), strict=True))["location_status"]
+    assert status == "ok" or status.startswith("failed: the template covers"), status  # ANTs registered
     assert sorted(p.name for p in tmpdir.iterdir()) == []
     assert not list(work.glob("tmp_*"))
 
