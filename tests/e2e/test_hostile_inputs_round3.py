@@ -93,17 +93,28 @@ def test_a_run_leaves_nothing_in_the_temporary_folder(tmp_path: Path, make_bids_
     assert not list(work.glob("tmp_*"))
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie waiting for its parent is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _children(pid: int) -> list[int]:
     """Every descendant of ``pid`` (from /proc)."""
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == pid:
+        if _parent(int(entry.name)) == pid:
             found.extend([int(entry.name), *_children(int(entry.name))])
     return found
 
@@ -127,20 +138,23 @@ def test_a_signal_stops_the_run_cleanly(tmp_path: Path, make_bids_dataset, tiny_
         lines.append(line)
         if "preprocessing in" in line or "started" in line and "[1/" in line:
             break
-    workers = _children(proc.pid)
     time.sleep(1.0)
+    helpers = _children(proc.pid)  # nipype's forkserver, its workers, multiprocessing's resource tracker
+    workers = [pid for pid in helpers if _parent(pid) in helpers]  # forked by the forkserver
     if signum == signal.SIGINT:
         os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole foreground process group
     else:
         proc.send_signal(signum)
-    rest, _ = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
     text = "".join(lines) + rest
     assert proc.returncode == code, text[-3000:]
     assert ("stopped by " + signal.Signals(signum).name if signum != signal.SIGINT else "interrupted") in text
     assert "Traceback" not in text and "leaked semaphore" not in text
-    time.sleep(0.5)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
-                and "(Z)" not in Path(f"/proc/{pid}/stat").read_text()[:200]]
+    assert workers and not [pid for pid in workers if _alive(pid)]  # ended by the main process itself
+    deadline = time.monotonic() + 5.0  # the forkserver and the resource tracker end when the main process has
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in helpers if _alive(pid)]
     assert sorted(p.name for p in tmpdir.iterdir()) == []
 
 
