@@ -28,10 +28,17 @@ _HOME_DIRS = {"MPLCONFIGDIR": "mplconfig", "XDG_CACHE_HOME": "cache", "NIPYPE_CO
 
 
 def _writable(path: Path) -> bool:
-    """``path`` can be written, or created in its nearest existing parent."""
+    """``path`` can be written, or created in its nearest existing parent: tried by creating (and
+    removing) a folder there. ``os.access`` is not enough: for root it says yes even on read-only or
+    pseudo file systems (``HOME=/proc``), and the libraries then fell back to ``/tmp`` on their own."""
     while not path.exists() and path.parent != path:
         path = path.parent
-    return os.access(path, os.W_OK)
+    try:
+        probe = tempfile.mkdtemp(prefix=".bids_msseg_probe_", dir=path)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
 
 
 def configure_environment(work_dir: Path | None = None) -> None:

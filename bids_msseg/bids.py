@@ -89,11 +89,13 @@ class DatasetScan:
 def _flair_lookalike(rel: Path, is_dir: bool) -> str | None:
     """Why ``rel`` looks like a FLAIR image that pybids will not index (None when it does not)."""
     name = rel.name
-    lower = name.lower()
+    lower = name.strip().lower()
     if not (lower.endswith("_flair.nii.gz") or lower.endswith("_flair.nii")):
         return None
     if is_dir:
         return "a directory, not an image file"
+    if name != name.strip():
+        return "its name starts or ends with a blank (space, tab or newline); rename it"
     if not (name.endswith("_FLAIR.nii.gz") or name.endswith("_FLAIR.nii")):
         return "the suffix and extension must be spelled _FLAIR.nii[.gz] (case matters)"
     if len(rel.parts) < 3 or rel.parts[-2] != "anat" or not rel.parts[0].startswith("sub-"):

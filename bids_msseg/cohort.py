@@ -6,7 +6,8 @@
 2. read each run's ``*_desc-lesions_summary.tsv`` from ``output_dir`` (written last by the
    participant level, so its presence marks a complete run). Nothing is recomputed: a run
    without a summary is ``failed`` when a crash file in ``output_dir/logs`` names it, else
-   ``missing``; both are listed, neither stops the group level;
+   ``missing``; both are listed, neither stops the group level nor changes its exit code (0: the group's
+   own outputs are complete; the participant level exited 1 for them), a closing warning counts them;
 3. name each run's site and scanner (:func:`bids_msseg.sites.site_of`) and write ``group_lesions.tsv`` with its
    JSON data dictionary at the output root;
 4. evaluate the runs that have expert masks (:mod:`bids_msseg.evaluation`): ``group_evaluation.tsv``
@@ -299,4 +300,12 @@ def run_cohort(options: Options) -> int:
                 counts.get("ok", 0), counts.get("failed", 0), counts.get("missing", 0),
                 int((evaluation.get("evaluation_status", pd.Series(dtype=str)) == "ok").sum()),
                 options.output_dir / COHORT_TSV, report)
+    not_ok = len(cohort) - counts.get("ok", 0)
+    if not_ok:
+        # Exit 0 all the same: the group level's own work (tables, evaluation, report) is complete; the
+        # participant level's exit code (1) reported those runs, and a group job that failed on them
+        # would look, to a scheduler, as if the cohort tables were not written.
+        LOGGER.warning("group level: %d of %d run(s) failed or missing at the participant level: listed in %s "
+                       "with their status and left out of the statistics; rerun the participant level for them "
+                       "(exit code 0: the group outputs are complete)", not_ok, len(cohort), COHORT_TSV)
     return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -53,3 +54,16 @@ def load_3d(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     return data, img
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MB chunks.
+
+    Recorded as ``SourceSHA256`` in every sidecar of a run, so a rerun can tell that the source
+    FLAIR was replaced after its outputs were made (its size and time may be kept by a copy).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

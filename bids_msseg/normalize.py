@@ -14,6 +14,28 @@ import numpy as np
 N_QUANTILES = 1001
 #: Percentiles that bound linear scaling; robust to a few outlier voxels.
 LINEAR_PERCENTILES = (0.5, 99.5)
+#: :func:`standardize_scale` brings this percentile of an image's non-zero magnitudes...
+SCALE_PERCENTILE = 99.0
+#: ...to this value, before any decision or processing step.
+STANDARD_INTENSITY = 1000.0
+
+
+def standardize_scale(data: np.ndarray) -> tuple[np.ndarray, float]:
+    """``data`` (float32) multiplied by the factor that brings the :data:`SCALE_PERCENTILE` of its
+    non-zero magnitudes to :data:`STANDARD_INTENSITY`, and that factor (1.0 for an all-zero image).
+
+    MRI intensities have no unit: the same anatomy stored as uint8, uint16 0-65535, float 0-125 or
+    multiplied by 1e-30 is the same image. Every later step (background and brain decisions, N4,
+    brain extraction by ANTs, whose optimizers are not invariant to the intensity scale, the
+    normalization) then sees one scale, so the lesions do not depend on how the file was stored.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    magnitude = np.abs(data.ravel()[:: max(1, data.size // 2_000_000)])
+    magnitude = magnitude[magnitude > 0]
+    if not magnitude.size:
+        return data, 1.0
+    factor = STANDARD_INTENSITY / float(np.percentile(magnitude.astype(np.float64), SCALE_PERCENTILE))
+    return (data.astype(np.float64) * factor).astype(np.float32), factor
 
 
 def quantile_levels(n: int = N_QUANTILES) -> np.ndarray:
@@ -51,7 +73,8 @@ def quantile_normalize(
     source = brain_quantiles(data, mask, reference.size)
     # Ties in the source quantiles (e.g. uint8 images) would make np.interp ambiguous; nudging
     # them to strictly increasing keeps the mapping monotone.
-    source = source + np.arange(source.size) * 1e-9 * max(1.0, float(np.abs(source).max()))
+    # The nudge is relative to the image's own scale (an absolute floor would depend on it).
+    source = source + np.arange(source.size) * 1e-9 * (float(np.abs(source).max()) or 1.0)
     m = np.asarray(mask, bool)
     out = np.zeros(data.shape, dtype=np.float32)
     out[m] = np.interp(np.asarray(data, np.float64)[m], source, reference).astype(np.float32)
@@ -66,7 +89,8 @@ def linear_normalize(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise ValueError("the brain mask is empty: nothing to normalize")
     lo, hi = np.percentile(values, LINEAR_PERCENTILES)
     out = np.zeros(data.shape, dtype=np.float32)
-    out[m] = np.clip((values - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    span = hi - lo if hi > lo else 1.0  # a flat brain maps to 0 whatever its scale
+    out[m] = np.clip((values - lo) / span, 0.0, 1.0)
     return out
 
 

@@ -139,5 +139,17 @@ def read_participants(bids_dir: Path, site_column: str | None) -> tuple[dict[str
         raise UsageError(f"--site-column {site_column}: {path} has no such column "
                          f"(columns: {', '.join(columns)})")
     column = site_column or (DEFAULT_SITE_COLUMN if DEFAULT_SITE_COLUMN in columns else None)
-    rows = {str(r["participant_id"]): dict(r) for r in records if r.get("participant_id")}
+    rows: dict[str, dict[str, Any]] = {}
+    duplicates: dict[str, int] = {}
+    for record in records:
+        if not record.get("participant_id"):
+            continue
+        participant = str(record["participant_id"])
+        if participant in rows:
+            duplicates[participant] = duplicates.get(participant, 1) + 1
+        rows[participant] = dict(record)
+    if duplicates:
+        listed = ", ".join(f"{p} ({n} rows)" for p, n in sorted(duplicates.items())[:20])
+        LOGGER.warning("%s lists participant(s) more than once: %s; the last row of each is used (its site may "
+                       "not be the one meant); keep one row per participant", path, listed)
     return rows, column

@@ -19,12 +19,14 @@ refused from its 348 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
+import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +67,11 @@ OUTLIER_FACTOR = 10.0
 #: (z-scored images have about half their brain below 0; a negative scl_slope gives all of it).
 MAX_NEGATIVE_FRACTION = 0.9
 
+#: Below this correlation of neighbouring voxels (the larger of the two in-plane axes) the image is
+#: refused as noise: real FLAIRs of ../shared/data reach 0.88-0.99 (the 6-8 mm-slice MS3SEG scans
+#: are the lowest), pure Gaussian noise 0.00, noise smoothed by a 1-voxel Gaussian 0.78.
+MIN_NEIGHBOUR_CORRELATION = 0.5
+
 #: Errors nibabel and the gzip/zlib modules raise on unreadable, corrupt or truncated files
 #: (nibabel's own header and data errors derive from Exception only).
 READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, OverflowError,
@@ -91,11 +98,17 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
         raise fail(path, f"the file cannot be read ({err.strerror or err}); check its permissions (the user "
                          "running bids_msseg must be able to read it) or the storage it is on") from err
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():
+            img = nib.load(str(path))
     except ImageFileError as err:
         raise fail(path, f"not a readable NIfTI image ({err}); convert it to NIfTI (e.g. dcm2niix for "
                          "DICOM, mri_convert for .mgz)") from err
     except READ_ERRORS as err:
+        code = _DATA_CODE.search(str(err))
+        if code:
+            kind = _DATA_CODES.get(int(code.group(1)), "a code the NIfTI standard does not define")
+            raise fail(path, f"unsupported voxel type (NIfTI datatype code {code.group(1)}: {kind}); save it as "
+                             "int16, uint16 or float32 (e.g. with nibabel or fslmaths -odt float)") from err
         raise fail(path, f"unreadable or corrupt file or header ({type(err).__name__}: {err}); copy or "
                          "convert it again") from err
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -104,10 +117,31 @@ def open_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
     return img
 
 
+#: nibabel's message for a datatype code it cannot read, and what the codes it refuses are.
+_DATA_CODE = re.compile(r"data code (-?\d+) not (?:supported|recognized)")
+_DATA_CODES = {1: "binary, 1 bit per voxel", 1536: "float128", 1792: "complex128", 2048: "complex256"}
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's own log lines while it reads a header ("data code 9999 not recognized; not
+    attempting fix"): the error they announce is reported once, in the app's message."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def check_shape(path: str | Path, shape: tuple[int, ...]) -> None:
     """Refuse images that are not 3D or that have absurd or too small dimensions (header only)."""
     if len(shape) < 3:
         raise fail(path, f"{len(shape)}D image (shape {shape}); a 3D FLAIR volume is needed")
+    if any(n <= 0 for n in shape):
+        raise fail(path, f"impossible dimensions {shape} (zero or negative sizes): a broken header; copy or "
+                         "convert it again")
     spatial = shape[:3]
     if any(n > MAX_AXIS_VOXELS for n in spatial) or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise fail(path, f"absurd dimensions {shape} (at most {MAX_AXIS_VOXELS} voxels per axis and "
@@ -256,10 +290,66 @@ def check_compressed_content(img: nib.Nifti1Image | nib.Nifti2Image, path: str |
                      "not a FLAIR; check which file is named *_FLAIR")
 
 
+#: qform and sform further apart than this (degrees of rotation, or mm at the field of view's corners)
+#: disagree: nibabel (and bids_msseg) use the sform, other tools may use the qform.
+FORMS_MAX_DEGREES = 1.0
+FORMS_MAX_MM = 1.0
+
+
+def forms_disagreement(img: nib.Nifti1Image | nib.Nifti2Image) -> str | None:
+    """How far a coded qform and a coded sform disagree, as text (None when one is uncoded or they agree).
+
+    Both are compared as rotations (angle between their direction matrices) and by the largest
+    distance between the positions they give to the corners of the voxel grid.
+    """
+    try:
+        qform, qcode = img.get_qform(coded=True)
+        sform, scode = img.get_sform(coded=True)
+    except (ValueError, HeaderDataError, np.linalg.LinAlgError):
+        return None  # refused by check_header
+    if qform is None or sform is None or not int(qcode) or not int(scode):
+        return None
+    directions = [m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0) for m in (qform, sform)]
+    cosine = (np.trace(directions[0].T @ directions[1]) - 1.0) / 2.0
+    degrees = float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    shape = np.array(img.shape[:3], dtype=float) - 1.0
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])]).T
+    distance = float(np.max(np.linalg.norm((qform @ corners - sform @ corners)[:3], axis=0)))
+    if degrees <= FORMS_MAX_DEGREES and distance <= FORMS_MAX_MM:
+        return None
+    axes = "".join(nib.aff2axcodes(qform)), "".join(nib.aff2axcodes(sform))
+    return (f"the qform (code {int(qcode)}, axes {axes[0]}) and the sform (code {int(scode)}, axes {axes[1]}) "
+            f"disagree by {degrees:.0f} degrees and up to {distance:.0f} mm; the sform is used, as nibabel does, "
+            "and the outputs copy both: a viewer or tool that reads the qform will place the image (and the "
+            "lesion masks) elsewhere; fix the header if the qform is the right one")
+
+
+def _stored_slope(img: nib.Nifti1Image | nib.Nifti2Image, path: str | Path) -> float:
+    """``scl_slope`` as stored in the file (nibabel's ``img.header`` has it reset to NaN after loading)."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as fh, _quiet_nibabel():
+            header = type(img.header).from_fileobj(fh, check=False)
+        return float(np.asarray(header["scl_slope"]).item())
+    except READ_ERRORS:
+        return float("nan")
+
+
 def screen_flair(path: str | Path) -> None:
-    """Every check that needs no voxel data (see the module docstring); raises :class:`InputError`."""
+    """Every check that needs no voxel data (see the module docstring); raises :class:`InputError`.
+
+    A qform disagreeing with the sform (:func:`forms_disagreement`) and an infinite ``scl_slope`` are not
+    errors (the sform is used; the values unscaled) but are logged as warnings.
+    """
     img = open_nifti(path)
     check_header(img, path)
+    disagreement = forms_disagreement(img)
+    if disagreement:
+        LOGGER.warning("%s: %s", Path(path).name, disagreement)
+    slope = _stored_slope(img, path)
+    if np.isinf(slope):
+        LOGGER.warning("%s: scl_slope is %s, which nibabel (like most tools) reads as no scaling: the stored "
+                       "values are used as they are; check the image's intensities (re-convert it if the "
+                       "scaling was meant)", Path(path).name, slope)
     check_file_size(img, path)
     check_compressed_content(img, path)
 
@@ -267,7 +357,8 @@ def screen_flair(path: str | Path) -> None:
 def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
     """Check voxel values; return float32 data with a minority of NaN/Inf voxels set to 0 (warned).
 
-    Refuses mostly non-finite, all-zero, constant and two-valued (mask-like) images.
+    Refuses mostly non-finite, all-zero, constant, two-valued (mask-like), mostly negative and noise-like
+    (:func:`neighbour_correlation`) images.
     """
     name = Path(path).name
     check_integer_wrap(np.asanyarray(data), path)
@@ -285,7 +376,7 @@ def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
         raise fail(path, "every voxel is 0 (an empty image: a failed conversion?)")
     data = clip_outliers(data, path)
     lo, hi = float(data.min()), float(data.max())
-    if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+    if hi - lo <= 1e-6 * max(abs(hi), abs(lo)):  # relative: an image x 1e-30 is still an image
         raise fail(path, f"the image is constant (every voxel is {lo:g})")
     # np.unique on a strided sample: a mask or label image given as FLAIR has very few values.
     sample = data.ravel()[:: max(1, data.size // 200_000)]
@@ -297,7 +388,33 @@ def check_data(data: np.ndarray, path: str | Path) -> np.ndarray:
         raise fail(path, f"{100 * np.count_nonzero(nonzero < 0) / nonzero.size:.0f}% of the non-zero voxels are "
                          "negative: a magnitude FLAIR is positive (a negative scl_slope, or an inverted image?); "
                          "re-convert it from the scanner data")
+    correlation = neighbour_correlation(data)
+    if correlation < MIN_NEIGHBOUR_CORRELATION:
+        shown = f"{correlation:.2f}".replace("-0.00", "0.00")
+        raise fail(path, f"it looks like noise, not an image of a head: neighbouring voxels are uncorrelated "
+                         f"(correlation {shown}, below {MIN_NEIGHBOUR_CORRELATION:.1f}; real FLAIRs have about 0.9); "
+                         "check that the file holds the reconstructed image (a failed reconstruction or export?)")
     return data
+
+
+def neighbour_correlation(data: np.ndarray, max_voxels: int = 2_000_000) -> float:
+    """Pearson correlation of each voxel with its neighbour, the larger of the two in-plane axes (0, 1).
+
+    Any image of anatomy is spatially smooth at the voxel scale (correlation ~0.9 in real FLAIRs),
+    white noise is not (~0). Computed on at most ``max_voxels`` (every k-th slice of axis 2); the
+    through-plane axis is left out because thick slices lower it (0.6 on 8 mm slices). Scale-free.
+    """
+    data = np.asarray(data)
+    step = max(1, int(np.ceil(data.size / max_voxels)))
+    sub = np.asarray(data[:, :, ::step], dtype=np.float64)
+    best = -1.0
+    for axis in (0, 1):
+        a = np.moveaxis(sub, axis, 0)
+        x, y = a[:-1].ravel(), a[1:].ravel()
+        sx, sy = float(x.std()), float(y.std())
+        if sx > 0 and sy > 0:
+            best = max(best, float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy)))
+    return best
 
 
 def check_integer_wrap(data: np.ndarray, path: str | Path) -> None:

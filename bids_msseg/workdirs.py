@@ -15,14 +15,16 @@ never followed.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
+import multiprocessing.util
 import os
 import shutil
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bids_msseg.errors import NoInputError, OutputError, UsageError
@@ -51,6 +53,14 @@ def check_output_dir(bids_dir: Path, output_dir: Path, create: bool = True) -> N
     if _is_within(out, bids) and not (out != derivatives and _is_within(out, derivatives)):
         raise OutputError(f"the output directory {out} lies inside the BIDS dataset; put it under "
                           f"{derivatives}/ (e.g. {derivatives / 'bids_msseg'}) or outside the dataset")
+    if _is_within(bids, out):
+        raise OutputError(f"the output directory {out} contains the BIDS dataset {bids}: outputs and logs would "
+                          f"be written beside (or over) the dataset's own folders; use a folder of its own, e.g. "
+                          f"{derivatives / 'bids_msseg'} or {out / 'bids_msseg'}")
+    if out.exists() and not out.is_dir():
+        kind = "a regular file" if out.is_file() else "a device or special file"
+        raise OutputError(f"the output directory {output_dir} exists and is {kind}, not a folder; choose a folder "
+                          "(it is created when missing)")
     if not create and not out.is_dir():
         raise NoInputError(f"the output directory {output_dir} does not exist: the group level reads the "
                            "participant level's outputs, run 'participant' first")
@@ -58,12 +68,33 @@ def check_output_dir(bids_dir: Path, output_dir: Path, create: bool = True) -> N
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create the output directory {output_dir}: {err.strerror or err}") from err
+    check_output_links(out)
     try:
         probe_writable(out)
     except OSError as err:
         raise OutputError(
             f"cannot write into the output directory {output_dir}: {err.strerror or err}"
         ) from err
+
+
+def check_output_links(out: Path) -> None:
+    """Refuse (73) a symbolic link to a folder outside ``out`` planted anywhere in it (``out/logs ->
+    /elsewhere``, ``out/sub-02 -> /elsewhere``): every file written below it (crash files, CITATION,
+    a subject's derivatives) would land outside the output directory. Links to files need no check
+    (files are written by renaming a new file over the name, which replaces the link itself), nor do
+    links to folders inside ``out``. ``out`` itself may be a link."""
+    root = Path(out).resolve()
+    for folder, dirs, files in os.walk(root):  # no followlinks: links are looked at, never entered
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            target = path.resolve()
+            if _is_within(target, root) or (target.exists() and not target.is_dir()):
+                continue  # inside the output, or a link to a file (replaced, never written through)
+            raise OutputError(f"{path} is a symbolic link to {target}, outside the output directory {root}: what "
+                              "bids_msseg writes there would land outside it; remove the link (the folder is "
+                              "created when needed) or choose another output directory")
 
 
 def probe_writable(folder: Path) -> None:
@@ -98,6 +129,33 @@ def check_work_dir(bids_dir: Path, work_dir: Path, output_dir: Path | None = Non
     except OSError as err:
         raise OutputError(f"cannot write into the work directory {work_dir}: {err.strerror or err}; choose "
                           "another one (-w)") from err
+
+
+@contextlib.contextmanager
+def temporary_folder_in(work_dir: Path) -> Iterator[Path]:
+    """Make a fresh folder under ``work_dir`` the temporary folder (``TMPDIR`` and :mod:`tempfile`'s
+    default) while the block runs, then remove it and restore the previous setting.
+
+    Libraries leave files in the temporary folder of a successful run: ANTs' registrations write
+    their transforms under a default prefix (``tempfile.mktemp``) and torch creates
+    ``torchinductor_<user>/``. The workers inherit ``TMPDIR``, so everything lands here and goes with
+    the folder. multiprocessing's own folder (``pymp-*``, which holds the forkserver's socket for the
+    life of the process) is made first, in the usual place, and removed by multiprocessing at exit.
+    """
+    multiprocessing.util.get_temp_dir()
+    folder = Path(tempfile.mkdtemp(prefix="tmp_", dir=work_dir))
+    previous_env, previous_default = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous_env
+        tempfile.tempdir = previous_default
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_private(folder: Path, what: str) -> None:

@@ -155,3 +155,23 @@ def test_no_flair_hints_at_the_suffix_case(tmp_path: Path) -> None:
     (anat / "sub-01_flair.nii.gz").write_bytes(b"")
     with pytest.raises(NoInputError, match=r"sub-01/anat/sub-01_flair.nii.gz: BIDS suffixes are case-sensitive"):
         collect_flair_runs(tmp_path, skip_validation=True)
+
+
+@pytest.mark.parametrize("skip_validation", [False, True])
+def test_lookalikes_are_named_with_or_without_validation(tmp_path: Path, make_bids_dataset, save_flair,
+                                                         skip_validation: bool,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26 item 12: under --skip-bids-validation look-alikes vanished silently (a name with a trailing
+    space in either mode)."""
+    bids = make_bids_dataset(tmp_path / "bids", runs=(("sub-01/anat/sub-01_FLAIR.nii.gz", {"skull": False}),),
+                             extra_files=())
+    for relpath in ("sub-01.5/anat/sub-01.5_FLAIR.nii.gz", "sub-06/anat/sub-06_flair.nii.gz",
+                    "sub-07/anat/sub-07_FLAIR.nii.gz "):
+        save_flair(bids / relpath.strip(), skull=False).rename(bids / relpath)
+    caplog.set_level(logging.WARNING, logger="bids_msseg")
+    runs = collect_flair_runs(bids, skip_validation=skip_validation, database_dir=tmp_path / "db")
+    assert [run.relpath for run in runs] == ["sub-01/anat/sub-01_FLAIR.nii.gz"]
+    assert "sub-01.5_FLAIR.nii.gz looks like a FLAIR but is not used: a label that is not letters" in caplog.text
+    assert "sub-06_flair.nii.gz looks like a FLAIR but is not used: the suffix and extension" in caplog.text
+    assert "sub-07_FLAIR.nii.gz  looks like a FLAIR but is not used: its name starts or ends with a blank" \
+        in caplog.text

@@ -8,6 +8,7 @@ A small synthetic BIDS dataset gets fake participant outputs written with
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -420,3 +421,15 @@ def test_location_classes_and_the_lesion_frequency_map(cohort_dataset: tuple[Pat
     assert _group(bids, out, tmp_path) == 0
     assert not (out / FREQUENCY_MAP).exists() and not (out / FREQUENCY_JSON).exists()
     assert "No completed run has lesion location classes" in (out / "group_report.html").read_text()
+
+
+def test_failed_runs_leave_exit_0_and_a_closing_warning(cohort_dataset: tuple[Path, Path], tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26 item 16, decided: the group level exits 0 when runs are marked failed or missing (its own
+    outputs are complete; the participant level exited 1 for them), and says so in a closing warning."""
+    bids, out = cohort_dataset
+    caplog.set_level(logging.INFO, logger="bids_msseg")
+    assert _group(bids, out, tmp_path) == 0
+    assert ("group level: 2 of 5 run(s) failed or missing at the participant level: listed in group_lesions.tsv"
+            in caplog.text)
+    assert "(exit code 0: the group outputs are complete)" in caplog.text

@@ -102,8 +102,8 @@ class _ExtendLabels(argparse.Action):
         setattr(namespace, self.dest, current)
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer no smaller than ``minimum``."""
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum`` (and no larger than ``maximum``)."""
 
     def parse(value: str) -> int:
         try:
@@ -112,6 +112,8 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
         if number < minimum:
             raise argparse.ArgumentTypeError(f"{value!r} must be at least {minimum}")
+        if maximum is not None and number > maximum:
+            raise argparse.ArgumentTypeError(f"{value!r} is out of range: use {minimum} to {maximum}")
         return number
 
     return parse
@@ -119,6 +121,8 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+#: Seeds go to numpy (at most 2**32 - 1), torch and ANTs: a larger one failed every run later.
+_seed = _int_at_least(0, 2**32 - 1)
 
 
 def _probability(value: str) -> float:
@@ -146,7 +150,9 @@ def _non_negative_float(value: str) -> float:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not number >= 0.0:  # also rejects NaN
+    if number != number:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number")
+    if not number >= 0.0:
         raise argparse.ArgumentTypeError(f"{value!r} cannot be negative")
     return number
 
@@ -167,6 +173,13 @@ def _model_name(value: str) -> str:
 
 def _abs_path(value: str) -> Path:
     return Path(value).expanduser().absolute()
+
+
+def _work_dir(value: str) -> Path:
+    """``-w``: a folder path; an empty one would silently mean the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path; give the work folder (e.g. -w /scratch/work)")
+    return _abs_path(value)
 
 
 def _existing_dir(value: str) -> Path:
@@ -222,6 +235,8 @@ def validate_bids_filters(obj: Any, source: str = "filter") -> dict[str, dict[st
 def _bids_filter_file(value: str) -> dict[str, dict[str, Any]]:
     """argparse type: read and validate a ``--bids-filter-file``."""
     path = _abs_path(value)
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: not a regular file (a folder or a device); give a JSON file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{value}: no such file")
     try:
@@ -374,10 +389,10 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
                           "children's brains or scans covering part of the brain")
 
     run = parser.add_argument_group("Running")
-    run.add_argument("-w", "--work-dir", dest="work_dir", type=_abs_path, metavar="DIR",
+    run.add_argument("-w", "--work-dir", dest="work_dir", type=_work_dir, metavar="DIR",
                      help="intermediate results; reusing it resumes a run, deleting it afterwards is safe "
                           "(default: ./work)")
-    run.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, default=DEFAULT_RANDOM_SEED,
+    run.add_argument("--random-seed", dest="random_seed", type=_seed, default=DEFAULT_RANDOM_SEED,
                      metavar="SEED",
                      help="seed of every random generator (registration sampling, numpy, torch); runs are "
                           f"bit-identical for a given seed (default: {DEFAULT_RANDOM_SEED})")

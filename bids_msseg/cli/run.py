@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_sec
 from bids_msseg.crashfiles import flair_wf_name
 from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_sources, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
+from bids_msseg.io import file_sha256
 from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition
 from bids_msseg.longitudinal import run_longitudinal
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
@@ -46,7 +48,7 @@ from bids_msseg.provenance import describe, provenance
 from bids_msseg.runtime import check_device
 from bids_msseg.settings import Options, SegmentationSettings
 from bids_msseg.validate import screen_runs
-from bids_msseg.workdirs import check_output_dir, check_work_dir, discard_damaged_cache
+from bids_msseg.workdirs import check_output_dir, check_work_dir, discard_damaged_cache, temporary_folder_in
 
 if TYPE_CHECKING:
     pass
@@ -130,11 +132,32 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
         return False
+    if not _same_source(run, meta.get("SourceSHA256")):
+        return False
     if (_summary_row(paths["summary"]).get("location_status") != LOCATION_OFF) != settings.location:
         LOGGER.info("%s: existing outputs were made with lesion location %s; recomputing", run.name,
                     "on" if not settings.location else "off (--no-location)")
         return False
     return True
+
+
+def _same_source(run: FlairRun, recorded: Any) -> bool:
+    """Whether the source FLAIR is the file the outputs were made from (``SourceSHA256`` of the mask
+    sidecar). A replaced FLAIR, or outputs that record no checksum (an older version), are recomputed:
+    keeping them would report the lesions of another image."""
+    try:
+        current = file_sha256(run.path)
+    except OSError:
+        return False  # unreadable now: the run is recomputed and fails with its own message
+    if recorded == current:
+        return True
+    if recorded is None:
+        LOGGER.info("%s: existing outputs record no checksum of their source FLAIR (made by an older version); "
+                    "recomputing", run.name)
+    else:
+        LOGGER.warning("%s: the source FLAIR changed since its outputs were made (sha256 %.12s..., now %.12s...); "
+                       "recomputing", run.name, recorded, current)
+    return False
 
 
 def _summary_row(summary: Path) -> dict[str, str]:
@@ -199,7 +222,17 @@ def _boilerplate_only(options: Options) -> int:
 
 
 def _participant(options: Options) -> int:
-    """Steps 5-9 of the module docstring."""
+    """Step 5 of the module docstring, then :func:`_participant_runs` with its own temporary folder."""
+    if options.boilerplate_only:
+        return _boilerplate_only(options)
+
+    check_work_dir(options.bids_dir, options.work_dir, options.output_dir)
+    with temporary_folder_in(options.work_dir):  # nothing left in the system's temporary folder
+        return _participant_runs(options)
+
+
+def _participant_runs(options: Options) -> int:
+    """Steps 6-10 of the module docstring, in a checked work directory."""
     from bids_msseg.workflows.participant import (  # lazy: nipype, only once the inputs are checked
         RunStatus,
         RunTracker,
@@ -207,10 +240,6 @@ def _participant(options: Options) -> int:
         run_participant_wf,
     )
 
-    if options.boilerplate_only:
-        return _boilerplate_only(options)
-
-    check_work_dir(options.bids_dir, options.work_dir, options.output_dir)
     _configure_nipype_logging(options.verbose)
     runs = collect_flair_runs(
         options.bids_dir,
@@ -322,8 +351,40 @@ def _log_summary(statuses: Sequence[Any], n_skipped: int, elapsed: float, output
     return EXIT_RUNS_FAILED if failed else EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C: the same clean stop (workers ended,
+    temporary files removed, one log line) with the shell's exit code ``128 + signal``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run bids_msseg with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run bids_msseg with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    SIGTERM and SIGHUP (a scheduler's time limit, a closed terminal) stop it as Ctrl-C does (exit
+    143 / 129, 130 for Ctrl-C); the previous handlers are restored on return.
+    """
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """:func:`main` without the signal handling."""
     try:
         options = parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0), usage (64), analysis level (17)
@@ -345,8 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MsSegError as err:
         LOGGER.error("%s", err)
         return err.exit_code
+    except Terminated as err:
+        LOGGER.error("stopped by %s: finished runs are kept, running ones are lost; run the same command again "
+                     "to resume", signal.Signals(err.signum).name)
+        return 128 + err.signum
     except KeyboardInterrupt:
-        LOGGER.error("interrupted")
+        LOGGER.error("interrupted: finished runs are kept, running ones are lost; run the same command again to "
+                     "resume")
         return 130
 
 

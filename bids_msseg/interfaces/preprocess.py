@@ -34,6 +34,8 @@ class _PreprocessInputSpec(BaseInterfaceInputSpec):
     force_contrast = traits.Bool(desc="segment an image whose contrast does not look like FLAIR (warned)")
     min_brain_volume = traits.Float(desc="smallest plausible brain-mask volume (mL)")
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="threads (not part of the hash)")
+    source_sha256 = traits.Str(desc="sha256 of in_file: part of the hash, so a FLAIR replaced by another with the "
+                                    "same size and time (which nipype's file hash compares) is recomputed")
 
 
 class _PreprocessOutputSpec(TraitedSpec):

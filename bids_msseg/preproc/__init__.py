@@ -1,7 +1,9 @@
 """Preprocessing of one FLAIR: load and check, reorient to RAS+, decide, N4, brain mask.
 
 :func:`preprocess_flair` chains :func:`~bids_msseg.preproc.orient.load_flair`,
-:func:`~bids_msseg.preproc.orient.to_ras`, :func:`~bids_msseg.preproc.decisions.decide_preprocessing`,
+:func:`~bids_msseg.preproc.orient.to_ras`, :func:`~bids_msseg.normalize.standardize_scale` (one intensity
+scale for every later step, so results do not depend on how the file stores intensities),
+:func:`~bids_msseg.preproc.decisions.decide_preprocessing`,
 :func:`~bids_msseg.preproc.n4.n4_correct` (when decided) and either
 :func:`~bids_msseg.preproc.brain.extract_brain` (image with skull) or
 :func:`~bids_msseg.preproc.brain.mask_from_background` (skull-stripped image). Everything it
@@ -21,6 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_msseg.errors import InputError
+from bids_msseg.normalize import standardize_scale
 from bids_msseg.preproc.brain import extract_brain, mask_from_background
 from bids_msseg.preproc.contrast import check_contrast
 from bids_msseg.preproc.decisions import PreprocDecisions, decide_preprocessing
@@ -87,7 +90,8 @@ def preprocess_flair(
     original = load_flair(path)
     lap("load")
     ras = to_ras(original)
-    data = np.asarray(ras.dataobj, dtype=np.float32)
+    data, factor = standardize_scale(np.asarray(ras.dataobj, dtype=np.float32))
+    LOGGER.debug("%s: intensities multiplied by %.4g (standard scale)", path.name, factor)
     zooms = tuple(float(z) for z in ras.header.get_zooms()[:3])
     lap("reorient")
     decisions = decide_preprocessing(data, zooms, sidecar or {}, force_n4=force_n4,

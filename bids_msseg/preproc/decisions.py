@@ -102,7 +102,7 @@ def background_value(data: np.ndarray) -> float:
     lo = float(np.min(data))
     if lo == 0.0:
         return 0.0
-    tol = 1e-6 * max(1.0, float(np.max(np.abs(data))))
+    tol = 1e-6 * float(np.max(np.abs(data)))  # relative: no floor that depends on the intensity scale
     n_zero = int(np.count_nonzero(np.abs(data) <= tol))
     n_min = int(np.count_nonzero(data <= lo + tol))
     return 0.0 if n_zero >= n_min else lo
@@ -111,7 +111,7 @@ def background_value(data: np.ndarray) -> float:
 def background_mask(data: np.ndarray) -> np.ndarray:
     """Voxels equal to :func:`background_value` (within float rounding): the constant background."""
     data = np.asarray(data)
-    tol = 1e-6 * max(1.0, float(np.max(np.abs(data))))
+    tol = 1e-6 * float(np.max(np.abs(data)))
     return np.abs(data - background_value(data)) <= tol
 
 

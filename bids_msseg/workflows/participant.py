@@ -27,6 +27,7 @@ import errno
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from bids_msseg.bids import FlairRun
 from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_wf_name
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.interfaces import LesionLocation, LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
+from bids_msseg.io import file_sha256
 from bids_msseg.masks import index_masks, mask_roots, name_entities, pick_mask
 from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
@@ -199,9 +201,10 @@ def init_single_flair_wf(
     inputnode.inputs.metadata = dict(run.metadata)
     outputnode = pe.Node(IdentityInterface(fields=["mask", "summary", "report"]), name="outputnode")
 
+    source_sha256 = file_sha256(run.path)  # recorded in the sidecars: a rerun sees a replaced source
     preprocess = pe.Node(
         Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
-                   omp_nthreads=threads, **_preprocess_extras(options)),
+                   omp_nthreads=threads, source_sha256=source_sha256, **_preprocess_extras(options)),
         name="preprocess", n_procs=threads, mem_gb=mem("preprocess"))
     segment = pe.Node(
         Segment(bundle_path=str(bundle_path), model_id=settings.model_id,
@@ -214,7 +217,8 @@ def init_single_flair_wf(
                     connectivity=settings.connectivity),
         name="lesion_stats", mem_gb=mem("lesion_stats"))
     extra_meta = {"NormalizationMethod": settings.normalization, "InferencePrecision": options.precision,
-                  "ComponentVersions": provenance(settings.model_id, settings.weights_sha256)}
+                  "ComponentVersions": provenance(settings.model_id, settings.weights_sha256),
+                  "SourceSHA256": source_sha256}
     if options.random_seed is not None:  # the default seed too: same input and seed, same outputs
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
@@ -415,6 +419,9 @@ class _Worker:
     @staticmethod
     def init(cwd: str, omp_nthreads: int, log_level: int, nipype_level: int, itk_threads: int) -> None:
         os.chdir(cwd)
+        # Ctrl-C reaches the whole process group: the main process stops the workers itself
+        # (run_participant_wf); left to the default, each worker printed a KeyboardInterrupt traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.environ["NIPYPE_NO_ET"] = "1"
         for var in THREAD_VARIABLES:
             os.environ[var] = str(omp_nthreads)
@@ -508,6 +515,38 @@ class _WorkerInitMultiProcPlugin(MultiProcPlugin):
         return sorted(jobids, key=lambda jobid: (self._run_rank(jobid), jobid))
 
 
+def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Terminate the worker processes of ``pool`` (SIGTERM, then SIGKILL after ``grace_s``) and wait for
+    them, so that none outlives the main process."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+
+
+def _scheduler_error(err: OSError, plugin: str) -> str:
+    """What an ``OSError`` of the scheduler itself means, and what to do.
+
+    MultiProc's queues and locks are POSIX semaphores in ``/dev/shm``: when that is read-only or
+    missing (some containers), creating them fails with an empty file name, which reads like a
+    full output disk.
+    """
+    filename = str(getattr(err, "filename", "") or "")
+    if plugin == "MultiProc" and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOSYS) \
+            and (not filename or filename.startswith("/dev/shm")):
+        return (f"{err.strerror or err}: the MultiProc plugin needs a writable /dev/shm (shared memory for its "
+                "queues and locks); mount one (e.g. docker run --shm-size=1g, or a tmpfs on /dev/shm) or run "
+                "with --nipype-plugin Linear (one step at a time)")
+    return (f"{err.strerror or err} ({filename}); free space or choose another -w/output directory and run "
+            "again")
+
+
 def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunTracker) -> bool:
     """Execute ``workflow``; return True when every node succeeded.
 
@@ -541,9 +580,12 @@ def run_participant_wf(workflow: pe.Workflow, *, options: Options, tracker: RunT
         LOGGER.debug("workflow finished with errors: %s", str(err).splitlines()[-1] if str(err) else err)
         ok = False
     except OSError as err:  # the scheduler itself could not write (a full disk): the runs not done fail
-        LOGGER.error("the workflow stopped: %s (%s); free space or choose another -w/output directory and "
-                     "run again", err.strerror or err, getattr(err, "filename", "") or "")
+        LOGGER.error("the workflow stopped: %s", _scheduler_error(err, name))
         ok = False
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: end the workers now, not after their step
+        if plugin is not None:
+            stop_workers(plugin.pool)
+        raise
     finally:
         if plugin is not None:
             plugin.pool.shutdown(wait=True, cancel_futures=True)

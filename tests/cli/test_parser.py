@@ -152,3 +152,26 @@ def test_no_location_switch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert parse_args(argv).location is True
     assert parse_args([*argv, "--no-location"]).location is False
     assert re.search(r"^\s+--no-location\s+no McDonald location classes", _help(capsys, "--help"), flags=re.M)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--random-seed", str(2**80)], f"'{2**80}' is out of range: use 0 to {2**32 - 1}"),
+    (["--random-seed", str(2**32)], "is out of range"),
+    (["-w", ""], "an empty path; give the work folder"),
+    (["--mem", "nan"], "'nan' is not a number"),
+    (["--min-brain-volume", "nan"], "'nan' is not a number"),
+    (["--bids-filter-file", "/dev/null"], "/dev/null: not a regular file (a folder or a device)"),
+])
+def test_options_that_used_to_fail_later_exit_64(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 extra: list[str], message: str) -> None:
+    """Issue 26 items 10 and 15: a seed past 2**64 failed every run ("Overflow when unpacking long long"),
+    ``-w ''`` meant the current folder, NaN was "negative", /dev/null "no such file"."""
+    assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", *extra]) == 64
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_largest_seed_is_accepted(tmp_path: Path) -> None:
+    opts = parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", "--random-seed",
+                       str(2**32 - 1)])
+    assert opts.random_seed == 2**32 - 1

@@ -139,3 +139,43 @@ def test_a_task_without_result_fails_its_run_instead_of_hanging() -> None:
         assert "returned no result" in plugin._get_result(8)["traceback"][-1]
     finally:
         plugin.pool.shutdown(wait=False)
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_stop_workers_ends_every_worker_at_once() -> None:
+    """Issue 26 item 14: after Ctrl-C a worker finished its step and outlived the main process."""
+    import multiprocessing as mp
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bids_msseg.workflows.participant import stop_workers
+
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
+    futures = [pool.submit(_sleep, 60.0) for _ in range(2)]
+    while len(getattr(pool, "_processes", {}) or {}) < 2:
+        time.sleep(0.05)
+    processes = list(pool._processes.values())
+    start = time.monotonic()
+    stop_workers(pool)
+    assert not any(p.is_alive() for p in processes)
+    assert time.monotonic() - start < 5.0
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert all(f.done() for f in futures)
+
+
+def test_scheduler_errors_name_dev_shm_only_when_it_is_the_cause() -> None:
+    import errno
+
+    from bids_msseg.workflows.participant import _scheduler_error
+
+    shm = _scheduler_error(OSError(errno.EROFS, "Read-only file system"), "MultiProc")
+    assert "needs a writable /dev/shm" in shm and "--nipype-plugin Linear" in shm
+    full = _scheduler_error(OSError(errno.ENOSPC, "No space left on device", "/out/x"), "MultiProc")
+    assert "free space" in full and "/dev/shm" not in full
+    assert "/dev/shm" not in _scheduler_error(OSError(errno.EROFS, "Read-only file system"), "Linear")
