@@ -391,10 +391,12 @@ def test_real_skull_stripped_flairs_pass_the_contrast_screen(name: str, shared_d
 
 @pytest.mark.slow
 def test_real_raw_flairs_pass_the_contrast_screen(shared_data: Path) -> None:
-    """The 9 raw FLAIRs and the GG-853 template (brain extraction first: about a minute each)."""
+    """The 9 raw FLAIRs, the 3 ISBI-2015 FLAIRs and the GG-853 template (brain extraction first: about a
+    minute each); the MS3SEG FLAIRs: tests/preproc/test_contrast.py."""
     from bids_msseg.preproc import preprocess_flair
 
     paths = sorted((shared_data / "raw-flair").glob("*_FLAIR.nii.gz"))
+    paths += sorted((shared_data / "isbi2015").glob("*/*_FLAIR.nii.gz"))
     paths.append(shared_data / "flair-template/GG-853-FLAIR-2.0mm.nii.gz")
     for path in paths:
         assert preprocess_flair(path).contrast_warning is None, path
