@@ -1,7 +1,8 @@
 """bids_msseg: FLAIR-only MS lesion segmentation as a BIDS-App.
 
-Install with the constraints file so that pip keeps the CPU build of torch:
-``pip install -c constraints.txt .`` (see README.md).
+Install with PyTorch's CPU wheel index and the constraints file, so that pip takes the CPU build
+of torch 2.13.0: ``pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constraints.txt .``
+(README.md's quick start; leave the index out for the CUDA build).
 """
 
 import re

@@ -18,12 +18,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bids_msseg.errors import NoInputError, NoMatchError, ValidationError
@@ -84,6 +85,8 @@ class DatasetScan:
     entries: tuple[tuple[str, int, int], ...]  # (relative path, size, mtime_ns) of every file pybids indexes
     large_sidecars: tuple[str, ...]  # relative paths of JSON files above MAX_SIDECAR_BYTES
     flair_like: tuple[tuple[str, str], ...]  # (relative path, why it is not a FLAIR run) of look-alikes
+    #: (relative path, why) of folder links not walked (nor indexed by pybids): loops and aliases.
+    skipped_links: tuple[tuple[str, str], ...] = ()
 
 
 def _flair_lookalike(rel: Path, is_dir: bool) -> str | None:
@@ -107,17 +110,45 @@ def _flair_lookalike(rel: Path, is_dir: bool) -> str | None:
     return None
 
 
+def _walked(rel: PurePosixPath) -> bool:
+    """Whether the walk (and pybids) reaches the dataset path ``rel``: not hidden, not in an ignored top folder."""
+    return not (rel.parts and rel.parts[0] in _IGNORED_TOP) and not any(p.startswith(".") for p in rel.parts)
+
+
+def _skipped_link(path: Path, key: tuple[int, int], ancestors: tuple[tuple[int, int], ...],
+                  real_root: str) -> str | None:
+    """Why the folder link ``path`` is not walked (None: walk it).
+
+    A link to a folder that contains it (``anat/latest -> .``) is a loop: walking it never ends. A
+    link to another folder that the walk reaches anyway (``ses-latest -> ses-2``) is an alias: its
+    files would be indexed twice, under two names. A link to a folder outside the dataset (data
+    kept elsewhere) or into one the walk skips (``sourcedata/``) is walked.
+    """
+    target = os.path.realpath(path)
+    if key in ancestors:
+        return f"a link to {target}, a folder that contains it (a loop)"
+    if target == real_root or target.startswith(real_root + os.sep):
+        rel = PurePosixPath(Path(os.path.relpath(target, real_root)).as_posix())
+        if _walked(rel):
+            return f"a link to {rel.as_posix()}/ in the dataset, whose files are used under their own path"
+    return None
+
+
 def scan_dataset(bids_dir: Path) -> DatasetScan:
     """Walk the dataset as pybids will (top-level derivatives/, sourcedata/... and hidden entries
-    skipped), following symbolic links but refusing loops, and at most :data:`MAX_WALK_DEPTH` deep.
+    skipped), following symbolic links, and at most :data:`MAX_WALK_DEPTH` deep.
 
-    Raises :class:`ValidationError` (16) for a folder link that points to one of its own parent
-    folders (``anat/latest -> .``): pybids would index it forever.
+    Folder links that loop (``anat/latest -> .``: pybids would index them forever) or alias a
+    folder of the dataset are not walked: they are listed in ``skipped_links`` (and left out of
+    pybids' index by :func:`_indexer`), so every real file is used once. Raises
+    :class:`ValidationError` (16) for a loop that is not a symbolic link (a bind mount).
     """
     bids_dir = Path(bids_dir)
     entries: list[tuple[str, int, int]] = []
     large: list[str] = []
     lookalikes: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    real_root = os.path.realpath(bids_dir)
     root_stat = os.stat(bids_dir)
     stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(bids_dir, ((root_stat.st_dev, root_stat.st_ino),))]
     while stack:
@@ -146,10 +177,14 @@ def scan_dataset(bids_dir: Path) -> DatasetScan:
                 if why:
                     lookalikes.append((rel.as_posix(), why))
                 key = (st.st_dev, st.st_ino)
+                why_skipped = _skipped_link(path, key, ancestors, real_root) if child.is_symlink() else None
+                if why_skipped:
+                    skipped.append((rel.as_posix(), why_skipped))
+                    continue
                 if key in ancestors:
                     raise ValidationError(
-                        f"{path} is a symbolic link to {os.path.realpath(path)}, a folder that contains it: "
-                        "a loop that makes indexing the dataset endless; remove the link")
+                        f"{path} is {os.path.realpath(path)}, a folder that contains it (a bind mount?): a loop "
+                        "that makes indexing the dataset endless")
                 subfolders.append((path, (*ancestors, key)))
                 continue
             entries.append((rel.as_posix(), st.st_size, st.st_mtime_ns))
@@ -159,7 +194,19 @@ def scan_dataset(bids_dir: Path) -> DatasetScan:
             if why:
                 lookalikes.append((rel.as_posix(), why))
         stack.extend(reversed(subfolders))
-    return DatasetScan(tuple(sorted(entries)), tuple(large), tuple(lookalikes))
+    for rel, why in skipped:
+        LOGGER.warning("%s is not used: %s; remove the link to silence this warning", rel, why)
+    return DatasetScan(tuple(sorted(entries)), tuple(large), tuple(lookalikes), tuple(skipped))
+
+
+def _indexer(validate: bool, scan: DatasetScan | None, index_metadata: bool = True):
+    """The pybids indexer: its defaults, plus the folder links that :func:`scan_dataset` skipped."""
+    from bids import BIDSLayoutIndexer  # lazy: pybids is slow to import; only dataset indexing needs it
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE  # lazy: pybids, as above
+
+    links = [re.compile("^/" + re.escape(rel) + "(/|$)") for rel, _ in (scan.skipped_links if scan else ())]
+    ignore = [*DEFAULT_LOCATIONS_TO_IGNORE, *links] if links else None
+    return BIDSLayoutIndexer(validate=validate, index_metadata=index_metadata, ignore=ignore)
 
 
 def _dataset_fingerprint(bids_dir: Path, validate: bool, scan: DatasetScan | None = None) -> str:
@@ -208,6 +255,7 @@ def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None, scan
     """
     from bids.exceptions import BIDSValidationError  # lazy: pybids is slow to import; only dataset indexing needs it
 
+    scan = scan or scan_dataset(bids_dir)
     try:
         if scan is not None and scan.large_sidecars:
             shown = ", ".join(scan.large_sidecars[:5]) + (" ..." if len(scan.large_sidecars) > 5 else "")
@@ -223,9 +271,9 @@ def _open_layout(bids_dir: Path, validate: bool, database_dir: Path | None, scan
         LOGGER.warning("indexing the sidecar metadata of %s failed: %s; the FLAIRs' sidecars are read "
                        "one by one instead (a FLAIR whose own sidecar is unreadable is not processed)",
                        bids_dir, cause)
-    from bids import BIDSLayout, BIDSLayoutIndexer  # lazy: pybids is slow to import; only dataset indexing needs it
+    from bids import BIDSLayout  # lazy: pybids is slow to import; only dataset indexing needs it
 
-    indexer = BIDSLayoutIndexer(validate=validate, index_metadata=False)
+    indexer = _indexer(validate, scan, index_metadata=False)
     return BIDSLayout(str(bids_dir), validate=validate, indexer=indexer), False
 
 
@@ -240,8 +288,9 @@ def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | No
     """
     from bids import BIDSLayout  # lazy: pybids is slow to import; only dataset indexing needs it
 
+    scan = scan or scan_dataset(bids_dir)
     if database_dir is None:
-        return BIDSLayout(str(bids_dir), validate=validate)
+        return BIDSLayout(str(bids_dir), validate=validate, indexer=_indexer(validate, scan))
     database_dir = Path(database_dir)
     database_dir.mkdir(parents=True, exist_ok=True)
     target = database_dir / _dataset_fingerprint(bids_dir, validate, scan)[:24]
@@ -251,7 +300,8 @@ def _open_indexed_layout(bids_dir: Path, validate: bool, database_dir: Path | No
     LOGGER.debug("BIDS database %s: re-indexing", target)
     tmp = Path(tempfile.mkdtemp(prefix=".indexing-", dir=database_dir))
     try:
-        BIDSLayout(str(bids_dir), validate=validate, database_path=str(tmp), reset_database=True)
+        BIDSLayout(str(bids_dir), validate=validate, database_path=str(tmp), reset_database=True,
+                   indexer=_indexer(validate, scan))
         try:
             os.rename(tmp, target)
         except OSError:  # another job indexed the same state first: use theirs

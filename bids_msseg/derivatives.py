@@ -129,6 +129,10 @@ LESION_COLUMNS: dict[str, dict[str, str]] = {
     "mean_probability": {"Description": "Mean lesion probability over the lesion's voxels."},
     "max_probability": {"Description": "Maximum lesion probability over the lesion's voxels."},
     **{k: v for k, v in location_columns().items() if k in ("location", "confluent", "touches")},
+    **{f"centroid_{axis}_template_mm": {
+        "Description": f"Centroid {axis} in the coordinates of the MNI152NLin2009aSym template (MNI mm), through the "
+                       "run's registration to the template (lesion location step); n/a without it.",
+        "Units": "mm"} for axis in "xyz"},
 }
 
 #: Column descriptions of the per-run summary TSV (preprocessing columns are described generically).
@@ -716,20 +720,31 @@ methods text (`CITATION.md`) and crash reports.
 """
 
 
-def segmented_sources(out_dir: Path) -> list[str]:
-    """The source FLAIRs (relative to the raw dataset) whose lesion mask is in ``out_dir``, sorted.
+def segmented_runs(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{source FLAIR (relative to the raw dataset): its recorded PreprocessingDecisions}`` of every run
+    whose lesion mask is in ``out_dir`` (decisions ``{}`` when the sidecar has none), sorted by source.
 
     Read from the masks' sidecars (``Sources``: ``bids:raw:<relpath>``), so the methods text and
     the group level describe every run of the output folder, whichever invocation made it.
     """
-    sources = set()
+    runs: dict[str, dict[str, Any]] = {}
+    prefix = f"bids:{RAW_LINK}:"
     for sidecar in Path(out_dir).glob("sub-*/**/anat/*_space-orig_label-lesion_mask.json"):
         if not sidecar.with_name(sidecar.name[: -len(".json")] + ".nii.gz").is_file():
             continue
         try:
-            uris = json.loads(sidecar.read_text()).get("Sources") or []
-        except (OSError, ValueError, AttributeError):
+            content = json.loads(sidecar.read_text())
+            uris = content.get("Sources") or []
+            decisions = content.get("PreprocessingDecisions")
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
-        prefix = f"bids:{RAW_LINK}:"
-        sources.update(uri[len(prefix):] for uri in uris if isinstance(uri, str) and uri.startswith(prefix))
-    return sorted(sources)
+        for uri in uris:
+            if isinstance(uri, str) and uri.startswith(prefix):
+                runs[uri[len(prefix):]] = dict(decisions) if isinstance(decisions, dict) else {}
+    return dict(sorted(runs.items()))
+
+
+def segmented_sources(out_dir: Path) -> list[str]:
+    """The source FLAIRs (relative to the raw dataset) whose lesion mask is in ``out_dir``, sorted
+    (:func:`segmented_runs`)."""
+    return list(segmented_runs(out_dir))

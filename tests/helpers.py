@@ -2,12 +2,16 @@
 
 What is here is either a constant (paths, the default synthetic runs) or a pure function that
 module-level builders of parametrized cases call outside any test, where no fixture can reach:
-the FLAIR-like head array and a gamma-noise blob. Anything a test body calls with arguments is a
+the FLAIR-like head array and a gamma-noise blob; and what two test modules read the same way
+(the README's quick-start command, the CUDA packages of a pip report). Anything a test body calls with arguments is a
 (factory) fixture in ``conftest.py`` instead; tests never import from ``conftest``.
 """
 
 from __future__ import annotations
 
+import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +64,38 @@ def blob_volume(shape: tuple[int, int, int] = (40, 48, 30), seed: int = 0) -> tu
     mask = (((zz - centre) / (np.array(shape)[:, None, None, None] / 3)) ** 2).sum(0) < 1
     data = rng.gamma(4.0, 25.0, shape).astype(np.float32) * mask
     return data, mask
+
+
+def readme_quick_start() -> str:
+    """The first command of the README's quick start (set up and run the demo), verbatim."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text[text.index("## Quick start"):]
+    return re.search(r"```bash\n(.+?)\n```", section, flags=re.S).group(1).strip()
+
+
+#: Distributions that only a CUDA build of torch brings (the CUDA runtime wheels and triton).
+CUDA_DISTRIBUTIONS = re.compile(r"^(nvidia-.+|triton|pytorch-triton.*|cuda-.+)$")
+
+
+def cuda_packages(report: dict[str, Any]) -> list[str]:
+    """``name==version`` of every CUDA package in a ``pip install --report`` JSON (a torch ``+cuXXX`` too)."""
+    found = []
+    for item in report.get("install", []):
+        name = str(item["metadata"]["name"]).lower().replace("_", "-")
+        version = str(item["metadata"]["version"])
+        if CUDA_DISTRIBUTIONS.match(name) or re.search(r"\+cu\d", version):
+            found.append(f"{name}=={version}")
+    return sorted(found)
+
+#: The package indexes the README's quick start reads.
+PYPI_INDEX = "https://pypi.org/simple/"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu/"
+
+
+def index_reachable(url: str, timeout: float = 10.0) -> bool:
+    """Whether ``url`` (a package index page) answers an HTTP GET within ``timeout`` seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 400
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

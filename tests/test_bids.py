@@ -175,3 +175,32 @@ def test_lookalikes_are_named_with_or_without_validation(tmp_path: Path, make_bi
     assert "sub-06_flair.nii.gz looks like a FLAIR but is not used: the suffix and extension" in caplog.text
     assert "sub-07_FLAIR.nii.gz  looks like a FLAIR but is not used: its name starts or ends with a blank" \
         in caplog.text
+
+
+@pytest.mark.parametrize("use_database", [False, True])
+def test_folder_links_inside_the_dataset_are_skipped_with_a_warning(rich_bids: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture,
+                                                                    use_database: bool) -> None:
+    """``anat/latest -> .`` (a loop) and ``ses-latest -> ses-2`` (an alias) are named and skipped: every
+    real FLAIR is found once, under its own path (the loop was refused with exit 16, issue 25)."""
+    (rich_bids / "sub-02" / "anat" / "latest").symlink_to(".")
+    (rich_bids / "sub-01" / "ses-1" / "anat" / "previous").symlink_to("..")
+    (rich_bids / "sub-01" / "ses-latest").symlink_to("ses-2")
+    with caplog.at_level(logging.WARNING, logger="bids_msseg.bids"):
+        runs = collect_flair_runs(rich_bids, database_dir=tmp_path / "db" if use_database else None)
+    assert _names(runs) == ["sub-01_ses-1_FLAIR", "sub-01_ses-2_acq-2D_FLAIR", "sub-01_ses-2_acq-3D_run-1_FLAIR",
+                            "sub-01_ses-2_acq-3D_run-2_FLAIR", "sub-02_FLAIR"]
+    assert all("latest" not in r.relpath and "previous" not in r.relpath for r in runs)
+    for rel, why in (("sub-02/anat/latest", "a folder that contains it (a loop)"),
+                     ("sub-01/ses-1/anat/previous", "a folder that contains it (a loop)"),
+                     ("sub-01/ses-latest", "a link to sub-01/ses-2/ in the dataset")):
+        assert any(rel in m and why in m and "is not used" in m for m in caplog.messages), (rel, caplog.messages)
+
+
+def test_folder_link_out_of_the_dataset_is_followed(rich_bids: Path, tmp_path: Path) -> None:
+    """Data kept elsewhere (``sub-02 -> /storage/sub-02``) and linked in is used as before."""
+    (tmp_path / "storage").mkdir()
+    (rich_bids / "sub-02").rename(tmp_path / "storage" / "sub-02")
+    (rich_bids / "sub-02").symlink_to(tmp_path / "storage" / "sub-02")
+    runs = collect_flair_runs(rich_bids)
+    assert "sub-02_FLAIR" in _names(runs) and len(runs) == 5

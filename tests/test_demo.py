@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -14,20 +13,14 @@ import numpy as np
 import pytest
 
 from bids_msseg import demo
+from tests.helpers import TORCH_CPU_INDEX, index_reachable, readme_quick_start
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_quick_start() -> str:
-    """The first command of the README's quick start, verbatim."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Quick start"):]
-    return re.search(r"```bash\n(.+?)\n```", section, flags=re.S).group(1).strip()
-
-
 def test_quick_start_is_the_documented_command() -> None:
-    assert readme_quick_start() == ("python3 -m pip install -c constraints.txt . && "
-                                    "python3 -m bids_msseg.demo /tmp/bids_msseg_demo")
+    assert readme_quick_start() == ("python3 -m pip install --extra-index-url https://download.pytorch.org/whl/cpu "
+                                    "-c constraints.txt . && python3 -m bids_msseg.demo /tmp/bids_msseg_demo")
 
 
 def test_an_interrupted_build_is_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -55,8 +48,19 @@ def test_figures_line(tmp_path: Path) -> None:
         "participant_id\tevaluation_status\tn_pred_lesions\tn_true_lesions\tpred_volume_ml\ttrue_volume_ml\tdice"
         "\tltpr\tlfpr\nsub-demo01\tok\t12\t10\t1.5\t1.4\t0.61234\t0.8\t0.25\n")
     line, = demo._figures(tmp_path)
-    assert line == ("sub-demo01: 12 lesions found (1.5 mL), 10 in the expert mask (1.4 mL); Dice 0.61, share of "
-                    "expert lesions found 0.80, share of found lesions that are false 0.25")
+    assert line == ("sub-demo01: 12 lesions found (1.5 mL), 10 in the expert mask (1.4 mL on the scan's grid); Dice "
+                    "0.61, share of expert lesions found 0.80, share of found lesions that are false 0.25")
+
+
+def test_expert_volumes_name_both_grids() -> None:
+    """The build log gives the mask's 1 mm volume and the one the evaluation uses (issue 25: 1.4 and 0.9 mL)."""
+    native = np.zeros((20, 20, 20), bool)
+    native[5:15, 5:15, 5:15] = True  # 1.0 mL at 1 mm
+    scan = np.zeros((10, 10, 4), bool)
+    scan[2:8, 2:8, 1:3] = True  # 72 voxels of 2 x 2 x 5 mm = 1.44 mL
+    assert demo.expert_volumes(native, scan, (2.0, 2.0, 5.0)) == (
+        "1.0 mL on the 1 mm template; the expert mask resampled onto this scan's grid, which the evaluation uses: "
+        "1.4 mL")
 
 
 def test_packaged_lesion_masks_are_real_and_small() -> None:
@@ -90,6 +94,8 @@ def test_readme_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv),
            "NIPYPE_NO_ET": "1"}
     env.pop("PYTHONPATH", None)
+    if not index_reachable(TORCH_CPU_INDEX):  # pip would retry that index 5 times for every package
+        env["PIP_RETRIES"] = "0"
     command = readme_quick_start().replace("/tmp/bids_msseg_demo", str(tmp_path / "demo"))
     done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -20,6 +20,7 @@ fourth region, is not imaged): an imaging count, not a diagnosis.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,9 +29,17 @@ import pandas as pd
 from scipy import ndimage
 
 from bids_msseg.anatomy.core import LabelledTemplate
-from bids_msseg.anatomy.registration import RunAnatomy, refine_ventricles, register_run, to_template
+from bids_msseg.anatomy.registration import (
+    RunAnatomy,
+    points_to_template,
+    refine_ventricles,
+    register_run,
+    to_template,
+)
 from bids_msseg.anatomy.template import REGIONS, mni152_template
 from bids_msseg.lesions import DIS_CLASSES, LOCATION_CLASSES
+
+LOGGER = logging.getLogger(__name__)
 
 PERIVENTRICULAR_MM = 3.0
 JUXTACORTICAL_MM = 2.0
@@ -119,8 +128,30 @@ def summary_columns(table: pd.DataFrame, locations: LesionLocations | None, stat
             "registration_seconds": None if seconds is None else round(seconds, 2)}
 
 
-def with_locations(table: pd.DataFrame, locations: LesionLocations | None) -> pd.DataFrame:
-    """The lesion table with ``location``, ``confluent`` and ``touches`` columns (n/a when unknown)."""
+#: The lesion table's columns of the lesion centroid in template coordinates (MNI152 2009a mm).
+TEMPLATE_CENTROID_COLUMNS = ("centroid_x_template_mm", "centroid_y_template_mm", "centroid_z_template_mm")
+_SCANNER_CENTROID_COLUMNS = ("centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
+
+
+def template_centroids(anatomy: RunAnatomy, table: pd.DataFrame) -> np.ndarray | None:
+    """The lesion table's centroids (scanner mm) in template mm through the run's registration (N x 3,
+    rounded to 0.1 mm), or None when there is no registration or no centroid column; never raises."""
+    if not anatomy.ok or not set(_SCANNER_CENTROID_COLUMNS) <= set(table.columns):
+        return None
+    if not len(table):
+        return np.zeros((0, 3))
+    try:
+        points = table[list(_SCANNER_CENTROID_COLUMNS)].to_numpy(np.float64)
+        return np.round(points_to_template(anatomy, points), 1)
+    except Exception as err:  # noqa: BLE001 - a failure of ANTs leaves the columns n/a, the run goes on
+        LOGGER.warning("lesion centroids not mapped to the template: %s", err)
+        return None
+
+
+def with_locations(table: pd.DataFrame, locations: LesionLocations | None,
+                   centroids: np.ndarray | None = None) -> pd.DataFrame:
+    """The lesion table with ``location``, ``confluent`` and ``touches`` columns (n/a when unknown) and the
+    template-space centroids of :func:`template_centroids` (:data:`TEMPLATE_CENTROID_COLUMNS`, n/a without)."""
     out = table.copy()
     n = len(out)
     if locations is None:
@@ -131,6 +162,8 @@ def with_locations(table: pd.DataFrame, locations: LesionLocations | None) -> pd
         out["location"] = locations.classes
         out["confluent"] = [str(bool(c)).lower() for c in locations.confluent]
         out["touches"] = [t or "none" for t in locations.touches]
+    for axis, column in enumerate(TEMPLATE_CENTROID_COLUMNS):
+        out[column] = [None] * n if centroids is None else np.asarray(centroids, np.float64).reshape(-1, 3)[:, axis]
     return out
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from bids_msseg.anatomy.core import LabelledTemplate
@@ -139,6 +140,27 @@ def _implausible(labels: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> s
     if not 1.0 <= ventricles_ml <= 300.0:
         return f"implausible lateral-ventricle volume {ventricles_ml:.1f} mL"
     return None
+
+
+def points_to_template(anatomy: RunAnatomy, points_mm: np.ndarray) -> np.ndarray:
+    """Points of the run (N x 3, scanner RAS+ mm, as the lesion table's centroids) in template mm.
+
+    The registration's forward transforms resample the template onto the run, so they map a run
+    point to the template point that lands on it: the point's place in the template (MNI152 2009a
+    mm for the product's template). ANTs works in LPS, hence the sign flips of x and y.
+    """
+    import ants  # lazy: antspyx is heavy and only needed when anatomy is asked for
+
+    if not anatomy.ok:
+        raise ValueError("no registration to map through")
+    points = np.asarray(points_mm, np.float64).reshape(-1, 3)
+    if not len(points):
+        return np.zeros((0, 3))
+    flip = np.array([-1.0, -1.0, 1.0])
+    forward = anatomy.transforms["fwd"]
+    moved = ants.apply_transforms_to_points(3, pd.DataFrame(points * flip, columns=["x", "y", "z"]), forward,
+                                            whichtoinvert=[False] * len(forward))
+    return moved[["x", "y", "z"]].to_numpy(np.float64) * flip
 
 
 def to_template(anatomy: RunAnatomy, data: np.ndarray, affine: np.ndarray, *, interpolator: str) -> np.ndarray:

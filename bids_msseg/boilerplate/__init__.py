@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ LOGGER = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_CONTEXT",
     "cited_keys",
+    "decision_counts",
     "load_references",
     "render_boilerplate",
     "software_versions",
@@ -84,6 +85,10 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "training_data": "",
     "training_citations": [],
     "location": False,  # lesion location classes and template-space outputs (--no-location: False)
+    # How many of the n_runs images got N4 / brain extraction, from the runs' recorded decisions
+    # (decision_counts); None when not known for every run: the text then says "where needed".
+    "n4_count": None,
+    "brain_extraction_count": None,
     "n_runs": None,
     "n_subjects": None,
     "software": None,  # software_versions() when None
@@ -127,7 +132,68 @@ def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
     if full["training_data"] and not full["training_citations"]:
         full["training_citations"] = training_citations(str(full["training_data"]))
     full["training_data"] = _readable_training_data(str(full["training_data"]))
+    full["counted_preprocessing"] = _counted_preprocessing(full)
     return full
+
+
+def decision_counts(decisions: Iterable[Mapping[str, Any]]) -> dict[str, int] | None:
+    """``{"n4_count": ..., "brain_extraction_count": ...}``: how many runs got each step, from their recorded
+    ``PreprocessingDecisions`` (``n4`` and ``skullstrip`` booleans); None when one run has no readable decision."""
+    n4 = skullstrip = 0
+    for decision in decisions:
+        if not isinstance(decision.get("n4"), bool) or not isinstance(decision.get("skullstrip"), bool):
+            return None
+        n4 += decision["n4"]
+        skullstrip += decision["skullstrip"]
+    return {"n4_count": n4, "brain_extraction_count": skullstrip}
+
+
+def _images(count: int, total: int) -> str:
+    """``the image`` / ``both images`` / ``all 5 images`` / ``3 of the 5 images``."""
+    if count == total:
+        return {1: "the image", 2: "both images"}.get(total, f"all {total} images")
+    return f"{count} of the {total} images"
+
+
+def _counted_preprocessing(full: Mapping[str, Any]) -> str:
+    """The preprocessing sentences for steps decided per image ("auto") whose counts are known: each
+    step is described with the number of images it ran on, and a step that ran on none is not described.
+    Empty when nothing is counted (the template's own text then applies)."""
+    total, sentences = full["n_runs"], []
+    if not total:
+        return ""
+    n4, bet = full["n4_count"], full["brain_extraction_count"]
+    if full["n4"] == "auto" and n4 is not None:
+        antspy = f" (*ANTsPy* {full['software']['antspyx']})" if full["software"].get("antspyx") else ""
+        rest = total - n4
+        if n4:
+            sentences.append(f"In {_images(n4, total)}, intensity non-uniformity was corrected with N4 "
+                             f"[@tustison2010n4]{antspy}" + (f"; the other {rest} {'was' if rest == 1 else 'were'} "
+                                                             "taken as already bias-corrected." if rest else "."))
+        else:
+            sentences.append(f"No intensity non-uniformity correction was run: {_images(total, total)} "
+                             f"{'was' if total == 1 else 'were'} taken as already bias-corrected.")
+    if full["brain_extraction"] == "auto" and bet is not None:
+        method = f" by {full['brain_extraction_method']}" if full["brain_extraction_method"] else ""
+        cite = full["brain_extraction_citations"]
+        cited = f" [{'; '.join('@' + key for key in cite)}]" if cite else ""
+        rest = total - bet
+        if bet:
+            sentences.append(f"From {_images(bet, total)}, the brain was extracted{method}{cited}" + (
+                f"; the other {rest} looked already skull-stripped, and the brain mask of "
+                f"{'that image' if rest == 1 else 'each'} was its non-background voxels." if rest else "."))
+        else:
+            sentences.append(f"No brain extraction was run: {_images(total, total)} looked already skull-stripped, "
+                             f"and the brain mask of {'the image' if total == 1 else 'each'} was its non-background "
+                             "voxels.")
+    if not sentences:
+        return ""
+    steps = ("N4 correction and brain extraction were" if full["n4"] == full["brain_extraction"] == "auto"
+             else "N4 correction was" if full["n4"] == "auto" else "Brain extraction was")
+    sentences.append(f"{steps} decided for each image from its appearance and its sidecar metadata; each image's "
+                     "decisions and their reasons are recorded in its sidecars (`PreprocessingDecisions`) and in its "
+                     "report.")
+    return "\n".join(sentences)
 
 
 def training_citations(description: str) -> list[str]:

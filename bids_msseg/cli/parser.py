@@ -15,11 +15,12 @@ replaced) and an unknown analysis level exits 17, as the BIDS Apps execution spe
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
@@ -62,10 +63,38 @@ _TRAIN = TrainSettings()
 _CROSSSITE = CrossSiteSettings()
 
 
+_UNRECOGNIZED = "unrecognized arguments: "
+
+
+def suggest_flags(unknown: Sequence[str], known: Iterable[str]) -> dict[str, str]:
+    """``{typed flag: the known flag it most likely means}`` for the flags among ``unknown``.
+
+    A typo'd flag (``--participant-lable``) is matched to the closest known option string by
+    difflib's similarity ratio (at least 0.75, so a flag from another tool is not matched to an
+    unrelated one); ``--flag=value`` is matched by its flag. Values and positionals are skipped.
+    """
+    options = sorted({k for k in known if k.startswith("-")})
+    suggestions: dict[str, str] = {}
+    for token in unknown:
+        flag = token.split("=", 1)[0]
+        if not flag.startswith("-") or flag in options or flag in suggestions:
+            continue
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
+        if close:
+            suggestions[flag] = close[0]
+    return suggestions
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors exit with 64 (EX_USAGE) instead of 2."""
+    """An ArgumentParser whose usage errors exit with 64 (EX_USAGE) instead of 2, and that suggests
+    the option a typo'd flag most likely means (Python 3.11's argparse does not)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith(_UNRECOGNIZED):
+            hints = suggest_flags(message[len(_UNRECOGNIZED):].split(), self._option_string_actions)
+            if hints:
+                message += "; did you mean " + ", ".join(f"{right} (for {typed})" if len(hints) > 1 else right
+                                                          for typed, right in hints.items()) + "?"
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 

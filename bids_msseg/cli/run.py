@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from bids_msseg import __version__
 from bids_msseg._compat import configure_environment
 from bids_msseg.bids import FlairRun, collect_flair_runs
-from bids_msseg.boilerplate import write_citation
+from bids_msseg.boilerplate import decision_counts, write_citation
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.cli.progress import BarAwareHandler, ProgressDisplay, format_seconds
 from bids_msseg.crashfiles import flair_wf_name
-from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_sources, write_dataset_description
+from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_runs, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.io import file_sha256
 from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition
@@ -201,10 +201,13 @@ def write_run_citation(options: Options, pending: Sequence[FlairRun] = ()) -> Pa
         LOGGER.warning("%s; logs/CITATION.md not rewritten", err)
         return None
     context: dict[str, Any] = SegmentationSettings.resolve(options, card).citation_context(options, card)
-    sources = set(segmented_sources(options.output_dir)) | {run.relpath for run in pending}
+    recorded = segmented_runs(options.output_dir)
+    sources = set(recorded) | {run.relpath for run in pending}
     if sources:
         subjects = {Path(source).name.split("_")[0] for source in sources}
         context.update(n_runs=len(sources), n_subjects=len(subjects))
+        if sources == set(recorded):  # every run described has its decisions: say how many got each step
+            context.update(decision_counts(recorded.values()) or {})
     return write_citation(options.logs_dir, context)
 
 

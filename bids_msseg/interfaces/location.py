@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_msseg.anatomy.location import locate_run, summary_columns, with_locations
+from bids_msseg.anatomy.location import locate_run, summary_columns, template_centroids, with_locations
 from bids_msseg.interfaces.common import load_array, load_original, save_nifti, write_json
 from bids_msseg.interfaces.derivatives import read_table
 from bids_msseg.runtime import set_threads
@@ -62,7 +62,8 @@ class LesionLocation(SimpleInterface):
                             seed=int(self.inputs.random_seed))
         if result.locations is None:
             LOGGER.warning("%s: lesion locations are n/a (%s)", self.inputs.in_file, result.status)
-        table = with_locations(read_table(self.inputs.table), result.locations)
+        table = read_table(self.inputs.table)
+        table = with_locations(table, result.locations, template_centroids(result.anatomy, table))
         cwd = Path(runtime.cwd)
         table_path = cwd / "lesions_located.tsv"
         table.to_csv(table_path, sep="\t", index=False, na_rep="n/a")

@@ -3,7 +3,14 @@
 import numpy as np
 import pandas as pd
 
-from bids_msseg.anatomy.location import classify_lesions, location_summary, with_locations
+from bids_msseg.anatomy.location import (
+    TEMPLATE_CENTROID_COLUMNS,
+    classify_lesions,
+    location_summary,
+    template_centroids,
+    with_locations,
+)
+from bids_msseg.anatomy.registration import RunAnatomy
 from bids_msseg.anatomy.template import REGIONS
 
 
@@ -61,3 +68,14 @@ def test_summary_counts_volumes_and_mcdonald_regions():
     unknown = location_summary(table, None)
     assert unknown["mcdonald_regions"] is None and unknown["periventricular_count"] is None
     assert with_locations(table, None)["location"].isna().all()
+
+
+def test_template_centroid_columns_are_na_without_a_registration():
+    table = pd.DataFrame({"index": [1, 2], "centroid_x_mm": [1.0, 2.0], "centroid_y_mm": [0.0, 0.0],
+                          "centroid_z_mm": [3.0, 4.0]})
+    assert template_centroids(RunAnatomy(status="failed: no brain"), table) is None
+    plain = with_locations(table, None)
+    assert plain[list(TEMPLATE_CENTROID_COLUMNS)].isna().all().all()
+    located = with_locations(table, None, np.array([[10.0, -20.0, 5.5], [11.0, -21.0, 6.5]]))
+    assert located["centroid_z_template_mm"].tolist() == [5.5, 6.5]
+    assert located["centroid_x_mm"].tolist() == [1.0, 2.0], "scanner centroids kept"

@@ -8,6 +8,7 @@ from pathlib import Path
 from bids_msseg.boilerplate import (
     DEFAULT_CONTEXT,
     cited_keys,
+    decision_counts,
     load_references,
     render_boilerplate,
     training_citations,
@@ -133,3 +134,23 @@ def test_location_paragraph_follows_the_switch() -> None:
     assert "#### Lesion location" in on and "periventricular" in on and "not a\ndiagnosis" in on
     assert "fonov2011unbiased" in cited_keys(on) and "avants2008syn" in cited_keys(on)
     assert "Lesion location" not in off and "fonov2011unbiased" not in cited_keys(off)
+
+
+def test_decision_counts_need_every_run() -> None:
+    assert decision_counts([{"n4": True, "skullstrip": False}, {"n4": True, "skullstrip": True}]) == {
+        "n4_count": 2, "brain_extraction_count": 1}
+    assert decision_counts([{"n4": True, "skullstrip": False}, {}]) is None
+    assert decision_counts([]) == {"n4_count": 0, "brain_extraction_count": 0}
+
+
+def test_counted_steps_are_described_with_their_numbers_and_only_if_they_ran() -> None:
+    none = render_boilerplate({"n_runs": 3, "n4_count": 0, "brain_extraction_count": 0})
+    assert "all 3 images were taken as already bias-corrected" in none
+    assert "tustison2010n4" not in cited_keys(none) and "iglesias2011robex" not in cited_keys(none)
+    assert "only where needed" not in none
+    some = render_boilerplate({"n_runs": 3, "n4_count": 3, "brain_extraction_count": 1})
+    assert "In all 3 images, intensity non-uniformity was corrected with N4" in some
+    assert "From 1 of the 3 images, the brain was extracted" in some and "the other 2 looked" in some
+    assert {"tustison2010n4", "iglesias2011robex"} <= set(cited_keys(some))
+    forced = render_boilerplate({"n_runs": 3, "n4": True, "n4_count": 3, "brain_extraction_count": 0})
+    assert "in every image" in forced and "Brain extraction was decided for each image" in forced

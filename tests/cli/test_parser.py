@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bids_msseg import __version__
-from bids_msseg.cli.parser import Options, build_parser, parse_args
+from bids_msseg.cli.parser import Options, build_parser, parse_args, suggest_flags
 from bids_msseg.cli.run import main
 from bids_msseg.settings import DEFAULT_RANDOM_SEED
 
@@ -175,3 +175,43 @@ def test_largest_seed_is_accepted(tmp_path: Path) -> None:
     opts = parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", "--random-seed",
                        str(2**32 - 1)])
     assert opts.random_seed == 2**32 - 1
+
+
+# ---- typo'd flags, and the README's account of the defaults (issue 25).
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["--participant-lable", "01"], "did you mean --participant-label?"),
+    (["--skulstrip", "off"], "did you mean --skullstrip?"),
+    (["--thresold=0.4"], "did you mean --threshold?"),
+    (["--sesion-label", "1", "--no-locaton"], "did you mean --session-label (for --sesion-label), --no-location "
+                                               "(for --no-locaton)?"),
+])
+def test_a_typod_flag_gets_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                        hint: str) -> None:
+    assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", *argv]) == 64
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and err.rstrip().endswith(hint), err
+
+
+def test_an_unrelated_flag_gets_no_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", "--fs-license-file", "x"]) == 64
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_suggest_flags_skips_values_and_known_flags() -> None:
+    known = ["--participant-label", "--participant_label", "--n4", "-w"]
+    assert suggest_flags(["--participant-lable", "01", "--n4", "--participant_labl=02"], known) == {
+        "--participant-lable": "--participant-label", "--participant_labl": "--participant_label"}
+
+
+def test_readme_gives_the_help_defaults_of_the_resources(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` and the README say the same of ``--nprocs`` and ``--omp-nthreads`` (they disagreed)."""
+    text = " ".join(_help(capsys, "--help").split())
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    omp_default = re.search(r"--omp-nthreads N .*?\(default: ([^)]+\))\)", text).group(1)
+    assert omp_default == "min(nprocs, 8)"
+    assert f"`--omp-nthreads` to {omp_default}" in readme
+    assert "(default: the CPUs available)" in text and "`--nprocs` defaults to the CPUs available" in readme
+    opts = parse_args(["/bids", "/out", "participant", "--nprocs", "12"])
+    assert opts.omp_nthreads == 8

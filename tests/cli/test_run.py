@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bids_msseg.bids import FlairRun
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.cli.run import check_output_dir, main, write_run_citation
 from bids_msseg.derivatives import derivative_paths, segmented_sources
@@ -195,13 +196,17 @@ def test_main_process_needs_no_torch(synthetic_bids: Path, tmp_path: Path) -> No
 
 # ---- The command line's run-level behaviour: CITATION.md over every run of the output folder, the
 
-def _fake_outputs(out: Path, relpaths: list[str]) -> None:
-    """A lesion mask and its sidecar per run, as the participant level writes them."""
-    for relpath in relpaths:
+def _fake_outputs(out: Path, relpaths: list[str], decisions: list[dict] | None = None) -> None:
+    """A lesion mask and its sidecar per run (with its preprocessing decisions), as the participant level
+    writes them."""
+    for i, relpath in enumerate(relpaths):
         paths = derivative_paths(out, relpath)
         paths["mask"].parent.mkdir(parents=True, exist_ok=True)
         paths["mask"].write_bytes(b"")
-        paths["mask_json"].write_text(json.dumps({"Sources": [f"bids:raw:{relpath}", "bids::x"]}))
+        sidecar = {"Sources": [f"bids:raw:{relpath}", "bids::x"]}
+        if decisions is not None:
+            sidecar["PreprocessingDecisions"] = decisions[i]
+        paths["mask_json"].write_text(json.dumps(sidecar))
 
 
 def test_citation_counts_every_run_of_the_output_folder(tmp_path: Path) -> None:
@@ -215,6 +220,30 @@ def test_citation_counts_every_run_of_the_output_folder(tmp_path: Path) -> None:
     text = write_run_citation(options).read_text()
     assert "4 FLAIR images of 3 participants" in text
     assert "Lesjak" in text and "Iglesias" in text and "Tustison" in text and "Zhou" in text
+
+
+def test_citation_says_how_many_images_got_each_step(tmp_path: Path) -> None:
+    """From the runs' recorded decisions (issue 25: the demo's text described N4 and ROBEX, neither of which ran)."""
+    out = tmp_path / "out"
+    runs = ["sub-01/anat/sub-01_FLAIR.nii.gz", "sub-02/anat/sub-02_FLAIR.nii.gz"]
+    stripped = {"n4": False, "skullstrip": False, "reasons": {"n4": "skull-stripped", "skullstrip": "skull-stripped"}}
+    _fake_outputs(out, runs, [stripped, stripped])
+    options = parse_args([str(tmp_path / "bids"), str(out), "participant"])
+    text = write_run_citation(options).read_text()
+    assert "No intensity non-uniformity correction was run: both images" in text
+    assert "No brain extraction was run: both images looked already skull-stripped" in text
+    assert "Tustison" not in text and "Iglesias" not in text and "ROBEX" not in text
+    raw = {**stripped, "n4": True, "skullstrip": True}
+    _fake_outputs(out, runs + ["sub-03/anat/sub-03_FLAIR.nii.gz"], [stripped, stripped, raw])
+    text = write_run_citation(options).read_text()
+    assert "In 1 of the 3 images, intensity non-uniformity was corrected with N4" in text
+    assert "From 1 of the 3 images, the brain was extracted" in text and "the other 2 looked already" in text
+    assert "Tustison" in text and "Iglesias" in text
+    # a run still to come has no decision yet: the text says "where needed" instead of counting
+    pending = parse_args([str(tmp_path / "bids"), str(out), "participant"])
+    text = write_run_citation(pending, pending=[FlairRun(path=tmp_path / "x.nii.gz",
+                                                         relpath="sub-04/anat/sub-04_FLAIR.nii.gz")]).read_text()
+    assert "4 FLAIR images" in text and "only where needed" in text and "of the 4 images" not in text
 
 
 def test_group_does_not_create_a_missing_output_folder(tmp_path: Path) -> None:

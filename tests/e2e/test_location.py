@@ -50,6 +50,16 @@ def _pick(labels: np.ndarray, zooms: float, affine: np.ndarray) -> dict[str, np.
     }
 
 
+def _misplacement() -> np.ndarray:
+    """The scan is placed 6 mm and 6 degrees away from the template: registration has work to do."""
+    angle = np.deg2rad(6.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0, 0], [np.sin(angle), np.cos(angle), 0, 0],
+                    [0, 0, 1, 0], [0, 0, 0, 1]])
+    shift = np.eye(4)
+    shift[:3, 3] = (6.0, -4.0, 3.0)
+    return shift @ rot
+
+
 @pytest.fixture(scope="module")
 def located_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     template = mni152_template()
@@ -65,13 +75,7 @@ def located_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
         inside = ((ijk - centre[:, None, None, None]) ** 2).sum(0) * 4.0 <= BLOB_MM ** 2
         image[inside] = 1.0
     image[labels == 0] = 0.0
-    # the scan is placed 6 mm and 6 degrees away from the template: registration has work to do
-    angle = np.deg2rad(6.0)
-    rot = np.array([[np.cos(angle), -np.sin(angle), 0, 0], [np.sin(angle), np.cos(angle), 0, 0],
-                    [0, 0, 1, 0], [0, 0, 0, 1]])
-    shift = np.eye(4)
-    shift[:3, 3] = (6.0, -4.0, 3.0)
-    moved = shift @ rot @ affine
+    moved = _misplacement() @ affine
     world = {name: moved[:3, :3] @ c + moved[:3, 3] for name, c in centres.items()}
     root = tmp_path_factory.mktemp("located") / "bids"
     anat = root / "sub-loc" / "anat"
@@ -108,9 +112,14 @@ def test_known_lesion_locations_through_the_cli(located_dataset, tmp_path: Path,
     table = pd.read_csv(paths["dseg_tsv"], sep="\t")
     assert len(table) == 4, table
     centroids = table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
+    to_template = np.linalg.inv(_misplacement())
     for name, position in world.items():
         row = table.iloc[int(np.argmin(np.linalg.norm(centroids - position, axis=1)))]
         assert row["location"] == name, (name, row.to_dict())
+        # the template-space centroid is where the blob was drawn in the template (issue 25)
+        in_template = to_template[:3, :3] @ position + to_template[:3, 3]
+        mapped = row[["centroid_x_template_mm", "centroid_y_template_mm", "centroid_z_template_mm"]].to_numpy(float)
+        assert np.linalg.norm(mapped - in_template) < 4.0, (name, mapped, in_template)
 
     summary = pd.read_csv(paths["summary"], sep="\t").iloc[0]
     for name in world:
