@@ -71,8 +71,11 @@ def test_report_is_self_contained_with_figures_and_tables(tmp_path):
     assert not re.search(r'(src|href)="(?!data:|#|https://creativecommons)', html), "no external resources"
     assert "<script" not in html
     for text in ("Total lesion volume (mL)", "0.0302", "Brain volume (mL)", "msseg-unetplusplus@0123456789ab",
-                 "already skull-stripped", "lesion-001", "lesion-003", "Brain mask"):
+                 "already skull-stripped", "Brain mask"):
         assert text in html, text
+    # the lesion table: lesion number and volume first, readable headers, no raw key
+    assert '<thead><tr><th class="num">Lesion</th><th class="num">Volume (mm³)</th>' in html
+    assert "volume_mm3" not in html and "lesion-001" not in html
     assert "no &lt;bias&gt; correction" in html, "decisions must be HTML-escaped"
     assert "preproc_n4_applied" not in html
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left"
