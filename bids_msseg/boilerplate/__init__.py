@@ -83,6 +83,11 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "training_data": "",
     "training_citations": [],
     "location": False,  # lesion location classes and template-space outputs (--no-location: False)
+    # the longitudinal step, when it compared sessions (bids_msseg.longitudinal.outputs.citation_context)
+    "longitudinal_pairs": 0,
+    "longitudinal_subjects": 0,
+    "registration_mm": 2.0,
+    "rule": {},
     "n_runs": None,
     "n_subjects": None,
     "software": None,  # software_versions() when None

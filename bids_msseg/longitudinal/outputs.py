@@ -38,7 +38,8 @@ from bids_msseg.derivatives import (
     write_json,
     write_tsv,
 )
-from bids_msseg.longitudinal.change import CHANGE_LABELS
+from bids_msseg.longitudinal.change import CHANGE_LABELS, ChangeRule
+from bids_msseg.longitudinal.registration import REGISTRATION_MM
 
 #: ``.bidsignore`` lines of the longitudinal outputs without a BIDS name.
 BIDSIGNORE = ("*_desc-longitudinal_*",)
@@ -163,6 +164,17 @@ def write_summary(out_dir: Path, subject: str, rows: list[dict[str, Any]]) -> di
                                        **SUMMARY_COLUMNS})
     write_tsv(paths["summary"], frame)
     return paths
+
+
+def citation_context(out_dir: Path) -> dict[str, Any]:
+    """What the methods text says of the longitudinal step (:mod:`bids_msseg.boilerplate`): the pairs of
+    sessions compared (``status`` ok) in every subject summary under ``out_dir``, their subjects, the
+    change rule and the registration grid; no pairs when the step never compared any."""
+    summaries = collect_summaries(out_dir)
+    compared = summaries[summaries["status"] == "ok"] if len(summaries) else summaries
+    return {"longitudinal_pairs": int(len(compared)),
+            "longitudinal_subjects": int(compared["participant_id"].nunique()) if len(compared) else 0,
+            "registration_mm": REGISTRATION_MM, "rule": ChangeRule().sidecar()}
 
 
 #: The group level's table of every subject's longitudinal summary (at the output root).

@@ -216,7 +216,7 @@ def longitudinal_figure(longitudinal: pd.DataFrame, figures: Path) -> Path:
     ax.plot(xs, ok["volume_change_ml"].astype(float), "o")
     ax.axhline(0, color="grey", linewidth=1, linestyle="--")
     ax.set_xlabel("Days between sessions" if known.all() and len(ok) else "Follow-up (days unknown)")
-    ax.set_ylabel("Total lesion volume change (mL)")
+    ax.set_ylabel("Lesion volume change (mL, the runs' own)")
     fig.tight_layout()
     return _save_png(fig, figures / "longitudinal.png")
 

@@ -13,6 +13,7 @@ from bids_msseg.boilerplate import (
     training_citations,
     write_citation,
 )
+from bids_msseg.longitudinal.change import ChangeRule
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, read_card
 from bids_msseg.settings import Options, SegmentationSettings
 
@@ -127,3 +128,15 @@ def test_location_paragraph_follows_the_switch() -> None:
     assert "#### Lesion location" in on and "periventricular" in on and "not a\ndiagnosis" in on
     assert "fonov2011unbiased" in cited_keys(on) and "avants2008syn" in cited_keys(on)
     assert "Lesion location" not in off and "fonov2011unbiased" not in cited_keys(off)
+
+
+def test_longitudinal_paragraph_only_when_sessions_were_compared() -> None:
+    """The longitudinal step is described, with its numbers and citations, only when it compared sessions."""
+    rule = ChangeRule()
+    on = render_boilerplate({"longitudinal_pairs": 2, "longitudinal_subjects": 1, "rule": rule.sidecar()})
+    off = render_boilerplate({})
+    assert "#### Longitudinal change" in on and "Longitudinal" not in off
+    flat = " ".join(on.split())
+    assert "For the 1 participant with FLAIR images at two or more sessions" in flat and "2 pairs of images" in flat
+    assert f"probability below {rule.absent_probability} throughout" in flat and "not seen at follow-up" in flat
+    assert "tustison2010n4" in cited_keys(on) and "avants2008syn" in cited_keys(on)
