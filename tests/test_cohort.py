@@ -291,9 +291,10 @@ def render_in_chromium(report: Path, work: Path) -> tuple[list[list], list[str]]
     return json.loads(html_lib.unescape(found.group(1))), console
 
 
-def test_report_renders_in_chromium(cohort_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+def test_report_renders_in_chromium(cohort_dataset: tuple[Path, Path], tmp_path: Path, check_report_fits) -> None:
     bids, out = cohort_dataset
     assert _group(bids, out, tmp_path) == 0
+    check_report_fits(out / "group_report.html")  # no table wider than the page at 1024 and 1440 px
     images, console = render_in_chromium(out / "group_report.html", tmp_path)
     assert len(images) == 3 + 2 + 1  # 3 QC mosaics, volume distribution + site box plots, evaluation
     assert all(width > 0 and height > 0 for _, width, height in images), images

@@ -38,7 +38,9 @@ COLOURS: dict[int, str] = {1: OKABE_ITO["sky blue"], 2: OKABE_ITO["vermillion"],
 N_SLICES = 3
 FIGURE_PIXELS = 1200
 DPI = 100
-#: Key columns of the changed-lesion table, shown first; the centroid goes last.
+#: Columns of the lesion TSV left out of the report's table (the TSV has them).
+CENTROID_COLUMNS = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
+#: Key columns of the changed-lesion table, shown first.
 KEY_COLUMNS = ("index", "change", "baseline_volume_mm3", "followup_volume_mm3", "volume_change_mm3",
                "relative_change")
 
@@ -140,7 +142,7 @@ def render_subject_report(path: Path, subject: str, baseline: Visit3D, pairs: Se
             change = pair.change
             png = pair_figure(baseline.flair, pair.followup_on_baseline, change.change_map, baseline.image.affine,
                               baseline.brain)
-            changed = change.table[change.table["change"] != "stable"].copy()
+            changed = change.table[change.table["change"] != "stable"].drop(columns=CENTROID_COLUMNS)
             changed["change"] = changed["change"].map(lambda c: CHANGE_NAMES.get(c, c))
             section.update(
                 compared=True, rows=_pair_rows(pair, summaries[i] if i < len(summaries) else {}),

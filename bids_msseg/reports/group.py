@@ -183,17 +183,16 @@ def evaluation_figure(scored: pd.DataFrame, figures: Path) -> Path:
 LONGITUDINAL_REPORT_COLUMNS = ("participant_id", "followup_session", "baseline_session", "days_between", "status",
                                "new_count", "enlarging_count", "shrinking_count", "disappearing_count",
                                "not_seen_count", "baseline_volume_ml", "followup_volume_ml", "volume_change_ml",
-                               "paired_volume_change_ml", "new_volume_ml", "enlarging_volume_ml")
+                               "paired_volume_change_ml")
 #: Headers of the longitudinal columns in the group report.
 LONGITUDINAL_LABELS = {"participant_id": "Participant", "followup_session": "Follow-up",
                        "baseline_session": "Baseline", "new_count": "New", "enlarging_count": "Enlarging",
                        "shrinking_count": "Shrinking", "disappearing_count": "Disappearing",
-                       "not_seen_count": "Not seen at follow-up",
-                       "baseline_volume_ml": "Baseline volume (mL, its run)",
-                       "followup_volume_ml": "Follow-up volume (mL, its run)",
-                       "volume_change_ml": "Volume change (mL, runs)",
-                       "paired_volume_change_ml": "Volume change (mL, paired comparison)",
-                       "new_volume_ml": "New lesions (mL)", "enlarging_volume_ml": "Grown by enlarging (mL)"}
+                       "not_seen_count": "Not seen", "days_between": "Days",
+                       "baseline_volume_ml": "Baseline (mL)", "followup_volume_ml": "Follow-up (mL)",
+                       "volume_change_ml": "Change (mL)", "paired_volume_change_ml": "Paired change (mL)"}
+#: Short headers of the location classes in the table of runs (the location label TSV's abbreviations).
+CLASS_ABBREVIATIONS = {"periventricular": "PV", "juxtacortical": "JC", "infratentorial": "IT", "subcortical": "SC"}
 
 
 def longitudinal_figure(longitudinal: pd.DataFrame, figures: Path) -> Path:
@@ -445,7 +444,8 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
         lesion_rgba=f"rgba({', '.join(str(int(255 * c)) for c in LESION_RGBA[:3])}, {LESION_RGBA[3]})",
         expert_colour=EXPERT_COLOUR, version=_version(), long_table=long_table,
         n_ok=len(ok), n_located=len(located), location_rows=_location_rows(located) if len(located) else [],
-        class_names=list(LOCATION_CLASSES),
+        class_names=[(CLASS_ABBREVIATIONS.get(name, name), name) for name in LOCATION_CLASSES],
+        models=sorted({_fmt(m) for m in cohort.loc[cohort["status"] == "ok", "model_id"]}),
         frequency_map=FREQUENCY_MAP if frequency is not None else None,
         frequency_runs=frequency.n_runs if frequency is not None else 0,
     )

@@ -58,8 +58,13 @@ def test_outputs_names_summary_and_report(shifted_pair):
     assert "*_desc-longitudinal_*" in (out / ".bidsignore").read_text()
 
 
+def test_report_fits_the_page(shifted_pair, check_report_fits):
+    out, _, _, _ = shifted_pair
+    check_report_fits(subject_paths(out, "01")["report"])  # headless chromium at 1024 and 1440 px
+
+
 def test_group_collects_summaries_and_plots(shifted_pair, tmp_path: Path):
-    from bids_msseg.longitudinal.outputs import collect_summaries
+    from bids_msseg.longitudinal.outputs import citation_context, collect_summaries
     from bids_msseg.reports.group import longitudinal_figure
 
     out, _, _, _ = shifted_pair
@@ -68,6 +73,10 @@ def test_group_collects_summaries_and_plots(shifted_pair, tmp_path: Path):
     assert table.iloc[0]["new_count"] == 1
     assert longitudinal_figure(table, tmp_path).is_file()
     assert collect_summaries(tmp_path).empty
+    # what the methods text says of the step: one pair of one subject, none where nothing was compared
+    context = citation_context(out)
+    assert (context["longitudinal_pairs"], context["longitudinal_subjects"]) == (1, 1)
+    assert context["rule"]["AbsentProbability"] == 0.3 and citation_context(tmp_path)["longitudinal_pairs"] == 0
 
 
 @pytest.mark.skipif(shutil.which("bids-validator-deno") is None,

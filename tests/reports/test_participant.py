@@ -247,3 +247,23 @@ def test_report_says_why_locations_are_unknown(tmp_path: Path) -> None:
                                      {"location_status": "off: --no-location"}, {}).read_text()
     assert "Lesion locations are n/a: off: --no-location." in html
     assert f'background:{LOCATION_UNKNOWN}"></span>n/a' in html
+
+
+def test_report_fits_the_page_at_1024_and_1440_px(tmp_path: Path, check_report_fits) -> None:
+    """Nothing is cut at 1024-1440 px: tables wrap or scroll in their own box with the lesion number,
+    location and volume first (headless chromium; skips without it)."""
+    img, labels, n, brain, prob, table = _volume()
+    table["location"] = ["periventricular", "juxtacortical", "subcortical"][:n]
+    table["confluent"] = True
+    table["touches"] = "periventricular;juxtacortical;infratentorial"
+    for axis in "xyz":  # more columns, as the template-space centroids add
+        table[f"template_centroid_{axis}_mm"] = 123.456
+    summary = {"participant_id": "sub-01", "source": "sub-01/ses-baseline/anat/" + "sub-01_ses-baseline_acq-"
+               + "verylongacquisitionlabel" * 3 + "_FLAIR.nii.gz", "lesion_count": n, "seed_threshold": 0.97}
+    html_path = render_participant_report(
+        tmp_path / "r.html", img, labels, brain, table, summary, PREPROC_DECISIONS, probability=prob,
+        about={"Command line": "bids_msseg " + " ".join(f"/data/some/long/path/{i}" for i in range(40))})
+    html = html_path.read_text()
+    assert '<thead><tr><th class="num">Lesion</th><th>Location</th><th class="num">Volume (mm³)</th>' in html
+    assert "seed_threshold" not in html and "Seed threshold" in html
+    check_report_fits(html_path)
