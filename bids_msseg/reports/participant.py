@@ -192,6 +192,11 @@ def location_colours(table: pd.DataFrame, n_labels: int) -> tuple[np.ndarray, li
     return lut, legend
 
 
+#: How the preprocessing measurements are named in the report (others: :func:`readable`).
+EVIDENCE_LABELS = {"background_fraction": "constant background (share of the volume)",
+                   "blob_volume_ml": "non-background volume (mL)",
+                   "blob_max_axial_cm2": "widest axial section (cm²)",
+                   "largest_blob_fraction": "share of the non-background in one piece"}
 #: How the preprocessing steps are named in the report.
 STEP_NAMES = {"n4": "N4 bias-field correction", "skullstrip": "Brain extraction",
               "brain_extraction": "Brain extraction"}
@@ -222,7 +227,8 @@ def _decision_rows(decisions: Mapping[str, Any]) -> list[dict[str, str]]:
     evidence = decisions.get("evidence")
     if isinstance(evidence, Mapping) and evidence:
         rows.append({"step": "Measurements", "decision": "",
-                     "reason": "; ".join(f"{str(k).replace('_', ' ')} {_fmt(v)}" for k, v in evidence.items())})
+                     "reason": "; ".join(f"{EVIDENCE_LABELS.get(str(k)) or readable(str(k)).lower()} {_fmt(v)}"
+                                         for k, v in evidence.items())})
     return rows
 
 

@@ -147,7 +147,8 @@ def test_decision_rows_read_the_preprocessing_decisions() -> None:
     assert steps == ["N4 bias-field correction", "Brain extraction", "Measurements"]
     assert rows[0]["decision"] == "applied" and rows[0]["reason"] == "raw input with skull: bias field expected"
     assert rows[1]["decision"] == "not applied" and rows[1]["reason"] == "image looks skull-stripped"
-    assert "background fraction 0.84" in rows[2]["reason"]
+    assert "constant background (share of the volume) 0.84" in rows[2]["reason"]
+    assert "non-background volume (mL) 1123" in rows[2]["reason"] and "_" not in rows[2]["reason"]
     assert not {"evidence", "reasons", "n4", "skullstrip"} & set(steps)
 
 
