@@ -232,14 +232,14 @@ def _decision_rows(decisions: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-_fmt = fmt
+_fmt = fmt  # the names the group report imports
 _environment = environment
 
 LESION_EDGE = "#ff3b14"
 #: Pixels across a mosaic (each voxel gets at least one pixel: full resolution) and across one
 #: orthogonal view.
 MOSAIC_PIXELS = 1100
-VIEW_PIXELS = 360
+VIEW_PIXELS = 480
 
 
 def _scaled_figure(height: int, width: int, aspect: float, target: int) -> tuple[Figure, Any]:
