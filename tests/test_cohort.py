@@ -412,7 +412,7 @@ def test_location_classes_and_the_lesion_frequency_map(cohort_dataset: tuple[Pat
     assert 'id="location-classes"' in html and "2 of 3 completed runs have lesion location classes" in html
     for figure in ("group_figures/lesion_location.png", "group_figures/lesion_frequency.png"):
         assert figure in html and (out / figure).stat().st_size > 5000
-    assert f'href="{FREQUENCY_MAP}"' in html and "share of the 2 run(s)" in html
+    assert f'href="{FREQUENCY_MAP}"' in html and "share of the 2 runs" in html
 
     # participant outputs remade without location: the map of an earlier group run goes away
     for relpath in (RUNS[0][0], RUNS[2][0]):
