@@ -124,9 +124,10 @@ LOCATION_CLASSES: dict[str, int] = {"periventricular": 1, "juxtacortical": 2, "i
 LOCATION_OFF = "off: --no-location"
 #: The classes that are McDonald "dissemination in space" brain regions.
 DIS_CLASSES = ("periventricular", "juxtacortical", "infratentorial")
-#: Display colours (report, label TSV).
-LOCATION_COLOURS: dict[str, str] = {"periventricular": "#1f77b4", "juxtacortical": "#d62728",
-                                    "infratentorial": "#2ca02c", "subcortical": "#ff7f0e"}
+#: Display colours (report, label TSV): Okabe & Ito's colour-blind-safe palette (sky blue, vermillion,
+#: bluish green, reddish purple), none of them the yellow of the expert outline (bids_msseg.reports.common).
+LOCATION_COLOURS: dict[str, str] = {"periventricular": "#56b4e9", "juxtacortical": "#d55e00",
+                                    "infratentorial": "#009e73", "subcortical": "#cc79a7"}
 LOCATION_DESCRIPTIONS: dict[str, str] = {
     "periventricular": "In contact with the lateral ventricles, no white matter in between (McDonald 2017).",
     "juxtacortical": "Cortical or juxtacortical: touching or inside the cortex (McDonald 2017).",

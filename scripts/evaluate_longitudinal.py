@@ -23,7 +23,13 @@ darker at follow-up), so per patient:
 * ``false_new_lesions``: predicted new/enlarging lesions overlapping no expert change;
 * ``change_sensitivity`` / ``false_change_lesions``: the same for all change;
 * ``registration_vs_dataset_mm``: median distance, over the brain, between where bids_msseg's own
-  registration and the dataset's transforms put a common-grid point in study 2.
+  registration and the dataset's transforms put a common-grid point in study 2;
+* ``gone_lesions`` / ``false_gone_lesions``: lesions called gone at follow-up (change map label 5,
+  disappearing) and those of them overlapping no expert change.
+
+The row ``bids_msseg (not seen as gone)`` scores the same outputs with the lesions *not seen at
+follow-up* (label 6) counted as disappearing, which is what the rule called them before it asked
+for strong evidence (docs/longitudinal.md): the two rows measure that change on one run.
 
 Lesions follow the project's lesion definition, on the common grid; predictions are restricted to
 the dataset's brain mask.
@@ -54,7 +60,7 @@ from scipy import ndimage
 
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.lesions import LesionDefinition, connectivity_of, label_lesions
-from bids_msseg.longitudinal.change import NEGATIVE_LABELS, POSITIVE_LABELS
+from bids_msseg.longitudinal.change import NEGATIVE_LABELS, POSITIVE_LABELS, UNCERTAIN_LABELS
 from bids_msseg.longitudinal.outputs import pair_paths, subject_paths
 from bids_msseg.longitudinal.registration import REGISTRATION_MM, read_itk_affine, resample, vox2vox
 from bids_msseg.metrics import voxel_metrics
@@ -97,7 +103,8 @@ def detection(pred: np.ndarray, truth_labels: np.ndarray, wanted: np.ndarray, vo
 
 
 def evaluate(data: Path, out: Path, patients: tuple[str, ...], definition: LesionDefinition,
-             methods_wanted: tuple[str, ...] = ("bids_msseg", "subtraction"), label: str = "") -> pd.DataFrame:
+             methods_wanted: tuple[str, ...] = ("bids_msseg", "bids_msseg (not seen as gone)", "subtraction"),
+             label: str = "") -> pd.DataFrame:
     """One row per patient and method (``label`` is appended to the method's name)."""
     rows = []
     for p in patients:
@@ -132,11 +139,17 @@ def evaluate(data: Path, out: Path, patients: tuple[str, ...], definition: Lesio
         t1, t2 = read_itk_affine(tx["1"]), read_itk_affine(tx["2"])
         disagreement = np.linalg.norm((ours @ t1 @ lps - t2 @ lps)[:3], axis=0)
         methods = {
-            "bids_msseg": (np.isin(change, POSITIVE_LABELS), np.isin(change, POSITIVE_LABELS + NEGATIVE_LABELS)),
-            "subtraction": (masks["2"] & ~masks["1"], masks["2"] ^ masks["1"]),
+            "bids_msseg": (np.isin(change, POSITIVE_LABELS), np.isin(change, POSITIVE_LABELS + NEGATIVE_LABELS),
+                           change == 5),
+            "bids_msseg (not seen as gone)": (
+                np.isin(change, POSITIVE_LABELS), np.isin(change, POSITIVE_LABELS + NEGATIVE_LABELS + UNCERTAIN_LABELS),
+                np.isin(change, (5, *UNCERTAIN_LABELS))),
+            "subtraction": (masks["2"] & ~masks["1"], masks["2"] ^ masks["1"], None),
         }
         for method in methods_wanted:
-            positive, any_change = (m & brain for m in methods[method])
+            positive, any_change = (m & brain for m in methods[method][:2])
+            gone = (detection(methods[method][2] & brain, truth_labels, list(range(1, n_truth + 1)), voxel_mm3,
+                              definition) if methods[method][2] is not None else None)
             new = detection(positive, truth_labels, appearing, voxel_mm3, definition)
             every = detection(any_change, truth_labels, list(range(1, n_truth + 1)), voxel_mm3, definition)
             rows.append({
@@ -150,6 +163,8 @@ def evaluate(data: Path, out: Path, patients: tuple[str, ...], definition: Lesio
                 "false_change_lesions": every["false_lesions"],
                 "predicted_change_ml": round(any_change.sum() * voxel_mm3 / 1000, 3),
                 "expert_ml": round(truth.sum() * voxel_mm3 / 1000, 3),
+                "gone_lesions": gone["predicted_lesions"] if gone else None,
+                "false_gone_lesions": gone["false_lesions"] if gone else None,
                 "registration_brain_dice": summary.get("registration_brain_dice"),
                 "registration_vs_dataset_mm": round(float(np.median(disagreement)), 2),
                 "seconds_per_pair": summary.get("seconds"),
@@ -218,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
           f"seed threshold {mask_meta.get('SeedThreshold', 0.0)}")
     print(table.drop(columns=["model"]).to_string(index=False))
     medians = table.groupby("method", sort=False)[["change_dice", "new_dice", "new_sensitivity", "false_new_lesions",
-                                                   "change_sensitivity", "seconds_per_pair"]].median()
+                                                   "change_sensitivity", "gone_lesions", "false_gone_lesions",
+                                                   "seconds_per_pair"]].median()
     print("\nmedians:\n" + medians.to_string())
     return 0
 

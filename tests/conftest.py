@@ -112,6 +112,81 @@ def _run_validator(dataset: Path) -> list[dict]:
 # Session-scoped: each returns a pure function, so hypothesis tests may use them too.
 
 
+#: Injected before </body>: once the page has laid out, records the page width, the document's width and,
+#: per table, the right edge of its visible box (its scrolling box when it has one), its full width, the box's
+#: width and the right edge of its first three header cells (the key columns).
+_WIDTH_PROBE = """<script>
+window.addEventListener("load", () => {
+  const page = document.documentElement.clientWidth;
+  const tables = Array.from(document.querySelectorAll("table")).map(t => {
+    const box = t.closest(".table-scroll") || t;
+    const first = t.rows.length ? Array.from(t.rows[0].cells).slice(0, 3) : [];
+    return {name: t.id || t.className || "table", boxRight: box.getBoundingClientRect().right,
+            boxWidth: box.clientWidth, tableWidth: t.getBoundingClientRect().width,
+            keyRight: Math.max(0, ...first.map(c => c.getBoundingClientRect().right))};
+  });
+  const images = Array.from(document.images).map(i => [i.getAttribute("alt"), i.getBoundingClientRect().width]);
+  document.body.setAttribute("data-widths", JSON.stringify({page, document: document.documentElement.scrollWidth,
+                                                             tables, images}));
+});
+</script>
+"""
+
+
+def _layout_in_chromium(report: Path, width: int) -> dict[str, Any]:
+    import html as html_lib
+    import re
+    import shutil
+    import tempfile
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): the report layout check did not run")
+    probe = report.with_name(".layout_" + report.name)
+    probe.write_text(report.read_text().replace("</body>", _WIDTH_PROBE + "</body>"))
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            done = subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                 f"--user-data-dir={profile}", f"--window-size={width},900", "--virtual-time-budget=10000",
+                 "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=300)
+    finally:
+        probe.unlink()
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r'data-widths="([^"]*)"', done.stdout)
+    assert found, f"the layout probe did not run; stderr: {done.stderr[-3000:]}"
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.fixture(scope="session")
+def report_layout() -> Callable[[Path, int], dict[str, Any]]:
+    """``report_layout(report, width) -> layout``: load the HTML ``report`` in headless chromium with a
+    ``width``-pixel window and return its layout (``page``, ``document`` widths; per table ``name``,
+    ``boxRight``, ``boxWidth``, ``tableWidth``, ``keyRight``; ``images`` as [alt, width]). Skips without chromium."""
+    return _layout_in_chromium
+
+
+@pytest.fixture(scope="session")
+def check_report_fits() -> Callable[[Path], None]:
+    """``check_report_fits(report)``: at 1024 and 1440 px, the page does not scroll sideways, no table's
+    visible box is wider than the page, and every table's key columns (its first three) show without
+    scrolling. A table too wide for the page may scroll inside its own box, never widen the page."""
+
+    def check(report: Path) -> None:
+        for width in (1024, 1440):
+            layout = _layout_in_chromium(report, width)
+            page = layout["page"]
+            assert abs(page - width) <= 20, f"chromium laid the page out {page} px wide, not {width}"
+            assert layout["document"] <= page, f"{report.name} at {width} px scrolls sideways: {layout['document']}"
+            for table in layout["tables"]:
+                where = f"{report.name} at {width} px, table {table['name']}"
+                assert table["boxRight"] <= page + 0.5, f"{where} is wider than the page: {table}"
+                assert table["keyRight"] <= table["boxRight"] + 0.5, f"{where}: key columns cut off: {table}"
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def save_flair() -> Callable[..., Path]:
     """``save_flair(path, *, orientation="RAS", seed=0, shape=..., zooms=..., skull=True) -> path``:

@@ -89,6 +89,11 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     # (decision_counts); None when not known for every run: the text then says "where needed".
     "n4_count": None,
     "brain_extraction_count": None,
+    # the longitudinal step, when it compared sessions (bids_msseg.longitudinal.outputs.citation_context)
+    "longitudinal_pairs": 0,
+    "longitudinal_subjects": 0,
+    "registration_mm": 2.0,
+    "rule": {},
     "n_runs": None,
     "n_subjects": None,
     "software": None,  # software_versions() when None

@@ -43,6 +43,7 @@ from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.io import file_sha256
 from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition
 from bids_msseg.longitudinal import run_longitudinal
+from bids_msseg.longitudinal.outputs import citation_context as longitudinal_citation
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
 from bids_msseg.provenance import describe, provenance
 from bids_msseg.runtime import check_device
@@ -208,6 +209,7 @@ def write_run_citation(options: Options, pending: Sequence[FlairRun] = ()) -> Pa
         context.update(n_runs=len(sources), n_subjects=len(subjects))
         if sources == set(recorded):  # every run described has its decisions: say how many got each step
             context.update(decision_counts(recorded.values()) or {})
+    context.update(longitudinal_citation(options.output_dir))  # the sessions compared in the output folder
     return write_citation(options.logs_dir, context)
 
 
@@ -296,11 +298,11 @@ def _participant_runs(options: Options) -> int:
     finally:
         display.close()
     elapsed = time.perf_counter() - start
-    citation = write_run_citation(options)  # what the output folder now holds
-    if citation is not None:
-        LOGGER.info("methods text for your paper (every run in %s): %s", options.output_dir, citation)
     code = _log_summary(refused + list(tracker.status.values()), len(skipped), elapsed, options.output_dir)
     code = max(code, _longitudinal(options, runs, settings))
+    citation = write_run_citation(options)  # what the output folder now holds, the longitudinal step included
+    if citation is not None:
+        LOGGER.info("methods text for your paper (every run in %s): %s", options.output_dir, citation)
     _mention_work_dir(options)
     return code
 

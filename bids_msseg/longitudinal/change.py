@@ -19,12 +19,21 @@ the same way (:func:`normalize_visit`), both lesion probability maps and the bra
    visit; their union is split into lesions by the project's one lesion definition
    (:class:`~bids_msseg.lesions.LesionDefinition`; a lesion that merged with another is one lesion).
    With ``v0``/``v1`` its volume at each visit and ``m`` the definition's minimum lesion size:
-   *new* when ``v0 < m`` (no lesion there at baseline), *disappearing* when ``v1 < m``, *enlarging*
-   when ``v1 - v0 >= max(relative_growth * v0, absolute_growth_mm3)``, *shrinking* the mirror, else
-   *stable*.
+   *new* when ``v0 < m`` (no lesion there at baseline), *enlarging* when ``v1 - v0 >=
+   max(relative_growth * v0, absolute_growth_mm3)``, *shrinking* the mirror, else *stable*.
+3. **Gone at follow-up** (``v1 < m``). An MS lesion seldom vanishes from FLAIR within a year or two,
+   while a small lesion is easily lost to partial volume in a thicker follow-up slice or to a
+   probability just under the threshold. So a lesion is *disappearing* only on strong evidence from
+   both the network and the image: the follow-up's probability stays below
+   ``ChangeRule.absent_probability`` everywhere in it (the network sees nothing there, not merely
+   less than its threshold), its mean FLAIR change is at least ``ChangeRule.vanish_intensity`` darker,
+   and it was at least ``ChangeRule.min_vanish_mm3`` large (larger than partial volume hides). Any
+   other lesion gone at follow-up is *not seen*: not found at follow-up, without the evidence to
+   call it gone; a reader should look at it.
 
 The change map numbers the classes (``CHANGE_LABELS``): the lesion at both visits is 1, a new lesion
-2, the grown part of an enlarging lesion 3, the lost part of a shrinking one 4, a disappeared lesion 5.
+2, the grown part of an enlarging lesion 3, the lost part of a shrinking one 4, a disappeared lesion 5,
+a lesion not seen at follow-up 6.
 """
 
 from __future__ import annotations
@@ -38,13 +47,19 @@ from scipy import ndimage
 from bids_msseg.lesions import LesionDefinition, binarize, label_lesions
 
 #: Values of the change map and their names (the dseg TSV of the change map lists them).
-CHANGE_LABELS: dict[int, str] = {1: "stable", 2: "new", 3: "enlarging", 4: "shrinking", 5: "disappearing"}
+CHANGE_LABELS: dict[int, str] = {1: "stable", 2: "new", 3: "enlarging", 4: "shrinking", 5: "disappearing",
+                                 6: "not_seen"}
 #: Change classes of a lesion, in the order tables and reports list them.
-CHANGE_CLASSES = ("new", "enlarging", "shrinking", "disappearing", "stable")
+CHANGE_CLASSES = ("new", "enlarging", "shrinking", "disappearing", "not_seen", "stable")
+#: How the reports name each class.
+CHANGE_NAMES = {"new": "new", "enlarging": "enlarging", "shrinking": "shrinking", "disappearing": "disappearing",
+                "not_seen": "not seen at follow-up", "stable": "stable"}
 #: Labels of the voxels that became lesion (new lesions and the grown part of enlarging ones).
 POSITIVE_LABELS = (2, 3)
-#: Labels of the voxels that stopped being lesion.
+#: Labels of the voxels that stopped being lesion (the lost part of shrinking lesions, disappeared lesions).
 NEGATIVE_LABELS = (4, 5)
+#: Labels of lesions not found at follow-up without the evidence to call them gone.
+UNCERTAIN_LABELS = (6,)
 
 CHANGE_COLUMNS = ["index", "change", "baseline_volume_mm3", "followup_volume_mm3", "volume_change_mm3",
                   "relative_change", "appeared_mm3", "disappeared_mm3", "mean_intensity_change",
@@ -64,6 +79,13 @@ class ChangeRule:
     and ``joint_threshold`` were chosen on a development set that excludes the scored Ljubljana
     patients (``scripts/develop_longitudinal_rule.py``, docs/longitudinal.md); the growth steps and
     the smoothing follow common practice.
+
+    A lesion gone at follow-up is *disappearing* only when the follow-up's maximum probability in it
+    is below ``absent_probability`` (0.3: well under every threshold the network's masks use), its
+    mean FLAIR change is ``vanish_intensity`` (0.3: twice the voxel step) or more darker, and its
+    baseline volume is at least ``min_vanish_mm3`` (30 mm3: a sphere of about 4 mm, one clinical
+    slice thick); else it is *not seen* (module docstring). These three were set from the
+    properties of the images (thresholds, slice thickness), not tuned on the scored patients.
     """
 
     relative_growth: float = 0.25
@@ -71,12 +93,25 @@ class ChangeRule:
     intensity_increase: float = 0.15
     joint_threshold: float = 0.5
     smoothing_mm: float = 1.0
+    absent_probability: float = 0.3
+    vanish_intensity: float = 0.3
+    min_vanish_mm3: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.relative_growth < 0 or self.absolute_growth_mm3 < 0 or self.intensity_increase < 0:
-            raise ValueError("growth and intensity thresholds cannot be negative")
+        if min(self.relative_growth, self.absolute_growth_mm3, self.intensity_increase, self.vanish_intensity,
+               self.min_vanish_mm3) < 0:
+            raise ValueError("growth, intensity and size thresholds cannot be negative")
         if not 0.0 < self.joint_threshold <= 1.0:
             raise ValueError("the joint threshold is a probability in (0, 1]")
+        if not 0.0 < self.absent_probability <= 1.0:
+            raise ValueError("the absent probability is a probability in (0, 1]")
+
+    def sidecar(self) -> dict[str, float]:
+        """The rule as recorded in the sidecars (``ChangeRule``)."""
+        return {"RelativeGrowth": self.relative_growth, "AbsoluteGrowth_mm3": self.absolute_growth_mm3,
+                "IntensityIncrease": self.intensity_increase, "JointThreshold": self.joint_threshold,
+                "Smoothing_mm": self.smoothing_mm, "AbsentProbability": self.absent_probability,
+                "VanishIntensity": self.vanish_intensity, "MinimumVanished_mm3": self.min_vanish_mm3}
 
 
 @dataclass(frozen=True)
@@ -185,7 +220,13 @@ def detect_change(baseline: np.ndarray, followup: np.ndarray, baseline_prob: np.
     step_up = np.maximum(rule.relative_growth * v0, rule.absolute_growth_mm3)
     classes[(v1 - v0) >= step_up] = "enlarging"
     classes[(v0 - v1) >= step_up] = "shrinking"
-    classes[v1 < minimum] = "disappearing"
+    followup_max = ndimage.maximum(p1, lesions, index)
+    mean_change = ndimage.mean(diff, lesions, index)
+    gone = v1 < minimum
+    evidence = ((followup_max < rule.absent_probability) & (mean_change <= -rule.vanish_intensity)
+                & (v0 >= rule.min_vanish_mm3))
+    classes[gone & evidence] = "disappearing"
+    classes[gone & ~evidence] = "not_seen"
     classes[v0 < minimum] = "new"
 
     lut = {name: np.zeros(n + 1, bool) for name in CHANGE_CLASSES}
@@ -197,6 +238,7 @@ def detect_change(baseline: np.ndarray, followup: np.ndarray, baseline_prob: np.
     change_map[in_class["enlarging"] & appeared] = 3
     change_map[in_class["shrinking"] & vanished] = 4
     change_map[in_class["disappearing"]] = 5
+    change_map[in_class["not_seen"]] = 6
 
     centroids = np.array(ndimage.center_of_mass(ones, lesions, index)).reshape(n, 3)
     mm = centroids @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
@@ -211,9 +253,9 @@ def detect_change(baseline: np.ndarray, followup: np.ndarray, baseline_prob: np.
         "relative_change": np.round(relative, 4),
         "appeared_mm3": np.round(grown, 3),
         "disappeared_mm3": np.round(lost, 3),
-        "mean_intensity_change": np.round(ndimage.mean(diff, lesions, index), 4),
+        "mean_intensity_change": np.round(mean_change, 4),
         "baseline_max_probability": np.round(ndimage.maximum(p0, lesions, index), 4),
-        "followup_max_probability": np.round(ndimage.maximum(p1, lesions, index), 4),
+        "followup_max_probability": np.round(followup_max, 4),
         "centroid_x_mm": np.round(mm[:, 0], 2),
         "centroid_y_mm": np.round(mm[:, 1], 2),
         "centroid_z_mm": np.round(mm[:, 2], 2),

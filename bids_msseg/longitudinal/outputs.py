@@ -38,7 +38,8 @@ from bids_msseg.derivatives import (
     write_json,
     write_tsv,
 )
-from bids_msseg.longitudinal.change import CHANGE_LABELS
+from bids_msseg.longitudinal.change import CHANGE_LABELS, ChangeRule
+from bids_msseg.longitudinal.registration import REGISTRATION_MM
 
 #: ``.bidsignore`` lines of the longitudinal outputs without a BIDS name.
 BIDSIGNORE = ("*_desc-longitudinal_*",)
@@ -56,11 +57,32 @@ SUMMARY_COLUMNS: dict[str, dict[str, str]] = {
     "enlarging_count": {"Description": "Number of enlarging lesions."},
     "enlarging_volume_ml": {"Description": "Volume grown by the enlarging lesions.", "Units": "mL"},
     "shrinking_count": {"Description": "Number of shrinking lesions."},
-    "disappearing_count": {"Description": "Number of disappearing lesions."},
+    "disappearing_count": {"Description": "Number of disappearing lesions: gone at follow-up with strong evidence "
+                                          "(the network sees nothing there, the FLAIR got darker, the lesion was "
+                                          "large enough; docs/longitudinal.md)."},
+    "not_seen_count": {"Description": "Number of lesions not found at follow-up without the evidence to call them "
+                                      "gone (often small lesions lost to partial volume or a probability just under "
+                                      "the threshold): look at them."},
     "stable_count": {"Description": "Number of stable lesions."},
-    "baseline_volume_ml": {"Description": "Total lesion volume at baseline (on the baseline grid).", "Units": "mL"},
-    "followup_volume_ml": {"Description": "Total lesion volume at follow-up (on the baseline grid).", "Units": "mL"},
-    "volume_change_ml": {"Description": "Follow-up minus baseline total lesion volume.", "Units": "mL"},
+    "baseline_volume_ml": {"Description": "Total lesion volume of the baseline run as segmented on its own (its own "
+                                          "lesion mask on its own grid): the number in its summary and report.",
+                           "Units": "mL"},
+    "followup_volume_ml": {"Description": "Total lesion volume of the follow-up run as segmented on its own: the "
+                                          "number in its summary and report.", "Units": "mL"},
+    "volume_change_ml": {"Description": "followup_volume_ml minus baseline_volume_ml.", "Units": "mL"},
+    "paired_baseline_volume_ml": {
+        "Description": "Lesion volume at baseline in the paired comparison, on the baseline grid: the baseline's "
+                       "lesions plus the voxels the follow-up calls lesion where the image did not change (the "
+                       "network missed them once); the sum of the lesion table's baseline_volume_mm3. It differs "
+                       "from baseline_volume_ml by those voxels.", "Units": "mL"},
+    "paired_followup_volume_ml": {
+        "Description": "Lesion volume at follow-up in the paired comparison: the follow-up resampled onto the "
+                       "baseline grid, plus the voxels the baseline calls lesion where the image did not change. It "
+                       "differs from followup_volume_ml by those voxels and by the resampling.", "Units": "mL"},
+    "paired_volume_change_ml": {
+        "Description": "paired_followup_volume_ml minus paired_baseline_volume_ml: the sum of the lesions' volume "
+                       "changes, the change the change classes describe (segmentation flicker without an image "
+                       "change left out).", "Units": "mL"},
     "registration": {"Description": "ANTs transform of the follow-up to the baseline."},
     "registration_brain_dice": {"Description": "Dice of the two brain masks after registration."},
     "registration_correlation": {"Description": "FLAIR intensity correlation inside both brains after registration."},
@@ -126,7 +148,8 @@ def write_pair(out_dir: Path, baseline_relpath: str, followup_relpath: str, *, b
     write_tsv(paths["lesions"], table)
     write_json(paths["lesions_json"], {
         "Description": "One row per lesion of the union of both visits (on the baseline grid) and its change "
-                       "class; volumes in mm^3, centroid in the baseline FLAIR's scanner coordinates.",
+                       "class; volumes in mm^3 are those of the paired comparison (summary: paired_*_volume_ml), "
+                       "centroid in the baseline FLAIR's scanner coordinates.",
         "Sources": sources, **meta})
     return paths
 
@@ -141,6 +164,17 @@ def write_summary(out_dir: Path, subject: str, rows: list[dict[str, Any]]) -> di
                                        **SUMMARY_COLUMNS})
     write_tsv(paths["summary"], frame)
     return paths
+
+
+def citation_context(out_dir: Path) -> dict[str, Any]:
+    """What the methods text says of the longitudinal step (:mod:`bids_msseg.boilerplate`): the pairs of
+    sessions compared (``status`` ok) in every subject summary under ``out_dir``, their subjects, the
+    change rule and the registration grid; no pairs when the step never compared any."""
+    summaries = collect_summaries(out_dir)
+    compared = summaries[summaries["status"] == "ok"] if len(summaries) else summaries
+    return {"longitudinal_pairs": int(len(compared)),
+            "longitudinal_subjects": int(compared["participant_id"].nunique()) if len(compared) else 0,
+            "registration_mm": REGISTRATION_MM, "rule": ChangeRule().sidecar()}
 
 
 #: The group level's table of every subject's longitudinal summary (at the output root).

@@ -187,11 +187,26 @@ def days_between(a: datetime | None, b: datetime | None) -> float | None:
     return round((b - a).total_seconds() / 86400.0, 2)
 
 
-def _summary_row(subject: str, pair: PairResult, voxel_mm3: float | None = None) -> dict[str, Any]:
+def run_volume_ml(out_dir: Path, run: FlairRun) -> float | None:
+    """The total lesion volume in a run's own summary (its lesion mask on its own grid); None when unreadable."""
+    try:
+        with derivative_paths(out_dir, run.relpath)["summary"].open(newline="") as handle:
+            row = next(csv.DictReader(handle, delimiter="\t"))
+        return float(row["total_lesion_volume_ml"])
+    except (OSError, StopIteration, KeyError, TypeError, ValueError):
+        return None
+
+
+def _summary_row(subject: str, pair: PairResult, out_dir: Path) -> dict[str, Any]:
+    """The subject summary's row of one pair: counts per class, the runs' own volumes and the paired
+    comparison's (``paired_*``; docs/longitudinal.md says why they differ), the registration."""
+    base_ml, follow_ml = run_volume_ml(out_dir, pair.baseline.run), run_volume_ml(out_dir, pair.followup.run)
     row: dict[str, Any] = {
         "participant_id": f"sub-{subject}", "baseline_session": f"ses-{pair.baseline.session}",
         "followup_session": f"ses-{pair.followup.session}",
         "days_between": days_between(pair.baseline.when, pair.followup.when), "status": pair.status,
+        "baseline_volume_ml": base_ml, "followup_volume_ml": follow_ml,
+        "volume_change_ml": round(follow_ml - base_ml, 4) if base_ml is not None and follow_ml is not None else None,
         "seconds": round(pair.seconds, 1)}
     if pair.change is not None and pair.registration is not None:
         c = pair.change
@@ -200,10 +215,10 @@ def _summary_row(subject: str, pair: PairResult, voxel_mm3: float | None = None)
             "enlarging_count": c.count("enlarging"),
             "enlarging_volume_ml": round(c.volume_mm3("volume_change_mm3", "enlarging") / 1000, 4),
             "shrinking_count": c.count("shrinking"), "disappearing_count": c.count("disappearing"),
-            "stable_count": c.count("stable"),
-            "baseline_volume_ml": round(c.volume_mm3("baseline_volume_mm3") / 1000, 4),
-            "followup_volume_ml": round(c.volume_mm3("followup_volume_mm3") / 1000, 4),
-            "volume_change_ml": round(c.volume_mm3("volume_change_mm3") / 1000, 4),
+            "not_seen_count": c.count("not_seen"), "stable_count": c.count("stable"),
+            "paired_baseline_volume_ml": round(c.volume_mm3("baseline_volume_mm3") / 1000, 4),
+            "paired_followup_volume_ml": round(c.volume_mm3("followup_volume_mm3") / 1000, 4),
+            "paired_volume_change_ml": round(c.volume_mm3("volume_change_mm3") / 1000, 4),
             "registration": pair.registration.transform,
             "registration_brain_dice": round(pair.registration.brain_dice, 4),
             "registration_correlation": round(pair.registration.correlation, 4)})
@@ -259,9 +274,7 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
                 "Threshold": float(threshold), "SeedThreshold": float(seed_threshold),
                 "MinimumLesionSize_mm3": float(definition.min_size_mm3),
                 "Connectivity": definition.neighbours,
-                "ChangeRule": {"RelativeGrowth": rule.relative_growth, "AbsoluteGrowth_mm3": rule.absolute_growth_mm3,
-                               "IntensityIncrease": rule.intensity_increase, "JointThreshold": rule.joint_threshold,
-                               "Smoothing_mm": rule.smoothing_mm},
+                "ChangeRule": rule.sidecar(),
                 "Registration": {"Software": "ANTs", "Transform": registration.transform,
                                  "Resolution_mm": registration.resolution_mm,
                                  "BaselineToFollowup_LPS": registration.itk_lps.round(6).tolist(),
@@ -273,16 +286,18 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
                                     baseline_img=base.image, followup_img=follow.image,
                                     change_baseline=change.change_map, change_followup=on_followup,
                                     table=change.table, meta=pair_meta)
-            LOGGER.info("sub-%s: ses-%s vs ses-%s: %d new, %d enlarging, %d shrinking, %d disappearing, %d stable",
-                        subject, followup_visit.session, baseline_visit.session, change.count("new"),
-                        change.count("enlarging"), change.count("shrinking"), change.count("disappearing"),
+            LOGGER.info("sub-%s: ses-%s vs ses-%s: %d new, %d enlarging, %d shrinking, %d disappearing, "
+                        "%d not seen at follow-up, %d stable", subject, followup_visit.session,
+                        baseline_visit.session, change.count("new"), change.count("enlarging"),
+                        change.count("shrinking"), change.count("disappearing"), change.count("not_seen"),
                         change.count("stable"))
         pair.seconds = time.perf_counter() - start
         results.append(pair)
-    write_summary(out_dir, subject, [_summary_row(subject, p) for p in results])
+    rows = [_summary_row(subject, p, out_dir) for p in results]
+    write_summary(out_dir, subject, rows)
     if report and base is not None:
         try:
-            render_subject_report(subject_paths(out_dir, subject)["report"], subject, base, results)
+            render_subject_report(subject_paths(out_dir, subject)["report"], subject, base, results, rows)
         except Exception as err:  # a report must not fail the outputs it describes
             LOGGER.warning("sub-%s: longitudinal report not written (%s)", subject, err)
     return results

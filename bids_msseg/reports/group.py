@@ -33,6 +33,7 @@ from bids_msseg.derivatives import COHORT_TSV, EVALUATION_SUMMARY_TSV, EVALUATIO
 from bids_msseg.frequency import FREQUENCY_MAP, CohortFrequency
 from bids_msseg.io import atomic_path, load_3d, write_text_atomic
 from bids_msseg.lesions import DIS_CLASSES, LOCATION_CLASSES, LOCATION_COLOURS
+from bids_msseg.reports.common import EXPERT_COLOUR, LABELS, table_html
 from bids_msseg.reports.participant import (
     LESION_RGBA,
     _bounding_box,
@@ -44,6 +45,7 @@ from bids_msseg.reports.participant import (
     _tile,
     _to_ras,
     _version,
+    draw_expert_outline,
 )
 from bids_msseg.sites import SITE_RULE
 
@@ -53,9 +55,9 @@ TEMPLATE = "group.html.j2"
 REPORT_NAME = "group_report.html"
 FIGURES_DIR = "group_figures"
 DPI = 80
-#: Axial slices per QC mosaic.
+#: Axial slices per QC mosaic, and its width in inches (at DPI: 512 px, sharp at a card's 300-400 px).
 QC_SLICES = 3
-EXPERT_COLOUR = "#39ff14"
+QC_WIDTH = 6.4
 STATUS_ORDER = ("ok", "failed", "missing")
 #: (column, label) of the per-site box plots.
 SITE_PLOTS = (("total_lesion_volume_ml", "Total lesion volume (mL)"), ("lesion_count", "Lesion count"),
@@ -106,7 +108,7 @@ def qc_mosaic(flair_path: Path, mask_path: Path, brain_path: Path | None, target
     zooms = _ras_zooms(img)
     background = _tile(flair, slices, box, QC_SLICES)
     aspect = zooms[1] / zooms[0]
-    width = 4.8
+    width = QC_WIDTH
     fig = Figure(figsize=(width, width * background.shape[0] * aspect / background.shape[1]), facecolor="black")
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
@@ -116,7 +118,7 @@ def qc_mosaic(flair_path: Path, mask_path: Path, brain_path: Path | None, target
     if expert is not None:
         outline = _tile(expert.astype(np.float32), slices, box, QC_SLICES)
         if outline.max() > 0:
-            ax.contour(outline, levels=[0.5], colors=EXPERT_COLOUR, linewidths=0.7)
+            draw_expert_outline(ax, outline, linewidth=1.3)
     ax.set_xlim(-0.5, background.shape[1] - 0.5)
     ax.set_ylim(background.shape[0] - 0.5, -0.5)
     return _save_png(fig, target)
@@ -177,10 +179,20 @@ def evaluation_figure(scored: pd.DataFrame, figures: Path) -> Path:
     return _save_png(fig, figures / "evaluation.png")
 
 
-#: Columns of the group_longitudinal.tsv shown in the report's longitudinal section.
-LONGITUDINAL_REPORT_COLUMNS = ("participant_id", "baseline_session", "followup_session", "days_between", "status",
-                               "new_count", "new_volume_ml", "enlarging_count", "enlarging_volume_ml",
-                               "shrinking_count", "disappearing_count", "volume_change_ml")
+#: Columns of the group_longitudinal.tsv shown in the report's longitudinal section (key columns first).
+LONGITUDINAL_REPORT_COLUMNS = ("participant_id", "followup_session", "baseline_session", "days_between", "status",
+                               "new_count", "enlarging_count", "shrinking_count", "disappearing_count",
+                               "not_seen_count", "baseline_volume_ml", "followup_volume_ml", "volume_change_ml",
+                               "paired_volume_change_ml")
+#: Headers of the longitudinal columns in the group report.
+LONGITUDINAL_LABELS = {"participant_id": "Participant", "followup_session": "Follow-up",
+                       "baseline_session": "Baseline", "new_count": "New", "enlarging_count": "Enlarging",
+                       "shrinking_count": "Shrinking", "disappearing_count": "Disappearing",
+                       "not_seen_count": "Not seen", "days_between": "Days",
+                       "baseline_volume_ml": "Baseline (mL)", "followup_volume_ml": "Follow-up (mL)",
+                       "volume_change_ml": "Change (mL)", "paired_volume_change_ml": "Paired change (mL)"}
+#: Short headers of the location classes in the table of runs (the location label TSV's abbreviations).
+CLASS_ABBREVIATIONS = {"periventricular": "PV", "juxtacortical": "JC", "infratentorial": "IT", "subcortical": "SC"}
 
 
 def longitudinal_figure(longitudinal: pd.DataFrame, figures: Path) -> Path:
@@ -203,7 +215,7 @@ def longitudinal_figure(longitudinal: pd.DataFrame, figures: Path) -> Path:
     ax.plot(xs, ok["volume_change_ml"].astype(float), "o")
     ax.axhline(0, color="grey", linewidth=1, linestyle="--")
     ax.set_xlabel("Days between sessions" if known.all() and len(ok) else "Follow-up (days unknown)")
-    ax.set_ylabel("Total lesion volume change (mL)")
+    ax.set_ylabel("Lesion volume change (mL, the runs' own)")
     fig.tight_layout()
     return _save_png(fig, figures / "longitudinal.png")
 
@@ -402,8 +414,9 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
             (figures / name).unlink(missing_ok=True)
 
     longitudinal = longitudinal if longitudinal is not None else pd.DataFrame()
-    long_header = [c for c in LONGITUDINAL_REPORT_COLUMNS if c in longitudinal.columns]
-    long_rows = [[_cell(r[c]) for c in long_header] for _, r in longitudinal.iterrows()]
+    long_columns = [c for c in LONGITUDINAL_REPORT_COLUMNS if c in longitudinal.columns]
+    long_table = (table_html(longitudinal[long_columns].map(_integer), labels={**LABELS, **LONGITUDINAL_LABELS},
+                             css_class="longitudinal", table_id="longitudinal-table") if len(longitudinal) else "")
     if len(longitudinal) and (longitudinal["status"] == "ok").any():
         plots["longitudinal"] = longitudinal_figure(longitudinal, figures).relative_to(output_dir).as_posix()
 
@@ -429,9 +442,10 @@ def render_group_report(output_dir: Path, bids_dir: Path, cohort: pd.DataFrame,
         cohort_tsv=COHORT_TSV, evaluation_tsv=EVALUATION_TSV if len(evaluation) else None,
         summary_tsv=EVALUATION_SUMMARY_TSV if summary is not None else None,
         lesion_rgba=f"rgba({', '.join(str(int(255 * c)) for c in LESION_RGBA[:3])}, {LESION_RGBA[3]})",
-        expert_colour=EXPERT_COLOUR, version=_version(), long_header=long_header, long_rows=long_rows,
+        expert_colour=EXPERT_COLOUR, version=_version(), long_table=long_table,
         n_ok=len(ok), n_located=len(located), location_rows=_location_rows(located) if len(located) else [],
-        class_names=list(LOCATION_CLASSES),
+        class_names=[(CLASS_ABBREVIATIONS.get(name, name), name) for name in LOCATION_CLASSES],
+        models=sorted({_fmt(m) for m in cohort.loc[cohort["status"] == "ok", "model_id"]}),
         frequency_map=FREQUENCY_MAP if frequency is not None else None,
         frequency_runs=frequency.n_runs if frequency is not None else 0,
     )

@@ -3,9 +3,11 @@
 The page shows what a reader needs to trust (or reject) the numbers: a summary (lesion count,
 total lesion volume, brain volume, model, preprocessing decisions and their reasons), the lesions
 per location class, an axial mosaic of the FLAIR with the lesions overlaid in the colour of their
-location class (:func:`location_colours`), an axial mosaic with the brain-mask contour (to
-check brain extraction, on which normalization depends), and the per-lesion table. Figures are
-PNGs embedded as base64 ``data:`` URIs, so the file can be mailed or archived on its own.
+location class (:func:`location_colours`), three views through the largest lesion cropped to the
+head, an axial mosaic with the brain-mask contour (to check brain extraction, on which
+normalization depends), and the per-lesion table (lesion number, location and volume first).
+Figures are PNGs embedded as base64 ``data:`` URIs, so the file can be mailed or archived on its
+own; the page uses the reports' one stylesheet and shared helpers (:mod:`bids_msseg.reports.common`).
 
 Each mosaic is one image built with numpy (slices tiled into a single array) and drawn with a
 single ``imshow``, which keeps a 182x218x182 volume well under a second of plotting. Slices are
@@ -20,11 +22,9 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -35,37 +35,28 @@ from scipy import ndimage
 from bids_msseg import __version__
 from bids_msseg.io import write_text_atomic
 from bids_msseg.lesions import LOCATION_CLASSES, LOCATION_COLOURS
+from bids_msseg.reports.common import EXPERT_COLOUR, EXPERT_HALO, OKABE_ITO, environment, fmt, readable, table_html
 
 LOGGER = logging.getLogger(__name__)
 
 TEMPLATE = "participant.html.j2"
-#: Axial slices per mosaic and tiles per mosaic row.
+#: Axial slices per mosaic and tiles per mosaic row (three a row: each slice about a third of the page).
 N_SLICES = 12
-COLUMNS = 6
+COLUMNS = 3
 #: Width of a mosaic figure in inches at DPI dots per inch.
 FIGURE_WIDTH = 12.0
 DPI = 90
 LESION_RGBA = (1.0, 0.2, 0.05, 0.8)
 BRAIN_CONTOUR = "#35d0ff"
-#: Summary keys shown with a readable label; other keys are shown as they are.
-SUMMARY_LABELS = {
-    "participant_id": "Participant",
-    "session_id": "Session",
-    "source": "Source FLAIR",
-    "lesion_count": "Lesion count",
-    "total_lesion_volume_ml": "Total lesion volume (mL)",
-    "brain_volume_ml": "Brain volume (mL)",
-    "model_id": "Model",
-    "threshold": "Probability threshold",
-    "min_lesion_size_mm3": "Minimum lesion size (mm³)",
-    "connectivity": "Connectivity (neighbours)",
-    "confluent_count": "Confluent lesions (touching several classes' regions)",
-    "mcdonald_regions": "McDonald regions involved (imaging count, not a diagnosis)",
-    "location_status": "Lesion location",
-    "registration_seconds": "Template registration (s)",
-}
+#: Summary keys with a label of their own in the summary table; the others are made readable
+#: (:func:`bids_msseg.reports.common.readable`), never shown raw.
+SUMMARY_LABELS = {"lesion_count": "Lesion count"}
+#: Key columns of the lesion table, shown first.
+LESION_KEY_COLUMNS = ("index", "location", "volume_mm3")
 #: Colour of lesions whose location class is unknown (location off or failed, or an unnumbered mask).
-LOCATION_UNKNOWN = "#e377c2"
+LOCATION_UNKNOWN = OKABE_ITO["orange"]
+#: Colour of the slice labels (z=...) and orientation letters in the pictures.
+LABEL_COLOUR = "white"
 #: Summary keys shown in the location section rather than in the summary table.
 CLASS_KEYS = frozenset(f"{name}_{what}" for name in LOCATION_CLASSES for what in ("count", "volume_ml"))
 
@@ -154,7 +145,7 @@ def _mosaic_figure(
             ax.contour(outline, levels=[0.5], colors=BRAIN_CONTOUR, linewidths=0.8)
     for i, k in enumerate(slices):
         r, c = divmod(i, COLUMNS)
-        ax.text(c * tile_w + 2, r * tile_h + 2, f"z={k}", color="yellow", fontsize=7, va="top")
+        ax.text(c * tile_w + 2, r * tile_h + 2, f"z={k}", color=LABEL_COLOUR, fontsize=7, va="top")
     ax.text(2, tile_h - 2, "L", color="white", fontsize=9, va="bottom", ha="left")
     ax.text(tile_w - 2, tile_h - 2, "R", color="white", fontsize=9, va="bottom", ha="right")
     ax.set_xlim(-0.5, background.shape[1] - 0.5)
@@ -201,6 +192,11 @@ def location_colours(table: pd.DataFrame, n_labels: int) -> tuple[np.ndarray, li
     return lut, legend
 
 
+#: How the preprocessing measurements are named in the report (others: :func:`readable`).
+EVIDENCE_LABELS = {"background_fraction": "constant background (share of the volume)",
+                   "blob_volume_ml": "non-background volume (mL)",
+                   "blob_max_axial_cm2": "widest axial section (cm²)",
+                   "largest_blob_fraction": "share of the non-background in one piece"}
 #: How the preprocessing steps are named in the report.
 STEP_NAMES = {"n4": "N4 bias-field correction", "skullstrip": "Brain extraction",
               "brain_extraction": "Brain extraction"}
@@ -231,37 +227,19 @@ def _decision_rows(decisions: Mapping[str, Any]) -> list[dict[str, str]]:
     evidence = decisions.get("evidence")
     if isinstance(evidence, Mapping) and evidence:
         rows.append({"step": "Measurements", "decision": "",
-                     "reason": "; ".join(f"{str(k).replace('_', ' ')} {_fmt(v)}" for k, v in evidence.items())})
+                     "reason": "; ".join(f"{EVIDENCE_LABELS.get(str(k)) or readable(str(k)).lower()} {_fmt(v)}"
+                                         for k, v in evidence.items())})
     return rows
 
 
-def _fmt(value: Any) -> str:
-    """Readable value: yes/no for booleans, n/a for missing, at most 4 significant decimals."""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.4g}"
-    return str(value)
+_fmt = fmt  # the names the group report imports
+_environment = environment
 
-
-def _environment() -> jinja2.Environment:
-    """Jinja environment reading templates shipped in ``bids_msseg/reports/templates``."""
-    templates = resources.files("bids_msseg.reports").joinpath("templates")
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: templates.joinpath(name).read_text(encoding="utf-8")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
-EXPERT_COLOUR = "#3dff5a"
 LESION_EDGE = "#ff3b14"
 #: Pixels across a mosaic (each voxel gets at least one pixel: full resolution) and across one
 #: orthogonal view.
 MOSAIC_PIXELS = 1100
-VIEW_PIXELS = 360
+VIEW_PIXELS = 480
 
 
 def _scaled_figure(height: int, width: int, aspect: float, target: int) -> tuple[Figure, Any]:
@@ -294,11 +272,21 @@ def _draw(ax: Any, background: np.ndarray, window: tuple[float, float], aspect: 
                 inside = np.all(shown == colour, axis=-1).astype(np.float32)
                 ax.contour(inside, levels=[0.5], colors=[tuple(colour[:3])], linewidths=0.8)
     if expert is not None and np.any(expert):
-        ax.contour(expert.astype(np.float32), levels=[0.5], colors=EXPERT_COLOUR, linewidths=0.9)
+        draw_expert_outline(ax, expert)
     if contour is not None and np.any(contour):
         ax.contour(contour.astype(np.float32), levels=[0.5], colors=BRAIN_CONTOUR, linewidths=0.8)
     ax.set_xlim(-0.5, background.shape[1] - 0.5)
     ax.set_ylim(background.shape[0] - 0.5, -0.5)
+
+
+def draw_expert_outline(ax: Any, expert: np.ndarray, linewidth: float = 1.2) -> None:
+    """The expert mask's outline on ``ax``: :data:`~bids_msseg.reports.common.EXPERT_COLOUR` over a thin
+    black halo, so it reads over bright lesions and dark tissue alike and never mixes with a fill."""
+    from matplotlib import patheffects  # lazy: matplotlib, only while drawing a report
+
+    lines = ax.contour(np.asarray(expert, np.float32), levels=[0.5], colors=EXPERT_COLOUR, linewidths=linewidth)
+    lines.set_path_effects([patheffects.Stroke(linewidth=linewidth + EXPERT_HALO, foreground="black"),
+                            patheffects.Normal()])
 
 
 def _lesion_slices(labels: np.ndarray, reference: np.ndarray, n: int) -> tuple[list[int], dict[int, int]]:
@@ -348,7 +336,7 @@ def _lesion_mosaic(flair: np.ndarray, labels: np.ndarray, slices: Sequence[int],
     position = {k: i for i, k in enumerate(slices)}
     for i, k in enumerate(slices):
         r, c = divmod(i, columns)
-        ax.text(c * tile_w + 2, r * tile_h + 2, f"z={k}", color="yellow", fontsize=7, va="top")
+        ax.text(c * tile_w + 2, r * tile_h + 2, f"z={k}", color=LABEL_COLOUR, fontsize=7, va="top")
     if numbers:
         for lesion, k in home.items():
             r, c = divmod(position[k], columns)
@@ -364,15 +352,37 @@ def _lesion_mosaic(flair: np.ndarray, labels: np.ndarray, slices: Sequence[int],
     return _png_data_uri(fig)
 
 
+def head_box(head: np.ndarray, zooms: Sequence[float], margin_mm: float = 4.0) -> tuple[slice, slice, slice]:
+    """The bounding box of ``head`` (a mask) on all three axes plus ``margin_mm``; the whole volume when
+    it is empty. The three views are cut from it, so they show the head rather than the black field of
+    view around it."""
+    if not np.any(head):
+        return slice(None), slice(None), slice(None)
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(np.any(head, axis=tuple(a for a in range(3) if a != axis)))
+        margin = int(math.ceil(margin_mm / max(float(zooms[axis]), 1e-3)))
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + margin + 1, head.shape[axis])))
+    return box[0], box[1], box[2]
+
+
 def _orthogonal_views(flair: np.ndarray, labels: np.ndarray, centre: Sequence[int],
                       zooms: tuple[float, float, float], window: tuple[float, float], *,
-                      expert: np.ndarray | None = None, lut: np.ndarray | None = None) -> list[tuple[str, str]]:
-    """Axial, coronal and sagittal slices through ``centre`` (RAS+ voxel indices) as PNG data URIs."""
-    i, j, k = (int(c) for c in centre)
+                      expert: np.ndarray | None = None, lut: np.ndarray | None = None,
+                      head: np.ndarray | None = None) -> list[tuple[str, str]]:
+    """Axial, coronal and sagittal slices through ``centre`` (RAS+ voxel indices) as PNG data URIs,
+    cropped to :func:`head_box` of ``head`` (a mask; default: the whole volume)."""
+    box = head_box(head, zooms) if head is not None else (slice(None),) * 3
+    flair, labels = flair[box], labels[box]
+    expert = expert[box] if expert is not None else None
+    i, j, k = (int(c) - (b.start or 0) for c, b in zip(centre, box, strict=True))
+    i, j, k = (min(max(v, 0), n - 1) for v, n in zip((i, j, k), flair.shape, strict=True))
     views = [
-        ("axial", f"z={k}", lambda v: np.flipud(v[:, :, k].T), zooms[1] / zooms[0], ("L", "R")),
-        ("coronal", f"y={j}", lambda v: np.flipud(v[:, j, :].T), zooms[2] / zooms[0], ("L", "R")),
-        ("sagittal", f"x={i}", lambda v: np.flipud(v[i, :, :].T), zooms[2] / zooms[1], ("P", "A")),
+        ("axial", f"z={k + (box[2].start or 0)}", lambda v: np.flipud(v[:, :, k].T), zooms[1] / zooms[0], ("L", "R")),
+        ("coronal", f"y={j + (box[1].start or 0)}", lambda v: np.flipud(v[:, j, :].T), zooms[2] / zooms[0],
+         ("L", "R")),
+        ("sagittal", f"x={i + (box[0].start or 0)}", lambda v: np.flipud(v[i, :, :].T), zooms[2] / zooms[1],
+         ("P", "A")),
     ]
     out = []
     for name, where, cut, aspect, (left, right) in views:
@@ -380,12 +390,27 @@ def _orthogonal_views(flair: np.ndarray, labels: np.ndarray, centre: Sequence[in
         fig, ax = _scaled_figure(*background.shape, aspect, VIEW_PIXELS)
         _draw(ax, background, window, aspect, labels=cut(labels),
               expert=cut(expert) if expert is not None else None, lut=lut)
-        ax.text(2, 2, f"{name} {where}", color="yellow", fontsize=8, va="top")
+        ax.text(2, 2, f"{name} {where}", color=LABEL_COLOUR, fontsize=8, va="top")  # index in the full volume
         ax.text(2, background.shape[0] - 2, left, color="white", fontsize=9, va="bottom", ha="left")
         ax.text(background.shape[1] - 2, background.shape[0] - 2, right, color="white", fontsize=9, va="bottom",
                 ha="right")
         out.append((name, _png_data_uri(fig)))
     return out
+
+
+def head_mask(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """The head: the largest piece of the voxels brighter than a tenth of the brain's median, plus the
+    brain (the brain alone for a skull-stripped FLAIR), so the views keep skull and scalp, not the air."""
+    inside = flair[brain] if brain.any() else flair[flair > 0]
+    if inside.size == 0:
+        return np.ones(flair.shape, bool)
+    head = (flair > 0.1 * float(np.median(inside))) | brain
+    parts, n = ndimage.label(head)
+    if n > 1:  # noise specks in the air would stretch the box to the whole field of view
+        sizes = np.bincount(parts.ravel())
+        sizes[0] = 0
+        head = (parts == int(np.argmax(sizes))) | brain
+    return head
 
 
 def _view_centre(labels: np.ndarray, reference: np.ndarray) -> tuple[int, int, int]:
@@ -490,14 +515,13 @@ def render_participant_report(
     brain_slices = _pick_slices(reference, N_SLICES)
     brain_png = _mosaic_figure(flair, brain_slices, box, zooms, window, contour=brain)
     views = _orthogonal_views(flair, labels, _view_centre(labels, reference), zooms, window, expert=expert,
-                              lut=lut)
+                              lut=lut, head=head_mask(flair, reference))
 
     count = summary.get("lesion_count", len(table))
-    summary_rows = [(SUMMARY_LABELS.get(k, k), _fmt(v)) for k, v in summary.items()
+    summary_rows = [(SUMMARY_LABELS.get(k) or readable(str(k)), fmt(v)) for k, v in summary.items()
                     if not str(k).startswith("preproc_") and k not in CLASS_KEYS]
-    lesion_table_html = Markup(table.to_html(
-        index=False, border=0, classes="lesions", na_rep="n/a", float_format=lambda v: f"{v:.4g}"
-    )) if len(table) else ""
+    lesion_table_html = table_html(table, first=LESION_KEY_COLUMNS, drop=("name",), css_class="lesions",
+                                   table_id="lesions") if len(table) else ""
     title = str(summary.get("source") or out_path.name)
     html = _environment().get_template(TEMPLATE).render(
         title=title,
@@ -509,6 +533,7 @@ def render_participant_report(
                         "is largest, with its number in the lesion table" if has_lesions
                         else "no lesions; slices through the brain"),
         has_expert=expert is not None,
+        expert_colour=EXPERT_COLOUR,
         legend=[{**entry, "volume_ml": _fmt(entry["volume_ml"])} for entry in legend],
         location_status=_fmt(summary.get("location_status")),
         expert_source=expert_source,

@@ -14,6 +14,7 @@ from bids_msseg.boilerplate import (
     training_citations,
     write_citation,
 )
+from bids_msseg.longitudinal.change import ChangeRule
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, read_card
 from bids_msseg.settings import Options, SegmentationSettings
 
@@ -154,3 +155,15 @@ def test_counted_steps_are_described_with_their_numbers_and_only_if_they_ran() -
     assert {"tustison2010n4", "iglesias2011robex"} <= set(cited_keys(some))
     forced = render_boilerplate({"n_runs": 3, "n4": True, "n4_count": 3, "brain_extraction_count": 0})
     assert "in every image" in forced and "Brain extraction was decided for each image" in forced
+
+
+def test_longitudinal_paragraph_only_when_sessions_were_compared() -> None:
+    """The longitudinal step is described, with its numbers and citations, only when it compared sessions."""
+    rule = ChangeRule()
+    on = render_boilerplate({"longitudinal_pairs": 2, "longitudinal_subjects": 1, "rule": rule.sidecar()})
+    off = render_boilerplate({})
+    assert "#### Longitudinal change" in on and "Longitudinal" not in off
+    flat = " ".join(on.split())
+    assert "For the 1 participant with FLAIR images at two or more sessions" in flat and "2 pairs of images" in flat
+    assert f"probability below {rule.absent_probability} throughout" in flat and "not seen at follow-up" in flat
+    assert "tustison2010n4" in cited_keys(on) and "avants2008syn" in cited_keys(on)

@@ -95,5 +95,7 @@ def write_session(bids: Path, out: Path, session: str | None, move: np.ndarray, 
     paths["brain"].parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(brain.astype(np.uint8), grid_affine()), paths["brain"])
     nib.save(nib.Nifti1Image(prob, grid_affine()), paths["probseg"])
+    volume_ml = float((prob >= 0.5).sum()) * float(np.prod(ZOOMS)) / 1000.0  # the run's own lesion volume
+    paths["summary"].write_text(f"source\ttotal_lesion_volume_ml\n{rel}\t{volume_ml:.4f}\n")
     entities = {"subject": subject} | ({"session": session} if session else {})
     return FlairRun(path=bids / rel, relpath=rel, entities=entities)

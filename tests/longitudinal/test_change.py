@@ -69,3 +69,32 @@ def test_change_rule_masks_follow_the_runs_hysteresis():
     assert far.min() > 5  # the network-only blob (peak 0.9) is no lesion at all
     without = detect_change(nb, nf, confident, f_seeded, brain, grid_affine(), threshold=0.5, definition=DEFINITION)
     assert len(without.table) == len(table) + 1
+
+
+def test_a_lesion_gone_at_follow_up_is_disappearing_only_on_strong_evidence():
+    """Gone at follow-up: disappearing when the network sees nothing there, the image got clearly darker
+    and the lesion was large enough; else not seen (label 6), never silently stable."""
+    move = np.eye(4)
+    b_flair, brain, b_prob, _ = phantom(0, move)
+    f_flair, _, f_prob, _ = phantom(1, move)
+    nb, nf = normalize_visit(b_flair, brain), normalize_visit(f_flair, brain)
+    where = np.array(LESIONS["new"][0])  # the other way round, the phantom's new lesion is gone
+
+    def gone(followup_prob=b_prob, rule=ChangeRule()):
+        result = detect_change(nf, nb, f_prob, followup_prob, brain, grid_affine(), threshold=0.5,
+                               definition=DEFINITION, rule=rule)
+        row = lesion_at(result.table, where)
+        return row, set(np.unique(result.change_map[result.lesions == row["index"]]))
+
+    row, labels = gone()
+    assert row["change"] == "disappearing" and labels == {5}
+    assert row["followup_max_probability"] < 0.3 and row["mean_intensity_change"] <= -0.3
+    # the network still sees something there, under its threshold: not seen
+    hesitant = np.maximum(b_prob, np.where(f_prob > 0.5, 0.4, 0.0)).astype(np.float32)
+    row, labels = gone(hesitant)
+    assert row["change"] == "not_seen" and labels == {6}
+    # the image darkened less than the rule asks, or the lesion was too small to tell: not seen
+    assert gone(rule=ChangeRule(vanish_intensity=5.0))[0]["change"] == "not_seen"
+    assert gone(rule=ChangeRule(min_vanish_mm3=1e6))[0]["change"] == "not_seen"
+    with pytest.raises(ValueError):
+        ChangeRule(absent_probability=0.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_msseg.derivatives import write_dataset_description
+from bids_msseg.derivatives import derivative_paths, write_dataset_description
 from bids_msseg.longitudinal.outputs import pair_paths, subject_paths
 from tests.longitudinal.helpers import LESIONS, grid_affine, phantom
 
@@ -36,13 +36,35 @@ def test_outputs_names_summary_and_report(shifted_pair):
     row = summary.iloc[0]
     assert row["new_count"] == 1 and row["enlarging_count"] == 1 and row["status"] == "ok"
     assert row["days_between"] == pytest.approx(365.0)
+    # each run's own volume (as in its summary) and the paired comparison's, both labelled
+    for session, column in (("1", "baseline_volume_ml"), ("2", "followup_volume_ml")):
+        run = pd.read_csv(derivative_paths(out, f"sub-01/ses-{session}/anat/sub-01_ses-{session}_FLAIR.nii.gz")
+                          ["summary"], sep="\t").iloc[0]
+        assert row[column] == pytest.approx(run["total_lesion_volume_ml"])
+    assert row["volume_change_ml"] == pytest.approx(row["followup_volume_ml"] - row["baseline_volume_ml"], abs=1e-4)
+    assert row["paired_volume_change_ml"] == pytest.approx(
+        row["paired_followup_volume_ml"] - row["paired_baseline_volume_ml"], abs=1e-3)
+    assert row["not_seen_count"] == 0 and row["disappearing_count"] == 0
+    dictionary = json.loads(subject_paths(out, "01")["summary_json"].read_text())
+    assert "its summary and report" in dictionary["baseline_volume_ml"]["Description"]
+    assert "paired comparison" in dictionary["paired_baseline_volume_ml"]["Description"]
     report = subject_paths(out, "01")["report"].read_text()
-    assert "data:image/png;base64" in report and "ses-2 vs baseline ses-1" in report
+    assert "data:image/png;base64" in report and "ses-2 against baseline ses-1" in report
+    assert "Total lesion volume, each run on its own (as in its report)" in report
+    assert f"{row['baseline_volume_ml']:.2f} mL at baseline" in report
+    assert "Lesion volume in the paired comparison" in report and 'class="table-scroll"' in report
+    assert "1 new lesion," in report and "1 enlarging lesion," in report  # singular, readable
+    assert "baseline_volume_mm3" not in report and "not_seen" not in report  # no raw keys
     assert "*_desc-longitudinal_*" in (out / ".bidsignore").read_text()
 
 
+def test_report_fits_the_page(shifted_pair, check_report_fits):
+    out, _, _, _ = shifted_pair
+    check_report_fits(subject_paths(out, "01")["report"])  # headless chromium at 1024 and 1440 px
+
+
 def test_group_collects_summaries_and_plots(shifted_pair, tmp_path: Path):
-    from bids_msseg.longitudinal.outputs import collect_summaries
+    from bids_msseg.longitudinal.outputs import citation_context, collect_summaries
     from bids_msseg.reports.group import longitudinal_figure
 
     out, _, _, _ = shifted_pair
@@ -51,6 +73,10 @@ def test_group_collects_summaries_and_plots(shifted_pair, tmp_path: Path):
     assert table.iloc[0]["new_count"] == 1
     assert longitudinal_figure(table, tmp_path).is_file()
     assert collect_summaries(tmp_path).empty
+    # what the methods text says of the step: one pair of one subject, none where nothing was compared
+    context = citation_context(out)
+    assert (context["longitudinal_pairs"], context["longitudinal_subjects"]) == (1, 1)
+    assert context["rule"]["AbsentProbability"] == 0.3 and citation_context(tmp_path)["longitudinal_pairs"] == 0
 
 
 @pytest.mark.skipif(shutil.which("bids-validator-deno") is None,

@@ -71,8 +71,11 @@ def test_report_is_self_contained_with_figures_and_tables(tmp_path):
     assert not re.search(r'(src|href)="(?!data:|#|https://creativecommons)', html), "no external resources"
     assert "<script" not in html
     for text in ("Total lesion volume (mL)", "0.0302", "Brain volume (mL)", "msseg-unetplusplus@0123456789ab",
-                 "already skull-stripped", "lesion-001", "lesion-003", "Brain mask"):
+                 "already skull-stripped", "Brain mask"):
         assert text in html, text
+    # the lesion table: lesion number and volume first, readable headers, no raw key
+    assert '<thead><tr><th class="num">Lesion</th><th class="num">Volume (mm³)</th>' in html
+    assert "volume_mm3" not in html and "lesion-001" not in html
     assert "no &lt;bias&gt; correction" in html, "decisions must be HTML-escaped"
     assert "preproc_n4_applied" not in html
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left"
@@ -144,7 +147,8 @@ def test_decision_rows_read_the_preprocessing_decisions() -> None:
     assert steps == ["N4 bias-field correction", "Brain extraction", "Measurements"]
     assert rows[0]["decision"] == "applied" and rows[0]["reason"] == "raw input with skull: bias field expected"
     assert rows[1]["decision"] == "not applied" and rows[1]["reason"] == "image looks skull-stripped"
-    assert "background fraction 0.84" in rows[2]["reason"]
+    assert "constant background (share of the volume) 0.84" in rows[2]["reason"]
+    assert "non-background volume (mL) 1123" in rows[2]["reason"] and "_" not in rows[2]["reason"]
     assert not {"evidence", "reasons", "n4", "skullstrip"} & set(steps)
 
 
@@ -244,3 +248,23 @@ def test_report_says_why_locations_are_unknown(tmp_path: Path) -> None:
                                      {"location_status": "off: --no-location"}, {}).read_text()
     assert "Lesion locations are n/a: off: --no-location." in html
     assert f'background:{LOCATION_UNKNOWN}"></span>n/a' in html
+
+
+def test_report_fits_the_page_at_1024_and_1440_px(tmp_path: Path, check_report_fits) -> None:
+    """Nothing is cut at 1024-1440 px: tables wrap or scroll in their own box with the lesion number,
+    location and volume first (headless chromium; skips without it)."""
+    img, labels, n, brain, prob, table = _volume()
+    table["location"] = ["periventricular", "juxtacortical", "subcortical"][:n]
+    table["confluent"] = True
+    table["touches"] = "periventricular;juxtacortical;infratentorial"
+    for axis in "xyz":  # more columns, as the template-space centroids add
+        table[f"template_centroid_{axis}_mm"] = 123.456
+    summary = {"participant_id": "sub-01", "source": "sub-01/ses-baseline/anat/" + "sub-01_ses-baseline_acq-"
+               + "verylongacquisitionlabel" * 3 + "_FLAIR.nii.gz", "lesion_count": n, "seed_threshold": 0.97}
+    html_path = render_participant_report(
+        tmp_path / "r.html", img, labels, brain, table, summary, PREPROC_DECISIONS, probability=prob,
+        about={"Command line": "bids_msseg " + " ".join(f"/data/some/long/path/{i}" for i in range(40))})
+    html = html_path.read_text()
+    assert '<thead><tr><th class="num">Lesion</th><th>Location</th><th class="num">Volume (mm³)</th>' in html
+    assert "seed_threshold" not in html and "Seed threshold" in html
+    check_report_fits(html_path)
