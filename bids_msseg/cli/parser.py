@@ -433,7 +433,7 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
                      help="only write the methods boilerplate (logs/CITATION.md) and exit")
     run.add_argument("--no-longitudinal", dest="longitudinal", action="store_false",
                      help="do not compare each subject's sessions (default: each follow-up against its "
-                          "baseline: new, enlarging, shrinking, disappearing, not-seen lesions)")
+                          "baseline; lesion change classes in docs/longitudinal.md)")
     run.add_argument("--no-location", dest="location", action="store_false",
                      help="no McDonald location classes, no MNI152-space masks (default: both)")
     run.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
