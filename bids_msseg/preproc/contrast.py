@@ -84,6 +84,11 @@ def contrast_stats(data: np.ndarray, brain_mask: np.ndarray, zooms: tuple[float,
     return {k: round(v, 3) for k, v in stats.items()}
 
 
+#: An image with at most this many distinct intensities in the brain is a label map or mask (a uint8
+#: FLAIR still has a hundred or more), refused before the tissue statistics, which it would make absurd.
+MAX_LABEL_VALUES = 16
+
+
 def check_contrast(data: np.ndarray, brain_mask: np.ndarray, zooms: tuple[float, ...]) -> ContrastCheck:
     """Whether ``data`` looks like a FLAIR inside ``brain_mask`` (rule and margins: module docstring).
 
@@ -92,6 +97,11 @@ def check_contrast(data: np.ndarray, brain_mask: np.ndarray, zooms: tuple[float,
     stats = contrast_stats(data, brain_mask, zooms)
     if not stats:
         return ContrastCheck("ok", "", stats)
+    n_values = np.unique(np.asarray(data)[np.asarray(brain_mask, bool)]).size
+    if n_values <= MAX_LABEL_VALUES:
+        return ContrastCheck("refuse", f"the image holds only {n_values} distinct intensities in the brain, as a label "
+                                       "map or mask does, not a grey-scale MR image; check that the file named "
+                                       "*_FLAIR is the FLAIR", {**stats, "distinct_values": float(n_values)})
     tail, depth = stats["deep_upper_tail"], stats.get("bright_depth", 1.0)
     reasons = []
     if tail > WARN_UPPER_TAIL:

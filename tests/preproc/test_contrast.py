@@ -48,6 +48,16 @@ def test_an_inverted_image_is_refused_in_words() -> None:
     assert "check that the file named *_FLAIR is the FLAIR" in check.message
 
 
+def test_a_label_map_is_refused_as_such() -> None:
+    """Issue 26 item 15: a 3-valued label map was refused with "bright tail 1000000.00"."""
+    data, brain = _head()
+    labels = np.digitize(data, [1.0, 300.0, 450.0]).astype(np.float32)  # 0 background, 1-3 inside
+    check = check_contrast(labels, brain, ZOOMS)
+    assert check.verdict == "refuse" and "only 3 distinct intensities in the brain, as a label map" in check.message
+    as_uint8 = np.round(data / data.max() * 255.0)  # a FLAIR stored in 8 bits still passes
+    assert check_contrast(as_uint8, brain, ZOOMS).verdict == "ok"
+
+
 def test_a_t1_ordering_is_refused_in_words() -> None:
     """White matter (deep) brighter than grey matter (the rim), CSF dark: a T1 ordering."""
     data, brain = _head()
