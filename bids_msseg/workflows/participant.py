@@ -527,7 +527,7 @@ def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
-            process.join(1.0)
+            process.join(5.0)  # SIGKILL cannot be ignored; reaping a large forked worker can take a moment
 
 
 def _scheduler_error(err: OSError, plugin: str) -> str:

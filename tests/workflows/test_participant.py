@@ -164,7 +164,7 @@ def test_stop_workers_ends_every_worker_at_once() -> None:
     start = time.monotonic()
     stop_workers(pool)
     assert not any(p.is_alive() for p in processes)
-    assert time.monotonic() - start < 5.0
+    assert time.monotonic() - start < 11.0  # SIGTERM's grace (5 s) and SIGKILL's reaping (5 s) at most
     pool.shutdown(wait=True, cancel_futures=True)
     assert all(f.done() for f in futures)
 
