@@ -293,7 +293,7 @@ def export(pool: Path, run: Path, bundle: Path, name: str, extra_info: dict, che
                   seed_threshold=seed_threshold)
 
 
-def plot_curve(run: Path, out: Path) -> None:
+def plot_curve(run: Path, out: Path, validation: str = "synthetic validation scans") -> None:
     """Copy the run's per-epoch metrics to ``out``.tsv and plot loss and validation Dice to ``out``.png."""
     import matplotlib
 
@@ -309,7 +309,7 @@ def plot_curve(run: Path, out: Path) -> None:
     ax_loss.set(xlabel="epoch", ylabel="weighted BCE (train)", title="training loss")
     for col in [c for c in table.columns if c.startswith("val_dice@")]:
         ax_dice.plot(table["epoch"], table[col], "o-", label=col.split("@")[1])
-    ax_dice.set(xlabel="epoch", ylabel="mean Dice", title="synthetic validation scans")
+    ax_dice.set(xlabel="epoch", ylabel="mean Dice", title=validation)
     ax_dice.legend(title="threshold", fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=100)
@@ -390,9 +390,10 @@ def main() -> None:
     c = sub.add_parser("curve")
     c.add_argument("--run", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True, help="path without suffix; .tsv and .png are written")
+    c.add_argument("--validation", default="synthetic validation scans", help="what the validation scans are (title)")
     args = parser.parse_args()
     if args.cmd == "curve":
-        plot_curve(args.run, args.out)
+        plot_curve(args.run, args.out, args.validation)
     elif args.cmd == "pool":
         build_pool(args.out, args.n, args.seed, args.masks, args.flair_anatomy, args)
     elif args.cmd == "real":
