@@ -33,6 +33,7 @@ __all__ = [
     "cited_keys",
     "decision_counts",
     "load_references",
+    "readable_training_data",
     "render_boilerplate",
     "software_versions",
     "training_citations",
@@ -136,7 +137,7 @@ def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
     full["precision_text"] = PRECISION_TEXTS.get(str(full["precision"]), "") if full["precision"] else ""
     if full["training_data"] and not full["training_citations"]:
         full["training_citations"] = training_citations(str(full["training_data"]))
-    full["training_data"] = _readable_training_data(str(full["training_data"]))
+    full["training_data"] = readable_training_data(str(full["training_data"]))
     full["counted_preprocessing"] = _counted_preprocessing(full)
     return full
 
@@ -206,7 +207,7 @@ def training_citations(description: str) -> list[str]:
     return [key for name, key in TRAINING_DATA_REFERENCES.items() if name.lower() in description.lower()]
 
 
-def _readable_training_data(description: str) -> str:
+def readable_training_data(description: str) -> str:
     """A card's ``training.data`` as part of a sentence: no pointer to the repository's docs, no final period."""
     description = re.sub(r"\s*\(see [^()]*\)\s*$", "", description.strip())
     return description.rstrip(". ")

@@ -87,11 +87,12 @@ def operating_points(
     stored probability map of an experiment on a scan (scans without one are skipped).
     """
     rows: list[dict] = []
+    tested = {experiment: set(plan.tested(experiment)) for experiment in plan.experiments}
     for key in plan.test_scans:
         truth, voxel_volume = truth_of(key)
         for experiment in plan.experiments:
             path = probability_path(experiment, key)
-            if key not in plan.tested(experiment) or not path.is_file():
+            if key not in tested[experiment] or not path.is_file():
                 continue
             probability = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
             for threshold in thresholds:

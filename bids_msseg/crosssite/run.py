@@ -168,13 +168,14 @@ def evaluate(plan: StudyPlan, plan_scans: Mapping[str, TrainingScan], cache: Map
     site_of = plan.site_of
     rows: list[dict] = []
     agreement: list[dict] = []
+    tested = {experiment: set(plan.tested(experiment)) for experiment in plan.experiments}
     for key in plan.test_scans:
         vol = load_preprocessed(cache[key])
         truth = vol["lesion"].astype(bool)
         voxel_volume = float(np.prod(vol["zooms"]))
         masks: dict[Experiment, np.ndarray] = {}
         for experiment in plan.experiments:
-            if key not in plan.tested(experiment):
+            if key not in tested[experiment]:
                 continue
             path = prediction_path(out, experiment, key)
             if not path.is_file():

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from bids_msseg import __version__
+from bids_msseg.boilerplate import readable_training_data
 from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path
 from bids_msseg.masks import find_training_pairs
@@ -79,12 +79,9 @@ def _load_init_model(settings: TrainSettings):
 
 
 def _init_data(init) -> str:
-    """What the ``--init-model`` was trained on (its card's ``training.data``, without a closing pointer to
-    docs), so a fine-tuned bundle's methods text credits both data sets; empty without one."""
-    if init is None:
-        return ""
-    data = str((init.card.training or {}).get("data", "")).strip()
-    return re.sub(r"\s*\(see [^()]*\)\s*$", "", data).rstrip(". ")
+    """What the ``--init-model`` was trained on (its card's ``training.data`` as the methods text words it),
+    so a fine-tuned bundle's methods text credits both data sets; empty without one."""
+    return readable_training_data(str((init.card.training or {}).get("data", ""))) if init is not None else ""
 
 
 def _resolve_network(settings: TrainSettings, init) -> tuple[str, str]:
