@@ -241,7 +241,7 @@ def run_study(options: Options) -> int:
 
     plan_scans = {s.key: s for s in scans if s.key in plan.site_of}
     cache = preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4, options.skullstrip,
-                             options.force_contrast)
+                             options.force_contrast, settings.seed)
     for i, experiment in enumerate(plan.experiments, 1):
         LOGGER.info("[%d/%d] experiment %s", i, len(plan.experiments), experiment.id)
         _train(experiment, plan_scans, names, settings, options, out, work)

@@ -139,7 +139,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
     architecture, normalization = _resolve_network(settings, init)
     scans = [*train_scans, *val_scans]
     cache = preprocess_scans(scans, preproc_dir or train_dir / "preproc", options.n4, options.skullstrip,
-                             options.force_contrast)
+                             options.force_contrast, settings.seed)
 
     data_reference = reference_from_quantiles(np.stack([load_preprocessed(cache[s.key])["quantiles"]
                                                         for s in train_scans]))

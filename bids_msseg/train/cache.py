@@ -55,24 +55,25 @@ def _file_stamp(path: Path) -> list:
 
 
 def preprocess_scan(scan: TrainingScan, cache_dir: Path, n4: str, skullstrip: str,
-                    force_contrast: bool = False) -> Path:
+                    force_contrast: bool = False, random_seed: int | None = None) -> Path:
     """Preprocess one FLAIR and its mask into ``cache_dir/<key>.npz`` (reused when still valid).
 
     The cache holds the corrected image, brain mask and lesion mask on the RAS+ grid, the voxel
     sizes and the brain quantiles (for the reference); it is valid while the FLAIR, the mask and
     the ``--n4``/``--skullstrip`` settings are unchanged. ``force_contrast`` (``--force-contrast``)
-    uses an image the FLAIR-likeness screen refuses, as the participant level does.
+    uses an image the FLAIR-likeness screen refuses, as the participant level does; ``random_seed``
+    (``--random-seed``) seeds the brain extraction's registration, so the cache repeats as a run does.
     """
     target = Path(cache_dir) / f"{scan.key}.npz"
     stamp = {"flair": _file_stamp(scan.run.path), "mask": _file_stamp(scan.mask), "n4": n4,
-             "skullstrip": skullstrip}
+             "skullstrip": skullstrip, "random_seed": random_seed}
     if target.is_file():
         with np.load(target, allow_pickle=False) as z:
             if json.loads(str(z["meta"])).get("stamp") == json.loads(json.dumps(stamp)):
                 return target
     result = preprocess_flair(scan.run.path, sidecar=dict(scan.run.metadata) or None,
                               force_n4=force_flag(n4), force_skullstrip=force_flag(skullstrip),
-                              force_contrast=force_contrast)
+                              force_contrast=force_contrast, random_seed=random_seed)
     lesion = load_mask_on_grid(scan.mask, result.ras)
     brain = np.asarray(result.brain_mask, bool)
     n_lesion = int(lesion.sum())
@@ -96,13 +97,13 @@ def load_preprocessed(path: Path) -> dict[str, np.ndarray]:
 
 
 def preprocess_scans(scans: Sequence[TrainingScan], cache_dir: Path, n4: str, skullstrip: str,
-                     force_contrast: bool = False) -> dict[str, Path]:
+                     force_contrast: bool = False, random_seed: int | None = None) -> dict[str, Path]:
     """:func:`preprocess_scan` for every scan; the cache file by scan key. Failures are reported together."""
     cache: dict[str, Path] = {}
     failures: list[str] = []
     for scan in scans:
         try:
-            cache[scan.key] = preprocess_scan(scan, cache_dir, n4, skullstrip, force_contrast)
+            cache[scan.key] = preprocess_scan(scan, cache_dir, n4, skullstrip, force_contrast, random_seed)
         except InputError as err:
             failures.append(f"{scan.run.relpath}: {err}")
             LOGGER.error("%s", err)

@@ -93,10 +93,12 @@ SKULL_STRIPPED = ["3d-mr-ms/patient26/patient26_FLAIR_mni.nii.gz", *[f"mslesseg/
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", SKULL_STRIPPED)
 def test_real_skull_stripped_flairs_pass_without_warning(name: str, shared_data: Path) -> None:
-    """MSLesSeg P47 T2 was warned about (whole-brain tail 1.53, depth ratio 1.36)."""
+    """MSLesSeg P47 T2 was warned about (whole-brain tail 1.53, depth ratio 1.36). Seeded as a run is:
+    three MSLesSeg brains are head-sized by their headers and get brain extraction (a known failure,
+    docs/model_card.md), whose unseeded mask of P53 T1 wandered across the 2500 mL limit (2497-2512 mL)."""
     from bids_msseg.preproc import preprocess_flair  # lazy: ANTs; only the real-data tests need it
 
-    result = preprocess_flair(shared_data / name)
+    result = preprocess_flair(shared_data / name, random_seed=0)
     assert result.contrast_warning is None
 
 
