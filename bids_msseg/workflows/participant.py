@@ -520,14 +520,28 @@ def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
     them, so that none outlives the main process."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:
-        if process.is_alive():
+        if _running(process):
             process.terminate()
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join(5.0)  # SIGKILL cannot be ignored; reaping a large forked worker can take a moment
+    for signal_sent, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if signal_sent == signal.SIGKILL:
+            for process in processes:
+                if _running(process):
+                    process.kill()
+        deadline = time.monotonic() + wait_s  # reaping a large forked worker can take a moment
+        while any(_running(p) for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _running(process: mp.process.BaseProcess) -> bool:
+    """Whether ``process`` still runs. ``is_alive()`` alone says True for ever once another thread (the
+    pool's own manager, which joins broken workers) reaped the process first, so the OS is asked too."""
+    if not process.is_alive():
+        return False
+    try:
+        os.kill(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _scheduler_error(err: OSError, plugin: str) -> str:
