@@ -25,6 +25,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: File name ending of an expert lesion mask (BIDS derivatives: ``label-lesion`` + ``mask`` suffix).
 MASK_ENDINGS = ("_label-lesion_mask.nii.gz", "_label-lesion_mask.nii")
+#: File name ending of an expert mask of *normal* hyperintensities (periventricular caps and bands that
+#: are not lesions), an optional companion of the lesion mask: training weighs them as hard negatives.
+NORMAL_ENDINGS = ("_label-normalwmh_mask.nii.gz", "_label-normalwmh_mask.nii")
 #: Entities a mask may carry beyond its FLAIR's (derivative entities), ignored when matching.
 DERIVATIVE_ENTITIES = frozenset({"space", "label", "desc", "res", "den"})
 
@@ -73,13 +76,14 @@ def mask_roots(bids_dir: Path, masks_dir: Path | None, exclude: Sequence[Path] =
     return roots
 
 
-def index_masks(roots: Sequence[Path]) -> dict[frozenset, list[Path]]:
-    """Masks under ``roots`` by their raw entities (derivative entities dropped)."""
+def index_masks(roots: Sequence[Path], endings: tuple[str, ...] = MASK_ENDINGS) -> dict[frozenset, list[Path]]:
+    """Masks (file names ending in ``endings``) under ``roots`` by their raw entities (derivative
+    entities dropped)."""
     index: dict[frozenset, list[Path]] = {}
     for root in roots:
         for pattern in ("sub-*/anat/*", "sub-*/ses-*/anat/*"):
             for path in sorted(Path(root).glob(pattern)):
-                if not path.name.endswith(MASK_ENDINGS) or path.name.startswith("."):
+                if not path.name.endswith(endings) or path.name.startswith("."):
                     continue
                 entities, _ = name_entities(path.name)
                 key = frozenset((k, v) for k, v in entities.items() if k not in DERIVATIVE_ENTITIES)
@@ -113,8 +117,9 @@ def find_training_pairs(
     skip_validation: bool = False,
     database_dir: Path | None = None,
     exclude: Sequence[Path] = (),
-) -> list[tuple[FlairRun, Path]]:
-    """Every FLAIR of ``bids_dirs`` that has an expert mask, with that mask, sorted by dataset and path.
+) -> list[tuple[FlairRun, Path, Path | None]]:
+    """Every FLAIR of ``bids_dirs`` that has an expert mask, with that mask and its normal-hyperintensity
+    mask (:data:`NORMAL_ENDINGS`, or None), sorted by dataset and path.
 
     ``masks_dir``, the labels and the filters apply to the first dataset (the app's ``bids_dir``);
     further datasets contribute all their FLAIRs, masks from their own ``derivatives/*/``. A mask
@@ -122,7 +127,7 @@ def find_training_pairs(
     ``acq``, ``run``...). FLAIRs without a mask are skipped with a log line; when no FLAIR has one
     :class:`NoInputError` (66) is raised.
     """
-    pairs: list[tuple[FlairRun, Path]] = []
+    pairs: list[tuple[FlairRun, Path, Path | None]] = []
     n_flairs = 0
     for i, bids_dir in enumerate(bids_dirs):
         main = i == 0
@@ -145,7 +150,7 @@ def find_training_pairs(
             continue
         n_flairs += len(runs)
         roots = mask_roots(bids_dir, masks_dir if main else None, exclude)
-        index = index_masks(roots)
+        index, normal_index = index_masks(roots), index_masks(roots, NORMAL_ENDINGS)
         found = 0
         for run in runs:
             entities, _ = name_entities(Path(run.relpath).name)
@@ -155,7 +160,8 @@ def find_training_pairs(
                             f"{run.name.rsplit('_', 1)[0]}_label-lesion_mask.nii.gz",
                             ", ".join(str(r) for r in roots) or f"{bids_dir}/derivatives (none)")
                 continue
-            pairs.append((run, _pick_mask(run, candidates)))
+            normal = normal_index.get(frozenset(entities.items()), [])
+            pairs.append((run, _pick_mask(run, candidates), pick_mask(normal) if normal else None))
             found += 1
         LOGGER.info("%s: %d of %d FLAIR(s) have an expert mask", bids_dir, found, len(runs))
     if not pairs:

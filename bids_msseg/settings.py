@@ -77,6 +77,9 @@ class TrainSettings:
     architecture: str | None = None  # None: the --init-model's, else DEFAULT_ARCHITECTURE
     normalization: str | None = None  # None: the --init-model's, else DEFAULT_NORMALIZATION
     augment_quality: int = 0
+    lesion_sampling: str = "slice"  # how lesion slices are drawn (TrainConfig.lesion_sampling)
+    normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
+    normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel
     init_model: Path | None = None
     seed: int = DEFAULT_RANDOM_SEED  # --random-seed
 

@@ -540,6 +540,22 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
                        help=_shown(show_all, "add N image-quality-degraded copies of each training scan "
                                              "(DeepLesionBrain: blur, unsharp masking, thick slices); the flag "
                                              f"alone means 1 (default: {_TRAIN.augment_quality})"))
+    train.add_argument("--lesion-sampling", dest="lesion_sampling", choices=("slice", "lesion"),
+                       default=_TRAIN.lesion_sampling,
+                       help=_shown(show_all, "how slices with lesion are drawn: 'slice', any of them (large lesions "
+                                             "cross many slices and dominate), or 'lesion', each lesion of a scan "
+                                             "alike, so small lesions count (default: "
+                                             f"{_TRAIN.lesion_sampling})"))
+    train.add_argument("--normal-fraction", dest="normal_fraction", type=_probability,
+                       default=_TRAIN.normal_fraction, metavar="F",
+                       help=_shown(show_all, "share of each batch drawn from slices with expert masks of normal "
+                                             "hyperintensities (<FLAIR entities>_label-normalwmh_mask.nii.gz "
+                                             "beside the lesion masks), hard negatives (default: "
+                                             f"{_TRAIN.normal_fraction:g})"))
+    train.add_argument("--normal-weight", dest="normal_weight", type=_positive_float,
+                       default=_TRAIN.normal_weight, metavar="W",
+                       help=_shown(show_all, "loss weight of a normal-hyperintensity voxel relative to other "
+                                             f"background (default: {_TRAIN.normal_weight:g})"))
     train.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
                        help=_shown(show_all, "a model bundle to fine-tune from (default: random "
                                              "initialization)"))
@@ -643,7 +659,8 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         lr=ns.pop("lr"), weight_decay=ns.pop("weight_decay"), lesion_weight=ns.pop("lesion_weight"),
         val_fraction=ns.pop("val_fraction"), architecture=ns.pop("architecture"),
         normalization=ns.pop("train_normalization"), augment_quality=ns.pop("augment_quality"),
-        init_model=ns.pop("init_model"), seed=seed)
+        lesion_sampling=ns.pop("lesion_sampling"), normal_fraction=ns.pop("normal_fraction"),
+        normal_weight=ns.pop("normal_weight"), init_model=ns.pop("init_model"), seed=seed)
     crosssite = CrossSiteSettings(
         extra_bids_dirs=tuple(ns.pop("extra_bids_dir") or ()), site_column=site_column,
         site_fields=tuple(ns.pop("site_field") or ()), sites=tuple(ns.pop("sites") or ()),

@@ -58,7 +58,8 @@ def preprocess_scan(scan: TrainingScan, cache_dir: Path, n4: str, skullstrip: st
                     force_contrast: bool = False, random_seed: int | None = None) -> Path:
     """Preprocess one FLAIR and its mask into ``cache_dir/<key>.npz`` (reused when still valid).
 
-    The cache holds the corrected image, brain mask and lesion mask on the RAS+ grid, the voxel
+    The cache holds the corrected image, brain mask, lesion mask (and normal-hyperintensity mask) on the
+    RAS+ grid, the voxel
     sizes and the brain quantiles (for the reference); it is valid while the FLAIR, the mask and
     the ``--n4``/``--skullstrip`` settings are unchanged. ``force_contrast`` (``--force-contrast``)
     uses an image the FLAIR-likeness screen refuses, as the participant level does; ``random_seed``
@@ -67,6 +68,8 @@ def preprocess_scan(scan: TrainingScan, cache_dir: Path, n4: str, skullstrip: st
     target = Path(cache_dir) / f"{scan.key}.npz"
     stamp = {"flair": _file_stamp(scan.run.path), "mask": _file_stamp(scan.mask), "n4": n4,
              "skullstrip": skullstrip, "random_seed": random_seed}
+    if scan.normal is not None:  # only then: the caches of scans without one stay valid
+        stamp["normal"] = _file_stamp(scan.normal)
     if target.is_file():
         with np.load(target, allow_pickle=False) as z:
             if json.loads(str(z["meta"])).get("stamp") == json.loads(json.dumps(stamp)):
@@ -75,6 +78,7 @@ def preprocess_scan(scan: TrainingScan, cache_dir: Path, n4: str, skullstrip: st
                               force_n4=force_flag(n4), force_skullstrip=force_flag(skullstrip),
                               force_contrast=force_contrast, random_seed=random_seed)
     lesion = load_mask_on_grid(scan.mask, result.ras)
+    normal = load_mask_on_grid(scan.normal, result.ras) & ~lesion if scan.normal is not None else None
     brain = np.asarray(result.brain_mask, bool)
     n_lesion = int(lesion.sum())
     outside = int((lesion & ~brain).sum())
@@ -86,14 +90,16 @@ def preprocess_scan(scan: TrainingScan, cache_dir: Path, n4: str, skullstrip: st
         with open(tmp, "wb") as fh:
             np.savez(fh, corrected=result.corrected.astype(np.float32), brain=brain.astype(np.uint8),
                      lesion=lesion.astype(np.uint8), zooms=np.asarray(result.zooms, np.float64),
-                     quantiles=brain_quantiles(result.corrected, brain), meta=np.array(json.dumps(meta)))
+                     quantiles=brain_quantiles(result.corrected, brain), meta=np.array(json.dumps(meta)),
+                     **({"normal": normal.astype(np.uint8)} if normal is not None else {}))
     LOGGER.info("%s: preprocessed (%d lesion voxels)", scan.run.name, n_lesion)
     return target
 
 
 def load_preprocessed(path: Path) -> dict[str, np.ndarray]:
+    """A cached scan's arrays; ``normal`` (the normal-hyperintensity mask) only where the scan has one."""
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in ("corrected", "brain", "lesion", "zooms", "quantiles")}
+        return {k: z[k] for k in ("corrected", "brain", "lesion", "zooms", "quantiles", "normal") if k in z}
 
 
 def preprocess_scans(scans: Sequence[TrainingScan], cache_dir: Path, n4: str, skullstrip: str,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.model.network import build_network, default_architecture
 from bids_msseg.model.predict import autocast_context
-from bids_msseg.train.data import UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
+from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,18 +74,28 @@ class TrainConfig:
     #: Share of each batch drawn from real expert-labelled shards (``train(real_shards=...)``), so that
     #: their real negatives weigh the same whatever the size of the synthetic pool.
     real_fraction: float = 0.0
+    #: How a lesion slice is drawn: "slice" (any slice holding lesion, the paper's) or "lesion" (each
+    #: lesion of a scan alike, then one of its slices, so small lesions count; :class:`SliceSampler`).
+    lesion_sampling: str = "slice"
+    #: Share of each batch drawn from slices with expert-marked normal hyperintensities (hard negatives).
+    normal_fraction: float = 0.0
+    #: Loss weight of a normal-hyperintensity voxel relative to other background (:func:`weighted_bce`).
+    normal_weight: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
-def weighted_bce(logits: torch.Tensor, target: torch.Tensor, lesion_weight: float) -> torch.Tensor:
+def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, lesion_weight: float,
+                 normal_weight: float = 1.0) -> torch.Tensor:
     """``-(w y log p + (1 - w)(1 - y) log(1 - p))`` averaged over voxels (see module doc).
 
-    Voxels labelled :data:`~bids_msseg.train.data.UNKNOWN` get weight 0 (they count in the average's
-    denominator only, so a batch's loss scale does not depend on how much of it is unknown).
+    ``labels`` are shard labels: voxels labelled :data:`~bids_msseg.train.data.UNKNOWN` get weight 0
+    (they count in the average's denominator only, so a batch's loss scale does not depend on how
+    much of it is unknown); background labelled :data:`~bids_msseg.train.data.NORMAL` (an expert's
+    normal hyperintensity) weighs ``normal_weight`` times an ordinary background voxel.
     """
-    known = (target != UNKNOWN).to(target.dtype)
-    target = target * known
-    weights = (target * lesion_weight + (1 - target) * (1 - lesion_weight)) * known
+    target = (labels == 1).to(logits.dtype)
+    weights = target * lesion_weight + (1 - target) * (1 - lesion_weight)
+    weights = weights * (labels != UNKNOWN) * torch.where(labels == NORMAL, normal_weight, 1.0)
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weights)
 
 
@@ -228,7 +238,8 @@ def train(
     if state["epoch"] > 0:
         LOGGER.info("resuming from epoch %d (best val Dice %.4f at epoch %d)",
                     state["epoch"], state["best_dice"], state["best_epoch"])
-    sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, rank_seed(cfg.seed, rank))
+    sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, rank_seed(cfg.seed, rank),
+                           cfg.lesion_sampling, cfg.normal_fraction)
     saved = state.get("sampler_by_rank") or [state["sampler"]]
     if len(saved) != world:  # resumed on another number of ranks: rank 0 goes on, the others start afresh
         saved = [state["sampler"]] + [None] * (world - 1)
@@ -238,7 +249,8 @@ def train(
     real_sampler = None
     if n_real:
         real_sampler = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction,
-                                    rank_seed(cfg.seed, rank) + 7919)  # a stream of its own, any offset
+                                    rank_seed(cfg.seed, rank) + 7919,  # a stream of its own, any offset
+                                    cfg.lesion_sampling, cfg.normal_fraction)
         if state.get("sampler_real") is not None and world == 1:  # under DDP the real draws restart
             real_sampler.rng.bit_generator.state = state["sampler_real"]
     model: torch.nn.Module = net
@@ -267,7 +279,7 @@ def train(
             img = img.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device, cfg.precision):
                 logits = model(img)
-            loss = weighted_bce(logits.float(), lab.to(device), cfg.lesion_weight)
+            loss = weighted_bce(logits.float(), lab.to(device), cfg.lesion_weight, cfg.normal_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

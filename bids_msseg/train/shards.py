@@ -59,8 +59,9 @@ def build_shards(train: Sequence[TrainingScan], val: Sequence[TrainingScan], cac
                 image, params = vol["corrected"], None
                 if j is not None:
                     image, params = degraded_copy(image, seed, scan.key, j)
+                normal = vol["normal"].astype(bool) if "normal" in vol else None
                 make_shard(target, image, brain, lesion, zooms, reference, size=size,
-                           meta=_shard_meta(scan, split, params))
+                           meta=_shard_meta(scan, split, params), normal=normal)
                 LOGGER.info("shard %s written%s", target.name, f" ({params})" if params else "")
     return train_paths, val_paths
 

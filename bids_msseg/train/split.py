@@ -25,11 +25,13 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingScan:
-    """One FLAIR with its expert mask, named for the shards (``<dataset>__<run name>``)."""
+    """One FLAIR with its expert mask, named for the shards (``<dataset>__<run name>``), and the expert's
+    mask of normal hyperintensities where there is one (hard negatives)."""
 
     run: FlairRun
     mask: Path
     dataset: str  # short tag of the dataset (folder name, made unique)
+    normal: Path | None = None
 
     @property
     def key(self) -> str:
@@ -88,9 +90,10 @@ def _dataset_name(root: Path) -> str:
         return root.name
 
 
-def scans_from_pairs(pairs: Sequence[tuple[FlairRun, Path]]) -> tuple[list[TrainingScan], dict[str, str]]:
-    """The pairs as :class:`TrainingScan` (tagged by dataset), and each tag's dataset name."""
-    roots = list(dict.fromkeys(dataset_root(run) for run, _ in pairs))
+def scans_from_pairs(pairs: Sequence[tuple[FlairRun, Path, Path | None]]) -> tuple[list[TrainingScan], dict[str, str]]:
+    """(FLAIR, lesion mask, normal-hyperintensity mask) triples as :class:`TrainingScan` (tagged by
+    dataset), and each tag's dataset name."""
+    roots = list(dict.fromkeys(dataset_root(run) for run, *_ in pairs))
     tags = _dataset_tags(roots)
-    scans = [TrainingScan(run, mask, tags[dataset_root(run)]) for run, mask in pairs]
+    scans = [TrainingScan(run, mask, tags[dataset_root(run)], normal) for run, mask, normal in pairs]
     return scans, {tags[root]: _dataset_name(root) for root in roots}

@@ -118,13 +118,32 @@ def test_name_entities() -> None:
 def test_find_pairs_matches_entities_and_skips_our_outputs(tmp_path: Path) -> None:
     bids = _dataset(tmp_path / "bids")
     pairs = find_training_pairs([bids])
-    assert [(run.subject, mask.parent.parts[-3]) for run, mask in pairs] == [
+    assert [(run.subject, mask.parent.parts[-3]) for run, mask, _ in pairs] == [
         ("01", "manual"), ("02", "manual"), ("03", "manual")]  # sub-04: only bids_msseg's prediction
+    assert all(normal is None for *_, normal in pairs)
     # an explicit --masks-dir replaces the search; a mask with other entities (acq) matches nothing
     masks = tmp_path / "masks"
     _save(masks / "sub-04" / "anat" / "sub-04_label-lesion_mask.nii.gz", np.zeros(SHAPE, np.uint8), "RAS")
     _save(masks / "sub-01" / "anat" / "sub-01_acq-2D_label-lesion_mask.nii.gz", np.zeros(SHAPE, np.uint8), "RAS")
-    assert [run.subject for run, _ in find_training_pairs([bids], masks)] == ["04"]
+    assert [run.subject for run, *_ in find_training_pairs([bids], masks)] == ["04"]
+
+
+def test_normal_hyperintensity_masks_are_found_beside_the_lesion_masks(tmp_path: Path) -> None:
+    """A ``label-normalwmh`` mask in any searched derivatives folder goes with its FLAIR (hard negatives)."""
+    bids = _dataset(tmp_path / "bids")
+    normal = bids / "derivatives" / "normal" / "sub-02" / "anat" / "sub-02_label-normalwmh_mask.nii.gz"
+    _save(normal, np.zeros(SHAPE, np.uint8), "RAS")
+    found = {run.subject: n for run, _, n in find_training_pairs([bids])}
+    assert found == {"01": None, "02": normal, "03": None}
+
+
+def test_parser_training_sampling_flags(tmp_path: Path) -> None:
+    args = [str(tmp_path), str(tmp_path / "o"), "group", "--train"]
+    train = parse_args(args).group.training
+    assert (train.lesion_sampling, train.normal_fraction, train.normal_weight) == ("slice", 0.0, 1.0)
+    train = parse_args([*args, "--lesion-sampling", "lesion", "--normal-fraction", "0.1",
+                        "--normal-weight", "3"]).group.training
+    assert (train.lesion_sampling, train.normal_fraction, train.normal_weight) == ("lesion", 0.1, 3.0)
 
 
 def test_split_is_by_subject(tmp_path: Path, make_bids_dataset) -> None:

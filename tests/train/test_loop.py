@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bids_msseg.model.bundle import load_bundle
-from bids_msseg.train.data import UNKNOWN, SliceSampler, list_shards, load_shard, make_shard
+from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, list_shards, load_shard, make_shard
 from bids_msseg.train.export import export_bundle
 from bids_msseg.train.loop import TrainConfig, train, validate, weighted_bce
 
@@ -16,6 +16,54 @@ def test_weighted_bce_weights_the_lesion_class():
     lesion = torch.ones(1, 1, 2, 2)
     assert weighted_bce(logits, lesion, 0.8).item() == pytest.approx(0.8 * np.log(2), rel=1e-5)
     assert weighted_bce(logits, 1 - lesion, 0.8).item() == pytest.approx(0.2 * np.log(2), rel=1e-5)
+
+
+def test_normal_hyperintensities_are_background_weighted_up():
+    """NORMAL voxels are taught as background (target 0), ``normal_weight`` times an ordinary one."""
+    logits = torch.full((1, 1, 1, 2), 2.0)
+    plain = weighted_bce(logits, torch.tensor([[[[0.0, 0.0]]]]), 0.8).item()
+    assert weighted_bce(logits, torch.tensor([[[[float(NORMAL), 0.0]]]]), 0.8).item() == pytest.approx(plain)
+    assert weighted_bce(logits, torch.tensor([[[[float(NORMAL), 0.0]]]]), 0.8, normal_weight=3.0).item() == \
+        pytest.approx(plain * (3 + 1) / 2, rel=1e-5)
+
+
+def _two_lesion_shard(tmp_path, training_scan, normal: bool = False):
+    """A shard (slices = the brain's z 2-9) with a large lesion on slices 0-4 and a one-slice lesion on
+    slice 6, optionally with a normal hyperintensity on slice 7."""
+    img, brain, _ = training_scan(0)
+    lesion = np.zeros(brain.shape, bool)
+    lesion[10:20, 10:20, 2:7] = True
+    lesion[28:30, 28:30, 8] = True
+    extra = {}
+    if normal:
+        extra["normal"] = np.zeros(brain.shape, bool)
+        extra["normal"][8:12, 8:12, 9] = True
+    return make_shard(tmp_path / "two.npz", img, brain, lesion, (1.0, 1.0, 1.0), np.linspace(0, 1, 1001),
+                      size=64, **extra)
+
+
+def test_lesion_sampling_draws_each_lesion_alike(tmp_path, training_scan):
+    """'slice' draws the small lesion's slice about 1 time in 6 (1 of 6 lesion slices), 'lesion' half the time."""
+    path = _two_lesion_shard(tmp_path, training_scan)
+    shard = load_shard(path)
+    assert [s.tolist() for s in shard.lesions_by_slices()] == [list(range(5)), [6]]
+
+    def small_share(mode: str) -> float:
+        sampler = SliceSampler([path], "quantile", 1.0, seed=0, lesion_sampling=mode)
+        _, lab = sampler.batch(400)
+        return float(np.mean([(lab[i, 0] == 1).sum().item() <= 40 for i in range(400)]))
+
+    assert small_share("slice") == pytest.approx(1 / 6, abs=0.05)
+    assert small_share("lesion") == pytest.approx(0.5, abs=0.08)
+
+
+def test_normal_fraction_draws_hard_negative_slices(tmp_path, training_scan):
+    path = _two_lesion_shard(tmp_path, training_scan, normal=True)
+    assert load_shard(path).normal_slices.tolist() == [7]
+    sampler = SliceSampler([path], "quantile", 0.0, seed=0, normal_fraction=0.5)
+    _, lab = sampler.batch(400)
+    share = float(np.mean([(lab[i, 0] == NORMAL).any().item() for i in range(400)]))
+    assert share == pytest.approx(0.5 + 0.5 / load_shard(path).images.shape[0], abs=0.08)
 
 
 class _Constant(torch.nn.Module):
