@@ -81,6 +81,7 @@ class TrainSettings:
     normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
     normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel
     init_model: Path | None = None
+    checkpoint_dir: Path | None = None  # portable checkpoint to keep and resume from (train.loop.save_portable)
     seed: int = DEFAULT_RANDOM_SEED  # --random-seed
 
 

@@ -217,6 +217,9 @@ def run_study(options: Options) -> int:
     """The whole study (module docstring) for ``options``; return the exit code."""
     settings = options.group.training
     cs = options.group.crosssite
+    if settings.checkpoint_dir is not None:
+        raise UsageError("--checkpoint-dir keeps one training's checkpoint (group --train); a cross-site study "
+                         "resumes each of its trainings from -w")
     if settings.extra_datasets:
         raise UsageError("--extra-train-dataset adds data to one training; a cross-site study takes its sites' "
                          "datasets with --extra-bids-dir")

@@ -16,7 +16,10 @@ Steps, each resumable with the same work directory (``-w``):
    the pretrained weights see the inputs they were trained on;
 5. write one shard per scan to ``<work>/train/shards`` (:mod:`bids_msseg.train.shards`; existing ones are kept), plus
    ``--augment-quality`` degraded copies of the training scans (:mod:`bids_msseg.train.augment`);
-6. train with :func:`bids_msseg.train.loop.train` into ``<work>/train/run`` (resumes from ``last``);
+6. train with :func:`bids_msseg.train.loop.train` into ``<work>/train/run`` (resumes from ``last``;
+   with ``--checkpoint-dir`` also keeps 16-bit weights-only copies of ``last`` and ``best`` and the
+   log there, and a fresh ``-w`` resumes from them, so a training longer than a session goes on on
+   another machine from a committed folder);
 7. export the best checkpoint (:func:`bids_msseg.train.export.export_bundle`) to
    ``<output_dir>/models/<train-name>/`` with a card naming the data, the validation Dice, the
    recipe and the threshold chosen on validation, or the operating point given with
@@ -30,6 +33,7 @@ other data.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -41,7 +45,7 @@ import numpy as np
 from bids_msseg import __version__
 from bids_msseg.boilerplate import readable_training_data
 from bids_msseg.errors import EXIT_OK, UsageError
-from bids_msseg.io import atomic_path
+from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.masks import find_training_pairs
 from bids_msseg.model.bundle import BundleError, load_bundle
 from bids_msseg.model.network import default_architecture
@@ -50,7 +54,7 @@ from bids_msseg.runtime import check_device, seed_everything, set_threads
 from bids_msseg.settings import DEFAULT_ARCHITECTURE, DEFAULT_NORMALIZATION, Options, TrainSettings
 from bids_msseg.train.cache import load_preprocessed, preprocess_scans
 from bids_msseg.train.export import export_bundle
-from bids_msseg.train.loop import TrainConfig, train
+from bids_msseg.train.loop import TrainConfig, restore_portable, train
 from bids_msseg.train.shards import build_shards, check_manifest, n_slices
 from bids_msseg.train.split import TrainingScan, scans_from_pairs, split_scans
 from bids_msseg.workdirs import check_work_dir
@@ -101,6 +105,19 @@ def _resolve_network(settings: TrainSettings, init) -> tuple[str, str]:
         LOGGER.warning("--init-model was trained on %d-pixel slices, this training uses %d",
                        init.card.input_size, TRAIN_INPUT_SIZE)
     return arch, normalization
+
+
+def _resume_portable(portable_dir: Path, run_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Guard ``--checkpoint-dir`` with the training's manifest (refuse one made on other data or
+    another split), then start ``run_dir`` from it when ``-w`` has no checkpoint of its own."""
+    saved = Path(portable_dir) / "manifest.json"
+    if saved.is_file() and json.loads(saved.read_text()) != manifest:
+        old = json.loads(saved.read_text())
+        changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+        raise UsageError(f"--checkpoint-dir {portable_dir} holds a training on other data or settings "
+                         f"({', '.join(changed)}); give another folder or delete it to start over")
+    write_text_atomic(saved, json.dumps(manifest, indent=1) + "\n")
+    restore_portable(portable_dir, run_dir)
 
 
 def train_from_bids(options: Options) -> int:
@@ -171,8 +188,11 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                 "of %d slices", settings.name, architecture, normalization, len(train_paths), len(val_paths),
                 cfg.epochs, cfg.steps_per_epoch, cfg.batch_size)
     run_dir = train_dir / "run"
+    if settings.checkpoint_dir is not None:
+        _resume_portable(settings.checkpoint_dir, run_dir, manifest)
     state = train(run_dir, train_paths, val_paths, cfg, val_thresholds=_VAL_THRESHOLDS,
-                  init_weights=init.network.state_dict() if init is not None else None)
+                  init_weights=init.network.state_dict() if init is not None else None,
+                  portable_dir=settings.checkpoint_dir)
 
     def subjects(side: Sequence[TrainingScan]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

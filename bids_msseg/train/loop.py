@@ -137,13 +137,15 @@ def dice_from_counts(inter: float, pred: float, truth: float) -> float:
     return 1.0 if pred + truth == 0 else 2.0 * inter / (pred + truth)
 
 
-def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
-    """Model and Adam moments as safetensors, the rest as JSON (no pickles)."""
+def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer | None, state: dict) -> None:
+    """Model and Adam moments as safetensors, the rest as JSON (no pickles). Without ``opt``: a
+    portable checkpoint, the model's weights alone in bfloat16 (half the size, small enough to commit)."""
     from safetensors.torch import save_file  # lazy: safetensors.torch imports torch
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors = {f"model.{k}": (v.to(torch.bfloat16) if opt is None and v.is_floating_point() else v).detach().cpu()
+               .contiguous() for k, v in net.state_dict().items()}
     names = {p: n for n, p in net.named_parameters()}
-    for group in opt.param_groups:
+    for group in opt.param_groups if opt is not None else []:
         for p in group["params"]:
             s = opt.state.get(p)
             if s:
@@ -202,6 +204,7 @@ def train(
     val_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     init_weights: Mapping[str, torch.Tensor] | None = None,
     real_shards: list[Path] | None = None,
+    portable_dir: Path | None = None,
 ) -> dict:
     """Train into ``run_dir`` (resuming from ``run_dir/last`` if present); returns the final state.
 
@@ -210,6 +213,8 @@ def train(
     ``init_weights`` (a network state dict, e.g. a bundle's, to fine-tune from) are loaded when the
     run starts fresh; a resumed run takes its weights from the checkpoint instead. ``real_shards``
     (real expert-labelled scans) fill ``cfg.real_fraction`` of every batch, from their own sampler.
+    ``portable_dir`` also gets the ``last`` and ``best`` weights after every epoch as portable
+    checkpoints (:func:`save_portable`), which :func:`restore_portable` turns back into a run.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -313,6 +318,8 @@ def train(
                          best_threshold=float(best_key.split("@")[1]))
             _save_checkpoint(run_dir / "best", net, opt, state)
         _save_checkpoint(run_dir / "last", net, opt, state)
+        if portable_dir is not None:
+            save_portable(portable_dir, run_dir, net, state, best=state["best_epoch"] == epoch)
         if cfg.keep_epochs:
             _save_checkpoint(run_dir / f"epoch_{epoch:03d}", net, opt, state)
     if world > 1:
@@ -324,6 +331,40 @@ def train(
         dist.broadcast_object_list(holder, src=0)  # every rank returns rank 0's state; rank 0 has finished writing
         state = holder[0]
     return state
+
+
+PORTABLE_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "metrics.tsv")
+
+
+def save_portable(portable_dir: Path, run_dir: Path, net: torch.nn.Module, state: dict, best: bool) -> None:
+    """Mirror a run's newest (and, when ``best``, best) checkpoint into ``portable_dir`` as weights
+    only, in bfloat16, with the run's ``metrics.tsv``: fixed file names, replaced each epoch, small
+    enough to commit, so that a training longer than a session goes on elsewhere."""
+    portable_dir = Path(portable_dir)
+    portable_dir.mkdir(parents=True, exist_ok=True)
+    if best or not (portable_dir / "best.json").is_file():
+        _save_checkpoint(portable_dir / "best", net, None, state)
+    _save_checkpoint(portable_dir / "last", net, None, state)
+    write_text_atomic(portable_dir / "metrics.tsv", (run_dir / "metrics.tsv").read_text())
+
+
+def restore_portable(portable_dir: Path, run_dir: Path) -> bool:
+    """Start ``run_dir`` from the portable checkpoint in ``portable_dir`` when ``run_dir`` has none of
+    its own; True when it did. The run resumes after the portable checkpoint's epoch with its
+    weights, best epoch, history and sampler state; Adam's moments start afresh (they are not kept),
+    so the result is not bit-identical to an uninterrupted run."""
+    portable_dir, run_dir = Path(portable_dir), Path(run_dir)
+    if (run_dir / "last.json").is_file() or not (portable_dir / "last.json").is_file():
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in PORTABLE_FILES:
+        if (portable_dir / name).is_file():
+            with atomic_path(run_dir / name) as tmp:
+                tmp.write_bytes((portable_dir / name).read_bytes())
+    state = json.loads((run_dir / "last.json").read_text())
+    LOGGER.info("resuming from the portable checkpoint in %s (epoch %d, best validation Dice %.4f at epoch %d); "
+                "Adam's moments start afresh", portable_dir, state["epoch"], state["best_dice"], state["best_epoch"])
+    return True
 
 
 def _sync_ranks(state: dict, sampler: SliceSampler, loss: float, world: int) -> dict:

@@ -146,6 +146,18 @@ def test_parser_training_sampling_flags(tmp_path: Path) -> None:
     assert (train.lesion_sampling, train.normal_fraction, train.normal_weight) == ("lesion", 0.1, 3.0)
 
 
+def test_portable_checkpoint_of_other_data_is_refused(tmp_path: Path) -> None:
+    from bids_msseg.errors import UsageError
+    from bids_msseg.train.bids_training import _resume_portable
+
+    portable = tmp_path / "ckpt"
+    _resume_portable(portable, tmp_path / "run", {"train": ["a"], "seed": 0})  # a new folder: nothing to resume
+    assert json.loads((portable / "manifest.json").read_text())["train"] == ["a"]
+    _resume_portable(portable, tmp_path / "run", {"train": ["a"], "seed": 0})
+    with pytest.raises(UsageError, match="train"):
+        _resume_portable(portable, tmp_path / "run", {"train": ["a", "b"], "seed": 0})
+
+
 def test_split_is_by_subject(tmp_path: Path, make_bids_dataset) -> None:
     bids = make_bids_dataset(tmp_path / "bids", extra_files=())  # sub-01 has two sessions
     scans = [TrainingScan(run, tmp_path / "m.nii.gz", "bids") for run in collect_flair_runs(bids)]

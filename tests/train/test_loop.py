@@ -8,7 +8,7 @@ import torch
 from bids_msseg.model.bundle import load_bundle
 from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, list_shards, load_shard, make_shard
 from bids_msseg.train.export import export_bundle
-from bids_msseg.train.loop import TrainConfig, train, validate, weighted_bce
+from bids_msseg.train.loop import TrainConfig, restore_portable, train, validate, weighted_bce
 
 
 def test_weighted_bce_weights_the_lesion_class():
@@ -142,6 +142,28 @@ def test_train_resume_equals_uninterrupted(shards, tmp_path):
     assert card.threshold == full["best_threshold"] and card.metrics["val_dice"] == round(full["best_dice"], 4)
     card = load_bundle(export_bundle(tmp_path / "full", tmp_path / "b2", ref, "t", {}, calibrated=(0.25, 0.5))).card
     assert card.threshold == 0.25 and card.metrics["val_dice"] == 0.5 and card.training["epochs_run"] == 2
+
+
+def test_portable_checkpoint_resumes_a_run_elsewhere(shards, tmp_path):
+    """A run keeps 16-bit weights-only checkpoints in a fixed folder; a fresh work folder (another
+    machine) resumes from them at the next epoch, with the history, and exports as usual."""
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    paths = list_shards(shards)
+    tr, va = paths[:4], paths[4:]
+    portable = tmp_path / "portable"
+    first = train(tmp_path / "machine1", tr, va, _cfg(1), val_thresholds=(0.5,), portable_dir=portable)
+    tensors = load_file(str(portable / "last.safetensors"))
+    assert all(k.startswith("model.") for k in tensors)  # weights only: no Adam moments
+    assert {v.dtype for v in tensors.values() if v.is_floating_point()} == {torch.bfloat16}
+    assert (portable / "best.json").is_file() and len((portable / "metrics.tsv").read_text().splitlines()) == 2
+    assert restore_portable(portable, tmp_path / "machine2")
+    assert not restore_portable(portable, tmp_path / "machine2")  # the run has its own checkpoint now
+    resumed = train(tmp_path / "machine2", tr, va, _cfg(2), val_thresholds=(0.5,), portable_dir=portable)
+    assert resumed["epoch"] == 2 and resumed["history"][0] == first["history"][0]
+    assert len((portable / "metrics.tsv").read_text().splitlines()) == 3
+    assert load_bundle(export_bundle(tmp_path / "machine2", tmp_path / "b", np.linspace(0, 1, 1001), "t", {})).card
 
 
 def test_keep_epochs_exports_any_epoch(shards, tmp_path):
