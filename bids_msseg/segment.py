@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from bids_msseg.model.bundle import ModelBundle
+from bids_msseg.model.network import context_of
 from bids_msseg.model.predict import predict_volume
 from bids_msseg.normalize import normalize
 from bids_msseg.slicing import plan_geometry
@@ -33,6 +34,7 @@ def segment_volume(
     method = normalization or bundle.card.normalization
     normalized = normalize(data, brain_mask, method, bundle.reference)
     geom = plan_geometry(brain_mask, zooms, bundle.card.input_size)
-    prob = predict_volume(bundle.network, normalized, geom, device, precision, batch_size)
+    prob = predict_volume(bundle.network, normalized, geom, device, precision, batch_size,
+                          context_of(bundle.card.architecture))
     prob[~np.asarray(brain_mask, bool)] = 0.0
     return prob

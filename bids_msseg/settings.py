@@ -80,6 +80,7 @@ class TrainSettings:
     lesion_sampling: str = "slice"  # how lesion slices are drawn (TrainConfig.lesion_sampling)
     normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
     normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel
+    context: int | None = None  # neighbouring slices each side (2.5D); None: the --init-model's, else 0
     init_model: Path | None = None
     checkpoint_dir: Path | None = None  # portable checkpoint to keep and resume from (train.loop.save_portable)
     seed: int = DEFAULT_RANDOM_SEED  # --random-seed

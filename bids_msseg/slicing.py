@@ -69,6 +69,25 @@ def cut_slices(volume: np.ndarray, geom: SliceGeometry) -> torch.Tensor:
     return _resize_pad(t, geom, mode="bilinear")
 
 
+def context_window(stack: np.ndarray, index: int, context: int) -> np.ndarray:
+    """Slices ``index - context`` .. ``index + context`` of an (n, H, W) ``stack`` as (1 + 2 context, H, W),
+    zeros beyond its ends (the background value of a brain-masked, normalized slice): the input of a
+    2.5D network, the same in training and at inference."""
+    n = stack.shape[0]
+    out = np.zeros((1 + 2 * context, *stack.shape[1:]), dtype=stack.dtype)
+    lo, hi = max(0, index - context), min(n, index + context + 1)
+    out[lo - index + context : hi - index + context] = stack[lo:hi]
+    return out
+
+
+def stack_context(slices: torch.Tensor, context: int) -> torch.Tensor:
+    """(n, 1, H, W) slices as (n, 1 + 2 context, H, W), each with its neighbours (:func:`context_window`)."""
+    if context == 0:
+        return slices
+    stack = slices[:, 0].numpy()
+    return torch.from_numpy(np.stack([context_window(stack, i, context) for i in range(stack.shape[0])]))
+
+
 def cut_label_slices(label: np.ndarray, geom: SliceGeometry) -> torch.Tensor:
     """Like :func:`cut_slices` for a binary label; bilinear then >= 0.5 keeps thin lesions."""
     return (cut_slices(np.asarray(label, np.float32), geom) >= 0.5).float()

@@ -559,6 +559,10 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
     train.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
                        help=_shown(show_all, "a model bundle to fine-tune from (default: random "
                                              "initialization)"))
+    train.add_argument("--context-slices", dest="context_slices", type=_non_negative_int, metavar="N",
+                       help=_shown(show_all, "give the network N neighbouring slices on each side as more input "
+                                             "channels (2.5D; a 2D --init-model is widened to them); 0 = the "
+                                             "paper's single slice (default: the --init-model's, else 0)"))
     train.add_argument("--checkpoint-dir", dest="checkpoint_dir", type=Path, metavar="DIR",
                        help=_shown(show_all, "also keep the newest and the best weights (16-bit, weights only) and "
                                              "the training log in DIR after every epoch, and resume from them when "
@@ -666,7 +670,7 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         normalization=ns.pop("train_normalization"), augment_quality=ns.pop("augment_quality"),
         lesion_sampling=ns.pop("lesion_sampling"), normal_fraction=ns.pop("normal_fraction"),
         normal_weight=ns.pop("normal_weight"), init_model=ns.pop("init_model"),
-        checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)
+        context=ns.pop("context_slices"), checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)
     crosssite = CrossSiteSettings(
         extra_bids_dirs=tuple(ns.pop("extra_bids_dir") or ()), site_column=site_column,
         site_fields=tuple(ns.pop("site_field") or ()), sites=tuple(ns.pop("sites") or ()),

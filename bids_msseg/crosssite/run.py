@@ -76,7 +76,7 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
     """What an experiment's model depends on; a stored model is reused only when this is unchanged."""
     recipe = {k: getattr(settings, k) for k in ("epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay",
                                                 "lesion_weight", "augment_quality", "seed", "lesion_sampling",
-                                                "normal_fraction", "normal_weight")}
+                                                "normal_fraction", "normal_weight", "context")}
     return json.loads(json.dumps({
         "id": experiment.id, "train": experiment.train, "val": experiment.val,
         "architecture": experiment.arm.architecture, "normalization": experiment.arm.normalization,

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from bids_msseg.slicing import SliceGeometry, cut_slices, paste_slices
+from bids_msseg.slicing import SliceGeometry, cut_slices, paste_slices, stack_context
 
 LOGGER = logging.getLogger(__name__)
 
@@ -68,11 +68,11 @@ def predict_slices(
     precision: str = "auto",
     batch_size: int = 4,
 ) -> torch.Tensor:
-    """Sigmoid probabilities (n, 1, H, W) float32 for a stack of slices."""
+    """Sigmoid probabilities (n, 1, H, W) float32 for a stack of (n, C, H, W) slices."""
     network = network.to(device).eval()
     memory_format = torch.channels_last
     network = network.to(memory_format=memory_format)
-    out = torch.empty(slices.shape, dtype=torch.float32)
+    out = torch.empty((slices.shape[0], 1, *slices.shape[2:]), dtype=torch.float32)
     with autocast_context(device, precision):
         for start in range(0, slices.shape[0], batch_size):
             batch = slices[start : start + batch_size].to(device).contiguous(memory_format=memory_format)
@@ -88,9 +88,11 @@ def predict_volume(
     device: torch.device,
     precision: str = "auto",
     batch_size: int = 4,
+    context: int = 0,
 ) -> np.ndarray:
-    """Probability volume (float32, on the grid of ``normalized``) from its planned slices."""
-    slices = cut_slices(normalized, geom)
+    """Probability volume (float32, on the grid of ``normalized``) from its planned slices, each with
+    ``context`` neighbours on each side for a 2.5D network."""
+    slices = stack_context(cut_slices(normalized, geom), context)
     LOGGER.info("segmenting %d axial slices on %s (%s)", slices.shape[0], device, precision)
     probs = predict_slices(network, slices, device, precision, batch_size)
     return np.clip(paste_slices(probs, geom), 0.0, 1.0)

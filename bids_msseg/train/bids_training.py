@@ -48,7 +48,7 @@ from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.masks import find_training_pairs
 from bids_msseg.model.bundle import BundleError, load_bundle
-from bids_msseg.model.network import default_architecture
+from bids_msseg.model.network import context_of, default_architecture
 from bids_msseg.normalize import reference_from_quantiles
 from bids_msseg.runtime import check_device, seed_everything, set_threads
 from bids_msseg.settings import DEFAULT_ARCHITECTURE, DEFAULT_NORMALIZATION, Options, TrainSettings
@@ -88,15 +88,21 @@ def _init_data(init) -> str:
     return readable_training_data(str((init.card.training or {}).get("data", ""))) if init is not None else ""
 
 
-def _resolve_network(settings: TrainSettings, init) -> tuple[str, str]:
-    """Architecture and normalization: the flags, else the initial model's, else the paper's."""
+def _resolve_network(settings: TrainSettings, init) -> tuple[str, str, int]:
+    """Architecture, normalization and context slices: the flags, else the initial model's, else the paper's."""
     if init is None:
-        return settings.architecture or DEFAULT_ARCHITECTURE, settings.normalization or DEFAULT_NORMALIZATION
+        return (settings.architecture or DEFAULT_ARCHITECTURE, settings.normalization or DEFAULT_NORMALIZATION,
+                settings.context or 0)
     arch = init.card.architecture.get("name", "")
     if settings.architecture and settings.architecture != arch:
         raise UsageError(f"--architecture {settings.architecture} differs from the --init-model's {arch}")
-    if default_architecture(arch) != dict(init.card.architecture):
+    init_context = context_of(init.card.architecture)
+    if default_architecture(arch, init_context) != dict(init.card.architecture):
         raise UsageError(f"--init-model: architecture {init.card.architecture} is not one this version trains")
+    context = init_context if settings.context is None else settings.context
+    if context != init_context and init_context != 0:
+        raise UsageError(f"--context-slices {context}: the --init-model takes {init_context}; only a 2D model "
+                         "(0) can be widened")
     normalization = settings.normalization or init.card.normalization
     if normalization != init.card.normalization:
         LOGGER.warning("--train-normalization %s differs from the --init-model's %s: the pretrained weights "
@@ -104,7 +110,7 @@ def _resolve_network(settings: TrainSettings, init) -> tuple[str, str]:
     if init.card.input_size != TRAIN_INPUT_SIZE:
         LOGGER.warning("--init-model was trained on %d-pixel slices, this training uses %d",
                        init.card.input_size, TRAIN_INPUT_SIZE)
-    return arch, normalization
+    return arch, normalization, context
 
 
 def _resume_portable(portable_dir: Path, run_dir: Path, manifest: Mapping[str, Any]) -> None:
@@ -153,7 +159,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
     """
     seed_everything(settings.seed)
     init = _load_init_model(settings)
-    architecture, normalization = _resolve_network(settings, init)
+    architecture, normalization, context = _resolve_network(settings, init)
     scans = [*train_scans, *val_scans]
     cache = preprocess_scans(scans, preproc_dir or train_dir / "preproc", options.n4, options.skullstrip,
                              options.force_contrast, settings.seed)
@@ -181,7 +187,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                       val_fraction=settings.val_fraction, seed=settings.seed, device=options.device,
                       precision=options.precision, max_val_scans=len(val_paths), input_size=TRAIN_INPUT_SIZE,
                       lesion_sampling=settings.lesion_sampling, normal_fraction=settings.normal_fraction,
-                      normal_weight=settings.normal_weight,
+                      normal_weight=settings.normal_weight, context=context,
                       extra={"init_model": init.card.model_id if init else None,
                              "augment_quality": settings.augment_quality})
     LOGGER.info("training %s (%s, %s normalization) on %d shard(s), validating on %d: %d epoch(s) x %d step(s) "
@@ -220,7 +226,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
         "recipe": {k: cfg_value for k, cfg_value in state["config"].items()
                    if k in ("architecture", "normalization", "epochs", "steps_per_epoch", "batch_size", "lr",
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
-                            "input_size", "lesion_sampling", "normal_fraction", "normal_weight")},
+                            "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context")},
         "threshold_chosen_on": (f"given (--threshold {options.threshold:g}, --seed-threshold "
                                 f"{options.seed_threshold or 0:g})" if options.threshold is not None else
                                 f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})"),

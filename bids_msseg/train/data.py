@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from bids_msseg.io import atomic_path
 from bids_msseg.normalize import brain_quantiles, linear_normalize, quantile_normalize, reference_from_quantiles
-from bids_msseg.slicing import cut_label_slices, cut_slices, plan_geometry
+from bids_msseg.slicing import context_window, cut_label_slices, cut_slices, plan_geometry, stack_context
 
 LOGGER = logging.getLogger(__name__)
 
@@ -128,17 +128,19 @@ class SliceSampler:
     large ones). ``normal_fraction`` of each batch comes from slices with expert-marked normal
     hyperintensities (:data:`NORMAL`) when any shard has them. Shards are cached in memory (a few
     MB each); ``refresh`` picks up shards written since, so training can start while the synthetic
-    pool is still growing.
+    pool is still growing. ``context`` > 0 gives each slice its neighbours as channels (2.5D,
+    :func:`~bids_msseg.slicing.context_window`).
     """
 
     def __init__(self, shards: list[Path], normalization: str, lesion_fraction: float, seed: int,
-                 lesion_sampling: str = "slice", normal_fraction: float = 0.0):
+                 lesion_sampling: str = "slice", normal_fraction: float = 0.0, context: int = 0):
         if lesion_sampling not in ("slice", "lesion"):
             raise ValueError(f"unknown lesion_sampling {lesion_sampling!r} (slice or lesion)")
         self.normalization = normalization
         self.lesion_fraction = lesion_fraction
         self.lesion_sampling = lesion_sampling
         self.normal_fraction = normal_fraction
+        self.context = context
         self.rng = np.random.default_rng(seed)
         self.cache: dict[Path, Shard] = {}
         self.lesions: dict[str, list[np.ndarray]] = {}
@@ -173,7 +175,8 @@ class SliceSampler:
         return shard, int(self.rng.integers(shard.images.shape[0]))
 
     def batch(self, size: int, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch (size, 1, H, W) of float32 images and labels, with random flips/rotations.
+        """A batch of float32 images (size, 1 + 2 context, H, W) and labels (size, 1, H, W), with random
+        flips/rotations.
 
         ``crop`` takes a random ``crop`` x ``crop`` window of each slice (kept at full resolution,
         so lesions keep their size in pixels): a cheaper step for a fully convolutional network.
@@ -181,24 +184,28 @@ class SliceSampler:
         images, labels = [], []
         for _ in range(size):
             shard, k = self._draw()
-            img, lab = shard.images[k].astype(np.float32), shard.labels[k].astype(np.float32)
-            if crop is not None and crop < img.shape[0]:
-                x, y = self.rng.integers(0, img.shape[0] - crop + 1), self.rng.integers(0, img.shape[1] - crop + 1)
-                img, lab = img[x : x + crop, y : y + crop], lab[x : x + crop, y : y + crop]
+            img = context_window(shard.images, k, self.context).astype(np.float32)  # (channels, H, W)
+            lab = shard.labels[k].astype(np.float32)
+            if crop is not None and crop < lab.shape[0]:
+                x, y = self.rng.integers(0, lab.shape[0] - crop + 1), self.rng.integers(0, lab.shape[1] - crop + 1)
+                img, lab = img[:, x : x + crop, y : y + crop], lab[x : x + crop, y : y + crop]
             if self.rng.random() < 0.5:
-                img, lab = img[::-1], lab[::-1]  # left-right mirror (axis 0 is R-L)
+                img, lab = img[:, ::-1], lab[::-1]  # left-right mirror (slice axis 0 is R-L)
             turns = int(self.rng.integers(-1, 2)) if self.rng.random() < 0.2 else 0
-            img, lab = np.rot90(img, turns), np.rot90(lab, turns)
+            img, lab = np.rot90(img, turns, axes=(1, 2)), np.rot90(lab, turns)
             images.append(np.ascontiguousarray(img))
             labels.append(np.ascontiguousarray(lab))
-        return torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels))[:, None]
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))[:, None]
 
 
-def iter_validation(shards: list[Shard], batch: int = 8) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(shard index, images, labels) chunks over every slice of the validation scans."""
+def iter_validation(shards: list[Shard], batch: int = 8, context: int = 0
+                    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(shard index, images, labels) chunks over every slice of the validation scans (images with
+    ``context`` neighbouring slices on each side as channels)."""
     for i, shard in enumerate(shards):
+        images = stack_context(torch.from_numpy(shard.images.astype(np.float32))[:, None], context)
         for start in range(0, shard.images.shape[0], batch):
-            img = torch.from_numpy(shard.images[start : start + batch].astype(np.float32))[:, None]
+            img = images[start : start + batch]
             lab = torch.from_numpy(shard.labels[start : start + batch].astype(np.float32))[:, None]
             yield i, img, lab
 

@@ -38,7 +38,7 @@ def load_run_network(run_dir: Path, which: str = "best") -> tuple[Any, dict]:
     if not meta.is_file():
         raise FileNotFoundError(f"{run_dir}: no {which} checkpoint ({meta.name}); has an epoch finished?")
     state = json.loads(meta.read_text())
-    net = build_network(default_architecture(state["config"]["architecture"]))
+    net = build_network(default_architecture(state["config"]["architecture"], state["config"].get("context", 0)))
     tensors = load_file(str(run_dir / f"{which}.safetensors"))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     return net.eval(), state
@@ -81,7 +81,7 @@ def export_bundle(
     last = run_dir / "last.json"
     last_state = json.loads(last.read_text()) if last.is_file() else state
     cfg = state["config"]
-    arch = default_architecture(cfg["architecture"])
+    arch = default_architecture(cfg["architecture"], cfg.get("context", 0))
     quantile = cfg["normalization"] == "quantile"
     if quantile and reference is None:
         raise ValueError("a quantile-normalized model needs its reference quantiles")

@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from bids_msseg.io import atomic_path, write_text_atomic
-from bids_msseg.model.network import build_network, default_architecture
+from bids_msseg.model.network import build_network, default_architecture, inflate_input
 from bids_msseg.model.predict import autocast_context
 from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
 
@@ -81,6 +81,8 @@ class TrainConfig:
     normal_fraction: float = 0.0
     #: Loss weight of a normal-hyperintensity voxel relative to other background (:func:`weighted_bce`).
     normal_weight: float = 1.0
+    #: Neighbouring slices on each side given as more input channels (2.5D); 0 is the paper's 2D.
+    context: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -181,7 +183,7 @@ def validate(net: torch.nn.Module, val_paths: list[Path], cfg: TrainConfig, devi
     shards = [load_shard(p, cfg.normalization) for p in val_paths[: cfg.max_val_scans]]
     counts = np.zeros((len(shards), len(thresholds), 3))
     with autocast_context(device, cfg.precision):
-        for i, img, lab in iter_validation(shards):
+        for i, img, lab in iter_validation(shards, context=cfg.context):
             prob = torch.sigmoid(net(img.to(device).contiguous(memory_format=torch.channels_last)).float()).cpu()
             truth, known = lab == 1, lab != UNKNOWN
             for j, t in enumerate(thresholds):
@@ -222,7 +224,7 @@ def train(
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
     rank, world, device = init_distributed(device)
-    net = build_network(default_architecture(cfg.architecture)).to(device)
+    net = build_network(default_architecture(cfg.architecture, cfg.context)).to(device)
     net = net.to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
 
@@ -238,13 +240,14 @@ def train(
     if (run_dir / "last.json").exists():
         state = _load_checkpoint(run_dir / "last", net, opt)
     elif init_weights is not None:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init_weights.items()})
+        weights = inflate_input(dict(init_weights), 1 + 2 * cfg.context)  # a 2D model starts a 2.5D one
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
         LOGGER.info("starting from the given initial weights (fine-tuning)")
     if state["epoch"] > 0:
         LOGGER.info("resuming from epoch %d (best val Dice %.4f at epoch %d)",
                     state["epoch"], state["best_dice"], state["best_epoch"])
     sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, rank_seed(cfg.seed, rank),
-                           cfg.lesion_sampling, cfg.normal_fraction)
+                           cfg.lesion_sampling, cfg.normal_fraction, cfg.context)
     saved = state.get("sampler_by_rank") or [state["sampler"]]
     if len(saved) != world:  # resumed on another number of ranks: rank 0 goes on, the others start afresh
         saved = [state["sampler"]] + [None] * (world - 1)
@@ -255,7 +258,7 @@ def train(
     if n_real:
         real_sampler = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction,
                                     rank_seed(cfg.seed, rank) + 7919,  # a stream of its own, any offset
-                                    cfg.lesion_sampling, cfg.normal_fraction)
+                                    cfg.lesion_sampling, cfg.normal_fraction, cfg.context)
         if state.get("sampler_real") is not None and world == 1:  # under DDP the real draws restart
             real_sampler.rng.bit_generator.state = state["sampler_real"]
     model: torch.nn.Module = net
