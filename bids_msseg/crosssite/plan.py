@@ -54,15 +54,17 @@ _OTHER = {"quantile": "linear", "linear": "quantile", "UnetPlusPlus": "Unet", "U
 
 @dataclass(frozen=True)
 class Arm:
-    """One network recipe: the architecture and intensity normalization trained with."""
+    """One network recipe: the architecture and intensity normalization trained with, and the
+    neighbouring slices each side for the context ablation (None: the training options')."""
 
     architecture: str = DEFAULT_ARCHITECTURE
     normalization: str = DEFAULT_NORMALIZATION
     ablation: str | None = None  # the ablation this arm stands for; None for the baseline
+    context: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.architecture}-{self.normalization}"
+        return f"{self.architecture}-{self.normalization}" + (f"-context{self.context}" if self.context else "")
 
 
 @dataclass(frozen=True)
@@ -139,15 +141,20 @@ def training_sets(sites: Sequence[str], combinations: Sequence[str]) -> list[tup
     return sorted(unique, key=lambda s: (len(s), s))
 
 
-def arms(architecture: str | None, normalization: str | None, ablations: Sequence[str]) -> list[Arm]:
-    """The baseline arm and one arm per ablation (the other architecture / normalization)."""
-    base = Arm(architecture or DEFAULT_ARCHITECTURE, normalization or DEFAULT_NORMALIZATION)
+def arms(architecture: str | None, normalization: str | None, ablations: Sequence[str], context: int | None = None
+         ) -> list[Arm]:
+    """The baseline arm and one arm per ablation (the other architecture / normalization; for
+    ``context``, 2.5D with one neighbouring slice each side against the baseline's 2D, or 2D against
+    a 2.5D baseline of ``context`` slices)."""
+    base = Arm(architecture or DEFAULT_ARCHITECTURE, normalization or DEFAULT_NORMALIZATION, context=context or None)
     out = [base]
     for ablation in dict.fromkeys(ablations):
         if ablation == "normalization":
             out.append(Arm(base.architecture, _OTHER[base.normalization], ablation))
         elif ablation == "architecture":
             out.append(Arm(_OTHER[base.architecture], base.normalization, ablation))
+        elif ablation == "context":
+            out.append(Arm(base.architecture, base.normalization, ablation, 0 if context else 1))
         else:
             raise UsageError(f"unknown ablation {ablation!r}; choose from {list(ABLATIONS)}")
     return out

@@ -28,6 +28,9 @@ def test_arms_and_parser_choices_agree() -> None:
     assert [a.label for a in arms("Unet", None, ["normalization", "architecture"])] == [
         "Unet-quantile", "Unet-linear", "UnetPlusPlus-quantile"]
     assert arms(None, "linear", ["normalization"])[1] == Arm("UnetPlusPlus", "quantile", "normalization")
+    assert [a.label for a in arms(None, None, ["context"])] == [
+        "UnetPlusPlus-quantile", "UnetPlusPlus-quantile-context1"]
+    assert [a.context for a in arms(None, None, ["context"], context=2)] == [2, 0]
     assert cli_parser.CROSSSITE_COMBINATIONS == plan_module.COMBINATIONS
     assert cli_parser.CROSSSITE_ABLATIONS == plan_module.ABLATIONS
 
