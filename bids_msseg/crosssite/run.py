@@ -76,7 +76,9 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
     """What an experiment's model depends on; a stored model is reused only when this is unchanged."""
     recipe = {k: getattr(settings, k) for k in ("epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay",
                                                 "lesion_weight", "augment_quality", "seed", "lesion_sampling",
-                                                "normal_fraction", "normal_weight", "context")}
+                                                "normal_fraction", "normal_weight")}
+    if settings.context is not None:  # only when given: studies made before the option stay valid
+        recipe["context"] = settings.context
     return json.loads(json.dumps({
         "id": experiment.id, "train": experiment.train, "val": experiment.val,
         "architecture": experiment.arm.architecture, "normalization": experiment.arm.normalization,
