@@ -9,7 +9,7 @@
 * :func:`operating_points` (``operating.tsv``): the same groups rescored from the stored probability
   maps at every (threshold, seed threshold) of a grid, and its best points on pooled leave-site-out
   figures, never on one site (:func:`best_operating_point`: by lesion F1, and by the mean of Dice and
-  lesion F1).
+  lesion F1, among the points that leave at most :data:`MAX_FALSE_LESIONS` false lesions on any scan).
 """
 
 from __future__ import annotations
@@ -121,16 +121,25 @@ def operating_points(
 CRITERIA = {"lesion_f1": ("lesion_f1",), "mean_dice_f1": ("dice", "lesion_f1")}
 
 
-def best_operating_point(table: pd.DataFrame) -> pd.DataFrame:
+#: Most false lesions a usable operating point leaves on any one test scan (issue 24's bound): a point that
+#: floods one scan with false lesions is not chosen, however high its pooled lesion F1.
+MAX_FALSE_LESIONS = 5
+
+
+def best_operating_point(table: pd.DataFrame, max_false_lesions: float | None = MAX_FALSE_LESIONS) -> pd.DataFrame:
     """Per criterion of :data:`CRITERIA` and (arm, model group), the pooled row that maximizes it
-    (the mean of its metrics; ties: the higher Dice); a ``criterion`` column names it."""
+    (the mean of its metrics; ties: the higher Dice) among the points that leave at most
+    ``max_false_lesions`` false lesions on every scan (all points of a group when none does, or
+    with None); a ``criterion`` column names it, ``within_bound`` says whether the point keeps the bound."""
     if table.empty:
         return table
     pooled = table[table["test_site"] == "pooled"]
+    within = pooled["false_lesions_max"] <= (np.inf if max_false_lesions is None else max_false_lesions)
+    pooled = pooled.assign(within_bound=within)
     rows = []
     for criterion, metrics in CRITERIA.items():
         scored = pooled.assign(criterion=criterion, score=pooled[list(metrics)].mean(axis=1))
-        ranked = scored.sort_values(["score", "dice"], ascending=False)
+        ranked = scored.sort_values(["within_bound", "score", "dice"], ascending=False)
         rows.append(ranked.groupby(["arm", "model"], sort=False).head(1))
     out = pd.concat(rows, ignore_index=True)
     return out[["criterion", *[c for c in out.columns if c not in ("criterion", "score")]]]

@@ -97,3 +97,7 @@ def test_operating_points_rescore_stored_probabilities(tmp_path: Path) -> None:
     by_mean = best[(best.criterion == "mean_dice_f1") & (best.model == LEAVE_SITE_OUT)].iloc[0]
     grid = pooled.assign(score=(pooled.dice + pooled.lesion_f1) / 2)
     assert (by_mean["threshold"], by_mean["seed_threshold"]) == grid.score.idxmax()
+    # A bound of 0 false lesions per scan rules out the points that keep the false lesion.
+    bounded = best_operating_point(table, max_false_lesions=0)
+    by_f1 = bounded[(bounded.criterion == "lesion_f1") & (bounded.model == LEAVE_SITE_OUT)].iloc[0]
+    assert by_f1["within_bound"] and by_f1["false_lesions_max"] == 0 and by_f1["seed_threshold"] == 0.9
