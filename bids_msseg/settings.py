@@ -44,7 +44,7 @@ NIPYPE_PLUGINS = ("MultiProc", "Linear", "LegacyMultiProc", "SLURM", "SLURMGraph
 #: Training sets and ablations of ``group --cross-site`` (:mod:`bids_msseg.crosssite.plan`).
 COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
 DEFAULT_COMBINATIONS = ("single", "leave-one-out", "all")
-ABLATIONS = ("normalization", "architecture", "context")
+ABLATIONS = ("normalization", "architecture", "context", "sampling")
 #: What a cross-site study holds out for testing: a share of each site's subjects, or whole sites
 #: (leave-one-site-out; :mod:`bids_msseg.crosssite.plan`).
 HOLDOUTS = ("subjects", "site")

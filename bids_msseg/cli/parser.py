@@ -619,9 +619,10 @@ def add_crosssite_arguments(parser: argparse.ArgumentParser, show_all: bool = Tr
                                                              "(repeatable)"))
     group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],
                        help=_shown(show_all, "add ablation arms: the other intensity normalization "
-                                             "(quantile/linear), architecture (UNet++/UNet) or context (2.5D with "
-                                             "one neighbouring slice each side / 2D), compared with Wilcoxon "
-                                             "signed-rank tests (default: none)"))
+                                             "(quantile/linear), architecture (UNet++/UNet), context (2.5D with "
+                                             "one neighbouring slice each side / 2D) or sampling (the other "
+                                             "--lesion-sampling), compared with Wilcoxon signed-rank tests "
+                                             "(default: none)"))
     return group
 
 

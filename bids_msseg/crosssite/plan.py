@@ -41,6 +41,7 @@ from bids_msseg.settings import (
     DEFAULT_COMBINATIONS,
     DEFAULT_NORMALIZATION,
     HOLDOUTS,
+    TrainSettings,
 )
 from bids_msseg.train.data import split_rank
 from bids_msseg.train.split import TrainingScan, split_scans
@@ -54,17 +55,18 @@ _OTHER = {"quantile": "linear", "linear": "quantile", "UnetPlusPlus": "Unet", "U
 
 @dataclass(frozen=True)
 class Arm:
-    """One network recipe: the architecture and intensity normalization trained with, and the
-    neighbouring slices each side for the context ablation (None: the training options')."""
+    """One network recipe: the architecture and intensity normalization trained with, and the training
+    options (:class:`~bids_msseg.settings.TrainSettings` fields) this arm sets otherwise than the study's."""
 
     architecture: str = DEFAULT_ARCHITECTURE
     normalization: str = DEFAULT_NORMALIZATION
     ablation: str | None = None  # the ablation this arm stands for; None for the baseline
-    context: int | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        return f"{self.architecture}-{self.normalization}" + (f"-context{self.context}" if self.context else "")
+        return "-".join([self.architecture, self.normalization,
+                         *(f"{key.replace('_', '-')}-{value}" for key, value in self.overrides)])
 
 
 @dataclass(frozen=True)
@@ -141,12 +143,13 @@ def training_sets(sites: Sequence[str], combinations: Sequence[str]) -> list[tup
     return sorted(unique, key=lambda s: (len(s), s))
 
 
-def arms(architecture: str | None, normalization: str | None, ablations: Sequence[str], context: int | None = None
-         ) -> list[Arm]:
-    """The baseline arm and one arm per ablation (the other architecture / normalization; for
-    ``context``, 2.5D with one neighbouring slice each side against the baseline's 2D, or 2D against
-    a 2.5D baseline of ``context`` slices)."""
-    base = Arm(architecture or DEFAULT_ARCHITECTURE, normalization or DEFAULT_NORMALIZATION, context=context or None)
+def arms(architecture: str | None, normalization: str | None, ablations: Sequence[str],
+         training: TrainSettings | None = None) -> list[Arm]:
+    """The baseline arm and one arm per ablation: the other architecture or normalization; for
+    ``context``, 2.5D with one neighbouring slice each side against a 2D baseline (2D against a 2.5D
+    one); for ``sampling``, the other way of drawing lesion slices (``training``: the study's options)."""
+    training = training or TrainSettings()
+    base = Arm(architecture or DEFAULT_ARCHITECTURE, normalization or DEFAULT_NORMALIZATION)
     out = [base]
     for ablation in dict.fromkeys(ablations):
         if ablation == "normalization":
@@ -154,7 +157,11 @@ def arms(architecture: str | None, normalization: str | None, ablations: Sequenc
         elif ablation == "architecture":
             out.append(Arm(_OTHER[base.architecture], base.normalization, ablation))
         elif ablation == "context":
-            out.append(Arm(base.architecture, base.normalization, ablation, 0 if context else 1))
+            out.append(Arm(base.architecture, base.normalization, ablation,
+                           (("context", 0 if training.context else 1),)))
+        elif ablation == "sampling":
+            out.append(Arm(base.architecture, base.normalization, ablation,
+                           (("lesion_sampling", "slice" if training.lesion_sampling == "lesion" else "lesion"),)))
         else:
             raise UsageError(f"unknown ablation {ablation!r}; choose from {list(ABLATIONS)}")
     return out

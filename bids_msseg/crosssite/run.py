@@ -82,7 +82,7 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
     return json.loads(json.dumps({
         "id": experiment.id, "train": experiment.train, "val": experiment.val,
         "architecture": experiment.arm.architecture, "normalization": experiment.arm.normalization,
-        **({"context": experiment.arm.context} if experiment.arm.context is not None else {}),
+        **({"overrides": dict(experiment.arm.overrides)} if experiment.arm.overrides else {}),
         "recipe": recipe, "init_model": str(settings.init_model) if settings.init_model else None,
         "input_size": bids_training.TRAIN_INPUT_SIZE, "n4": options.n4, "skullstrip": options.skullstrip,
     }))
@@ -121,9 +121,7 @@ def _train(experiment: Experiment, plan_scans: Mapping[str, TrainingScan], names
     val = [plan_scans[k] for k in experiment.val]
     used = {s.dataset for s in (*train, *val)}
     exp_settings = dataclasses.replace(settings, name=experiment.id, architecture=experiment.arm.architecture,
-                                       normalization=experiment.arm.normalization,
-                                       context=settings.context if experiment.arm.context is None
-                                       else experiment.arm.context)
+                                       normalization=experiment.arm.normalization, **dict(experiment.arm.overrides))
     LOGGER.info("%s: training on %s (%d training, %d validation scan(s))", experiment.id, experiment.train_set,
                 len(train), len(val))
     bundle_dir = out / "models" / experiment.id
@@ -241,7 +239,7 @@ def run_study(options: Options) -> int:
     scans, names = scans_from_pairs(pairs)
     rule = choose_rule(scans, cs.site_column, cs.site_fields)
     sites = assign_sites(scans, rule)
-    study_arms = arms(settings.architecture, settings.normalization, cs.ablations, settings.context)
+    study_arms = arms(settings.architecture, settings.normalization, cs.ablations, settings)
     plan = build_plan(scans, sites, cs.combinations, study_arms, cs.test_fraction, settings.val_fraction,
                       settings.seed, cs.sites or None, cs.holdout, given_models(cs.compare_models))
     plan_json = {"site_rule": {"kind": rule.kind, "names": list(rule.names)}, "datasets": names,

@@ -8,6 +8,7 @@ from bids_msseg.cli import parser as cli_parser
 from bids_msseg.crosssite import plan as plan_module
 from bids_msseg.crosssite.plan import Arm, arms, build_plan, split_test, training_sets
 from bids_msseg.errors import NoInputError, UsageError
+from bids_msseg.settings import TrainSettings
 
 # ------------------------------------------------------------------------------------ plan
 
@@ -28,9 +29,11 @@ def test_arms_and_parser_choices_agree() -> None:
     assert [a.label for a in arms("Unet", None, ["normalization", "architecture"])] == [
         "Unet-quantile", "Unet-linear", "UnetPlusPlus-quantile"]
     assert arms(None, "linear", ["normalization"])[1] == Arm("UnetPlusPlus", "quantile", "normalization")
-    assert [a.label for a in arms(None, None, ["context"])] == [
-        "UnetPlusPlus-quantile", "UnetPlusPlus-quantile-context1"]
-    assert [a.context for a in arms(None, None, ["context"], context=2)] == [2, 0]
+    assert [a.label for a in arms(None, None, ["context", "sampling"])] == [
+        "UnetPlusPlus-quantile", "UnetPlusPlus-quantile-context-1", "UnetPlusPlus-quantile-lesion-sampling-lesion"]
+    two_and_a_half_d = TrainSettings(context=2, lesion_sampling="lesion")
+    assert [a.overrides for a in arms(None, None, ["context", "sampling"], two_and_a_half_d)] == [
+        (), (("context", 0),), (("lesion_sampling", "slice"),)]
     assert cli_parser.CROSSSITE_COMBINATIONS == plan_module.COMBINATIONS
     assert cli_parser.CROSSSITE_ABLATIONS == plan_module.ABLATIONS
 
@@ -71,3 +74,24 @@ def test_holdout_site_tests_each_model_on_the_sites_it_did_not_train_on(make_sca
         build_plan(scans, sites, ["leave-one-out"], [Arm()], 0.3, 0.2, 0)
     with pytest.raises(UsageError):
         build_plan(scans, sites, ["all"], [Arm()], 0.3, 0.2, 0, holdout="everything")
+
+
+def test_an_arms_overrides_reach_its_training_and_its_spec(tmp_path, make_scan, monkeypatch) -> None:
+    """The sampling arm trains with the other --lesion-sampling; its spec differs from the baseline's."""
+    from bids_msseg.crosssite import run as run_module
+    from bids_msseg.crosssite.plan import Experiment
+    from bids_msseg.settings import Options
+
+    seen = {}
+    monkeypatch.setattr(run_module.bids_training, "train_and_export",
+                        lambda options, settings, *a, **k: seen.update(sampling=settings.lesion_sampling))
+    scans = {s.key: s for s in (make_scan("01"), make_scan("02"))}
+    options = Options(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="group")
+    settings = TrainSettings(lesion_sampling="lesion")
+    base, sampling = arms(None, None, ["sampling"], settings)
+    for arm in (base, sampling):
+        experiment = Experiment(arm, ("A",), train=(next(iter(scans)),), val=(list(scans)[1],))
+        run_module._train(experiment, scans, {"d": "d"}, settings, options, tmp_path / "out", tmp_path / "w")
+        assert seen["sampling"] == ("lesion" if arm is base else "slice")
+    specs = [run_module.experiment_spec(Experiment(a, ("A",)), settings, options) for a in (base, sampling)]
+    assert "overrides" not in specs[0] and specs[1]["overrides"] == {"lesion_sampling": "slice"}
