@@ -105,8 +105,9 @@ class Shard:
         return np.flatnonzero((self.labels == NORMAL).reshape(self.labels.shape[0], -1).any(axis=1))
 
     def lesions_by_slices(self) -> list[np.ndarray]:
-        """The slices each lesion crosses, one array per lesion (3D components of the label stack,
-        26-connected as :mod:`bids_msseg.lesions` counts them on the scan's grid)."""
+        """The slices each lesion crosses, one array per lesion: 3D components of the label stack,
+        26-connected as the default lesion definition (:mod:`bids_msseg.lesions`) counts them, here on
+        the slices' own grid."""
         labelled, _ = ndimage.label(self.labels == 1, structure=np.ones((3, 3, 3), bool))
         # a connected component crosses every slice between its first and last
         return [np.arange(box[0].start, box[0].stop) for box in ndimage.find_objects(labelled) if box is not None]
