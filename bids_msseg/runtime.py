@@ -39,11 +39,13 @@ def set_threads(n_threads: int, itk_threads: int = 1) -> None:
         torch.set_num_threads(n_threads)
 
 
-def seed_everything(seed: int | None) -> None:
+def seed_everything(seed: int | None, *, with_torch: bool = True) -> None:
     """Seed Python, numpy, torch and ANTs (``ANTS_RANDOM_SEED``) and make torch deterministic.
 
     Only when a seed is given (``--random-seed``): with it, two runs on the same input and
     machine give bit-identical outputs (ITK on one thread is set by the caller, see set_threads).
+    ``with_torch=False`` (a step that runs no torch, e.g. the preprocessing) seeds torch only when it
+    is already imported: importing it costs 1-2 s of a step that does not use it.
     """
     if seed is None:
         return
@@ -51,6 +53,8 @@ def seed_everything(seed: int | None) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     random.seed(seed)
     np.random.seed(seed % 2**32)
+    if not with_torch and "torch" not in sys.modules:
+        return
     import torch  # lazy: torch stays out of the command line's start-up
 
     torch.manual_seed(seed)

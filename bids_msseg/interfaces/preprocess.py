@@ -59,7 +59,7 @@ class Preprocess(SimpleInterface):
     def _run_interface(self, runtime):
         seeded = self.inputs.random_seed is not None
         set_threads(self.inputs.omp_nthreads, itk_threads=1 if seeded else self.inputs.omp_nthreads)
-        seed_everything(self.inputs.random_seed)
+        seed_everything(self.inputs.random_seed, with_torch=False)  # no torch here: not imported for it
         result = preprocess_flair(
             self.inputs.in_file,
             sidecar=dict(self.inputs.metadata) or None,
