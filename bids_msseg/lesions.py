@@ -94,9 +94,9 @@ def lesion_table(
         return pd.DataFrame(columns=columns)
     index = np.arange(1, n + 1)
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
-    voxels = ndimage.sum_labels(np.ones(labels.shape, np.uint8), labels, index).astype(int)
-    centroids = np.array(ndimage.center_of_mass(np.ones(labels.shape, np.uint8), labels, index))
-    mm = centroids @ affine[:3, :3].T + affine[:3, 3]
+    stats = label_statistics(labels, n, probability)
+    voxels = stats["voxels"]
+    mm = stats["centroid"] @ affine[:3, :3].T + affine[:3, 3]
     table = pd.DataFrame({
         "index": index,
         "name": [f"lesion-{i:03d}" for i in index],
@@ -107,12 +107,46 @@ def lesion_table(
         "centroid_z_mm": np.round(mm[:, 2], 2),
     })
     if probability is not None:
-        table["mean_probability"] = np.round(ndimage.mean(probability, labels, index), 4)
-        table["max_probability"] = np.round(ndimage.maximum(probability, labels, index), 4)
+        table["mean_probability"] = np.round(stats["mean"], 4)
+        table["max_probability"] = np.round(stats["max"], 4)
     else:
         table["mean_probability"] = np.nan
         table["max_probability"] = np.nan
     return table[columns]
+
+
+def label_statistics(
+    labels: np.ndarray, n: int, values: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Voxel count, centroid (voxel coordinates) and, with ``values``, mean and maximum of labels 1..``n``.
+
+    The same numbers, bit for bit, as ``scipy.ndimage.sum_labels`` / ``center_of_mass`` / ``mean`` /
+    ``maximum`` with ``index=range(1, n + 1)``, which each sweep the whole volume (a few tenths of a
+    second apiece on a 1 mm head): here the labelled voxels are found once and every sum is a
+    ``np.bincount`` over them alone. ``bincount`` adds each label's voxels in the order they come,
+    C order in both cases, so the float64 sums are the same. A label with no voxel gets count 0,
+    a NaN centroid and mean, and maximum 0, as in ``scipy.ndimage``.
+
+    Returns ``voxels`` (int, n), ``centroid`` (float64, n x ndim) and, with ``values``, ``mean`` and
+    ``max`` (float64, n).
+    """
+    labels = np.asarray(labels)
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    ids = flat[inside].astype(np.intp, copy=False)
+    counts = np.bincount(ids, minlength=n + 1)[1 : n + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid = np.stack([np.bincount(ids, weights=axis.astype(np.float64), minlength=n + 1)[1 : n + 1] / counts
+                             for axis in np.unravel_index(inside, labels.shape)], axis=1)
+        out: dict[str, np.ndarray] = {"voxels": counts.astype(int), "centroid": centroid}
+        if values is not None:
+            picked = np.asarray(values).ravel()[inside]
+            out["mean"] = np.bincount(ids, weights=picked, minlength=n + 1)[1 : n + 1] / counts.astype(np.float64)
+            peak = np.full(n + 1, -np.inf)
+            np.maximum.at(peak, ids, picked)
+            peak[np.bincount(ids, minlength=n + 1) == 0] = 0.0
+            out["max"] = peak[1 : n + 1]
+    return out
 
 
 # ----------------------------------------------------- lesion location vocabulary (bids_msseg.anatomy.location)

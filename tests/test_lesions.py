@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bids_msseg.lesions import LesionDefinition, binarize, label_lesions, lesion_table
+from bids_msseg.lesions import LesionDefinition, binarize, label_lesions, label_statistics, lesion_table
 
 
 def _two_lesions():
@@ -67,3 +67,32 @@ def test_seed_threshold_keeps_only_lesions_with_a_confident_core():
     assert n_plain == 2 and plain.sum() == 6**3 + 4**3
     # A seed threshold at or below the threshold changes nothing.
     assert np.array_equal(binarize(prob, 0.5, 1.0, definition, seed_threshold=0.5)[0], plain)
+
+
+def test_label_statistics_match_scipy_bit_for_bit() -> None:
+    """The one-pass statistics give scipy.ndimage's numbers exactly (the lesion table must not change)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    prob = ndimage.gaussian_filter(rng.random((40, 50, 30)).astype(np.float32), 1.5)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    labels, n = label_lesions(prob > 0.6, 1.0, LesionDefinition(3, 3.0))
+    assert n > 10
+    index = np.arange(1, n + 1)
+    ones = np.ones(labels.shape, np.uint8)
+    stats = label_statistics(labels, n, prob)
+    assert np.array_equal(stats["voxels"], ndimage.sum_labels(ones, labels, index).astype(int))
+    assert np.array_equal(stats["centroid"], np.array(ndimage.center_of_mass(ones, labels, index)))
+    assert np.array_equal(stats["mean"], ndimage.mean(prob, labels, index))
+    assert np.array_equal(stats["max"], np.asarray(ndimage.maximum(prob, labels, index), np.float64))
+
+
+def test_label_statistics_empty_and_missing_labels() -> None:
+    labels = np.zeros((4, 5, 6), np.int32)
+    empty = label_statistics(labels, 0, np.zeros(labels.shape))
+    assert empty["voxels"].shape == (0,) and empty["centroid"].shape == (0, 3)
+    labels[1, 2, 3] = 1
+    stats = label_statistics(labels, 2, np.full(labels.shape, 0.5))
+    assert stats["voxels"].tolist() == [1, 0]
+    assert stats["centroid"][0].tolist() == [1.0, 2.0, 3.0] and np.isnan(stats["centroid"][1]).all()
+    assert stats["max"].tolist() == [0.5, 0.0]
