@@ -10,6 +10,7 @@ installed distributions' metadata, without importing the (heavy) packages.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Mapping
 from importlib import metadata
@@ -34,11 +35,18 @@ def software_versions() -> dict[str, str]:
     """``{"python": "3.11.7", "torch": "2.13.0+cpu", ...}``; "not installed" for a missing component."""
     versions = {"python": platform.python_version()}
     for name, dist in COMPONENTS.items():
-        try:
-            versions[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        versions[name] = installed_version(dist) or "not installed"
     return versions
+
+
+@functools.cache
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (None when absent), read from its metadata once per process
+    (the methods text and the sidecars ask for it several times per invocation)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def provenance(model_id: str, weights_sha256: str) -> dict[str, str]:
