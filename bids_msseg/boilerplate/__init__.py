@@ -122,7 +122,6 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-
 def _full_context(context: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults, then the caller's values, then derived values (version, software, neighbours)."""
     unknown = set(context) - set(DEFAULT_CONTEXT)
