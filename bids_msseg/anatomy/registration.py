@@ -69,7 +69,7 @@ def refine_ventricles(flair: np.ndarray, brain: np.ndarray, template_ventricles:
     if not template_ventricles.any() or not brain.any():
         return template_ventricles, "template"
     zooms = tuple(float(z) for z in zooms[:3])
-    near = ndimage.distance_transform_edt(~template_ventricles, sampling=zooms) <= VENTRICLE_SEARCH_MM
+    near = within_distance(template_ventricles, VENTRICLE_SEARCH_MM, zooms)
     values = np.asarray(flair, np.float32)
     dark = brain & near & (values < VENTRICLE_DARK_FRACTION * float(np.median(values[brain])))
     if lesions is not None:
@@ -81,6 +81,27 @@ def refine_ventricles(flair: np.ndarray, brain: np.ndarray, template_ventricles:
     if dark.sum() < 0.25 * template_ventricles.sum():
         return template_ventricles, "template"
     return dark, "flair"
+
+
+def within_distance(mask: np.ndarray, radius_mm: float, zooms: tuple[float, ...]) -> np.ndarray:
+    """Voxels within ``radius_mm`` of ``mask`` (``distance_transform_edt(~mask) <= radius_mm``), computed
+    on the mask's bounding box grown by the radius only.
+
+    Every voxel of the mask lies in the box, so a voxel of the box has the same nearest mask voxel, and
+    the same distance, as in the whole volume, and a voxel outside the box is farther than the radius:
+    the result is the whole-volume one, at the cost of the box (a tenth of a 1 mm head for the lateral
+    ventricles).
+    """
+    mask = np.asarray(mask, bool)
+    out = np.zeros(mask.shape, bool)
+    found = np.argwhere(mask)
+    if not len(found):
+        return out
+    pad = [int(np.ceil(radius_mm / z)) + 1 for z in zooms[:mask.ndim]]
+    box = tuple(slice(max(0, int(lo) - p), min(dim, int(hi) + p + 1))
+                for lo, hi, p, dim in zip(found.min(axis=0), found.max(axis=0), pad, mask.shape, strict=True))
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=zooms[:mask.ndim]) <= radius_mm
+    return out
 
 
 def register_run(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, template: LabelledTemplate,

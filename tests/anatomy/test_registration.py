@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bids_msseg.anatomy.registration import RunAnatomy, points_to_template, register_run
+from bids_msseg.anatomy.registration import RunAnatomy, points_to_template, register_run, within_distance
 from bids_msseg.anatomy.template import mni152_template
 
 
@@ -27,3 +27,17 @@ def test_points_go_to_the_template_place_of_a_shifted_run() -> None:
 def test_no_points_and_no_registration() -> None:
     with pytest.raises(ValueError, match="no registration"):
         points_to_template(RunAnatomy(status="failed: x"), np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (0.72, 0.72, 4.0)])
+def test_within_distance_is_the_whole_volume_distance_transform(zooms: tuple[float, float, float]) -> None:
+    """Issue 27: the ventricle search computed on the ventricles' box gives the whole-volume answer."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    mask = np.zeros((60, 70, 30), bool)
+    mask[20:40, 15:50, 8:20] = rng.random((20, 35, 12)) > 0.7
+    mask[0, 3, 0] = True  # at the volume's edge
+    expected = ndimage.distance_transform_edt(~mask, sampling=zooms) <= 4.0
+    assert np.array_equal(within_distance(mask, 4.0, zooms), expected)
+    assert not within_distance(np.zeros((5, 5, 5), bool), 4.0, zooms).any()
