@@ -153,7 +153,9 @@ def main() -> int:
             memory = f"  peak {peak:.2f} GB" if peak else ""
             print(f"  {start - started:6.2f} -> {end - started:6.2f}  {end - start:6.2f} s  {label}{memory}")
         inside = sum(end - start for _, start, end, _ in nodes)
-        print(f"  nodes {inside:.1f} s, outside nodes {ended - started - inside:.1f} s")
+        peaks = [peak for *_, peak in nodes if peak]
+        print(f"  nodes {inside:.1f} s, outside nodes {ended - started - inside:.1f} s; peak memory as the run "
+              f"prints it (largest step) {max(peaks) if peaks else float('nan'):.2f} GB")
         if args.cprofile:
             dirs = {p.parent.name: p.parent for p in (root / "work").rglob("_node.pklz")}
             for node in NODE_ORDER:
