@@ -41,3 +41,12 @@ def test_within_distance_is_the_whole_volume_distance_transform(zooms: tuple[flo
     expected = ndimage.distance_transform_edt(~mask, sampling=zooms) <= 4.0
     assert np.array_equal(within_distance(mask, 4.0, zooms), expected)
     assert not within_distance(np.zeros((5, 5, 5), bool), 4.0, zooms).any()
+
+
+def test_the_template_moving_image_is_made_once() -> None:
+    from bids_msseg.anatomy.registration import template_moving_image
+
+    template = mni152_template()
+    first = template_moving_image(template, 2.0)
+    assert template_moving_image(template, 2.0) is first
+    assert tuple(first.spacing) == (2.0, 2.0, 2.0)
