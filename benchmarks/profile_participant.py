@@ -135,7 +135,9 @@ def main() -> int:
         cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(root / "out"), "participant",
                "--skip-bids-validation", "-w", str(root / "work"), *args.extra]
         started = time.time()
-        code = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # cwd: the case folder; from a checkout's root, ``-m bids_msseg`` would import that checkout's
+        # package before PYTHONPATH's (a "before" run on another tree would run this one)
+        code = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
         ended = time.time()
         child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         nodes = node_timeline(root / "work")
