@@ -42,6 +42,27 @@ def one_subject_dataset(root: Path, flair: Path) -> Path:
     return root / "bids"
 
 
+def cpu_description() -> tuple[str, bool]:
+    """(CPU model, whether it has native bf16) from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 "unknown CPU")
+    return model, "avx512_bf16" in info
+
+
+def run_case(root: Path, flair: Path, extra: list[str]) -> int:
+    """A cold participant run of ``flair`` as a one-subject dataset under ``root`` (fresh); its exit code.
+
+    The command line runs from ``root``: from a checkout's root, ``-m bids_msseg`` would import that
+    checkout's package before PYTHONPATH's (a "before" run of another tree would run this one).
+    """
+    shutil.rmtree(root, ignore_errors=True)
+    bids = one_subject_dataset(root, flair)
+    cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(root / "out"), "participant",
+           "--skip-bids-validation", "-w", str(root / "work"), *extra]
+    return subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+
+
 def node_durations(work: Path) -> list[tuple[str, float]]:
     """(node name, seconds) of every finished node under a work directory, from nipype's reports."""
     found = []
@@ -59,9 +80,7 @@ def main() -> int:
     ap.add_argument("--cases", type=int, nargs="+", default=None, help="case numbers to run (default: all)")
     ap.add_argument("--extra", action="append", default=[], help="an option passed to every run")
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
-    bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    cpu, bf16 = cpu_description()
     LOGGER.info("CPU: %s; native bf16: %s (precision auto = %s); options: %s", cpu, bf16,
                 "bf16" if bf16 else "fp32", " ".join(args.extra) or "defaults")
     if not SHARED.exists():
@@ -71,12 +90,8 @@ def main() -> int:
         if args.cases is not None and i not in args.cases:
             continue
         root = args.work / f"case{i}"
-        shutil.rmtree(root, ignore_errors=True)
-        bids = one_subject_dataset(root, flair)
-        cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(root / "out"), "participant",
-               "--skip-bids-validation", "-w", str(root / "work"), *args.extra]
         t0 = time.perf_counter()
-        code = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = run_case(root, flair, args.extra)
         dt = time.perf_counter() - t0
         LOGGER.info("%-48s exit %d  %6.1f s  goal %4.0f s  ratio %.2f", name, code, dt, goal, dt / goal)
         LOGGER.info("    nodes: %s", ", ".join(f"{node} {sec:.1f} s" for node, sec in node_durations(root / "work")))

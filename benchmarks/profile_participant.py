@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_participant import CASES, SHARED, one_subject_dataset  # noqa: E402
+from bench_participant import CASES, SHARED, cpu_description, run_case  # noqa: E402
 
 LOGGER = logging.getLogger("profile_participant")
 NODE_ORDER = ("preprocess", "segment", "lesion_stats", "lesion_location", "write_derivatives", "report")
@@ -56,14 +55,6 @@ with tempfile.TemporaryDirectory() as tmp:
 profile.disable()
 pstats.Stats(profile).sort_stats("cumulative").print_stats(int(sys.argv[2]))
 """
-
-
-def cpu_description() -> tuple[str, bool]:
-    """(CPU model, whether it has native bf16) from /proc/cpuinfo."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 "unknown CPU")
-    return model, "avx512_bf16" in info
 
 
 def import_costs(statement: str, top: int = 8) -> tuple[float, list[tuple[str, float]]]:
@@ -130,14 +121,8 @@ def main() -> int:
         if args.cases is not None and i not in args.cases:
             continue
         root = args.work / f"case{i}"
-        shutil.rmtree(root, ignore_errors=True)
-        bids = one_subject_dataset(root, flair)
-        cmd = [sys.executable, "-m", "bids_msseg", str(bids), str(root / "out"), "participant",
-               "--skip-bids-validation", "-w", str(root / "work"), *args.extra]
         started = time.time()
-        # cwd: the case folder; from a checkout's root, ``-m bids_msseg`` would import that checkout's
-        # package before PYTHONPATH's (a "before" run on another tree would run this one)
-        code = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+        code = run_case(root, flair, args.extra)
         ended = time.time()
         child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         nodes = node_timeline(root / "work")
