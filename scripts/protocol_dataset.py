@@ -18,6 +18,11 @@ group level runs the leave-one-site-out protocol on them (``docs/model_card.md``
 
 ``participants.tsv`` names each subject's dataset in its ``site`` column. Visits of one patient are
 sessions of one subject, so every split by subject keeps them together.
+
+``--negatives-out DIR`` also writes a lesion-free dataset for ``--extra-train-dataset`` (train-only in a
+cross-site study): the GG-853 FLAIR template (Winkler et al. 2012; the average of 853 subjects, with
+the normal FLAIR-bright anatomy and no individual lesions) with an all-zero lesion mask. py_synthsr is
+left out on purpose: it is the specificity check, which must come from a model that did not train on it.
 """
 
 from __future__ import annotations
@@ -107,6 +112,28 @@ def make_dataset(out: Path, data: Path = DATA) -> Path:
     return out
 
 
+def make_negatives(out: Path, data: Path = DATA) -> Path:
+    """A BIDS dataset of the GG-853 FLAIR template with an empty expert mask (module docstring)."""
+    flair = data / "flair-template" / "GG-853-FLAIR-2.0mm.nii.gz"
+    if not flair.is_file():
+        raise SystemExit(f"{flair} is missing")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps(
+        {"Name": "GG-853 FLAIR template, lesion-free (hard negative)", "BIDSVersion": "1.10.0",
+         "DatasetType": "raw"}, indent=1) + "\n")
+    (out / ".bidsignore").write_text("derivatives/\n")
+    (out / "participants.tsv").write_text("participant_id\tsite\nsub-gg853\tGG-853\n")
+    rel = Path("sub-gg853", "anat")
+    _link(flair, out / rel / "sub-gg853_FLAIR.nii.gz")
+    img = nib.load(str(flair))
+    expert = _derivative(out, "expert", "No lesions (a template of 853 subjects)")
+    mask = expert / rel / "sub-gg853_label-lesion_mask.nii.gz"
+    mask.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), str(mask))
+    LOGGER.info("%s: GG-853 with an empty lesion mask", out)
+    return out
+
+
 def rater_agreement(data: Path = DATA) -> pd.DataFrame:
     """ISBI-2015's second rater scored against the first with the study's metrics: the human reference
     beside the models' figures (the one lesion definition, :class:`~bids_msseg.lesions.LesionDefinition`)."""
@@ -127,9 +154,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of the BIDS dataset (links only)")
     parser.add_argument("--rater-agreement", action="store_true",
                         help="also print ISBI-2015's rater 2 scored against rater 1 (the human reference)")
+    parser.add_argument("--negatives-out", type=Path,
+                        help="also write the lesion-free GG-853 dataset here (for --extra-train-dataset)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     make_dataset(args.out)
+    if args.negatives_out:
+        make_negatives(args.negatives_out)
     if args.rater_agreement:
         table = rater_agreement()
         columns = ["scan", "dice", "lesion_f1", "ltpr", "n_true_lesions", "n_pred_lesions", "n_false_lesions",

@@ -509,7 +509,9 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
     train.add_argument("--extra-train-dataset", dest="extra_train_dataset", type=_existing_dir,
                        action="append", metavar="DIR",
                        help=_shown(show_all, "another BIDS dataset merged into the training set (repeatable); "
-                                             "its masks are searched in its own derivatives/*/"))
+                                             "its masks are searched in its own derivatives/*/. In a "
+                                             "--cross-site study its scans join every model's training and "
+                                             "are never tested (e.g. synthetic or lesion-free scans)"))
     train.add_argument("--epochs", type=_positive_int, default=_TRAIN.epochs, metavar="N",
                        help=_shown(show_all, f"training epochs (default: {_TRAIN.epochs})"))
     train.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, metavar="N",

@@ -22,6 +22,10 @@ on every site is ``group --train``). The default, ``holdout="subjects"``, is the
 
 Given models (``--compare-model``) are scored on the same test scans without training, as one
 experiment each (training set ``model:<folder name>``): the baseline a new model must beat.
+
+Train-only scans (``--extra-train-dataset``: e.g. synthetic scans, lesion-free FLAIRs as hard
+negatives) join the training part of every experiment; they are no site, never validate and are
+never tested, so every model is still scored on the same real test scans.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class StudyPlan:
     test: dict[str, list[str]]  # site -> test scan keys
     experiments: list[Experiment] = field(default_factory=list)
     holdout: str = "subjects"  # or "site" (module docstring)
+    train_only: list[str] = field(default_factory=list)  # scan keys in every training, never tested
 
     @property
     def site_of(self) -> dict[str, str]:
@@ -116,6 +121,7 @@ class StudyPlan:
 
     def to_json(self) -> dict[str, Any]:
         return {"sites": self.sites, "test": self.test, "holdout": self.holdout,
+                **({"train_only": self.train_only} if self.train_only else {}),
                 "experiments": [{"id": e.id, "arm": e.arm.label, "architecture": e.arm.architecture,
                                  "normalization": e.arm.normalization, "ablation": e.arm.ablation,
                                  "train_sites": list(e.train_sites), "train": list(e.train), "val": list(e.val),
@@ -182,13 +188,14 @@ def split_test(scans: Sequence[TrainingScan], test_fraction: float, seed: int) -
 def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinations: Sequence[str],
                study_arms: Sequence[Arm], test_fraction: float, val_fraction: float, seed: int,
                only_sites: Sequence[str] | None = None, holdout: str = "subjects",
-               given: Sequence[tuple[Arm, str]] = ()) -> StudyPlan:
+               given: Sequence[tuple[Arm, str]] = (), train_only: Sequence[str] = ()) -> StudyPlan:
     """The whole study: split each site, enumerate training sets x arms, split each training set.
 
     A site needs at least 3 subjects (or scans): one to test on and two to train and validate on;
     smaller sites are left out with a warning. Under ``holdout="site"`` any site with a scan serves
     (all of it is tested; it trains the models of the other sites). At least two sites must remain.
-    ``given`` models (arm, bundle folder) are added as experiments that are not trained.
+    ``given`` models (arm, bundle folder) are added as experiments that are not trained; ``train_only``
+    scan keys (module docstring) are added to the training part of every trained experiment.
     """
     if holdout not in HOLDOUTS:
         raise UsageError(f"unknown holdout {holdout!r}; choose from {list(HOLDOUTS)}")
@@ -201,7 +208,10 @@ def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinat
         if missing:
             raise UsageError(f"--sites {missing}: no such site; the sites are {sorted(by_site)}")
         by_site = {s: v for s, v in by_site.items() if s in only_sites}
-    plan = StudyPlan(sites={}, test={}, holdout=holdout)
+    tested_too = sorted(set(train_only) & set(sites))
+    if tested_too:
+        raise UsageError(f"scans of the study's sites cannot also be train-only: {tested_too}")
+    plan = StudyPlan(sites={}, test={}, holdout=holdout, train_only=sorted(train_only))
     dev: dict[str, list[TrainingScan]] = {}
     for site in sorted(by_site):
         site_scans = sorted(by_site[site], key=lambda s: s.key)
@@ -231,7 +241,7 @@ def build_plan(scans: Sequence[TrainingScan], sites: Mapping[str, str], combinat
             continue
         train, val = split_scans(pool, val_fraction, seed)
         for arm in study_arms:
-            plan.experiments.append(Experiment(arm, train_sites, tuple(s.key for s in train),
+            plan.experiments.append(Experiment(arm, train_sites, (*(s.key for s in train), *plan.train_only),
                                                tuple(s.key for s in val)))
     plan.experiments += [Experiment(arm, (), model=str(model)) for arm, model in given]
     if not plan.experiments:

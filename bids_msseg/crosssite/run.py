@@ -1,7 +1,8 @@
 """Running a cross-site study (``bids_msseg bids_dir out group --cross-site``), resumably.
 
 1. pair every FLAIR of ``bids_dir`` and the ``--extra-bids-dir`` datasets with its expert mask and
-   read each scan's site (:mod:`bids_msseg.crosssite.sites`);
+   read each scan's site (:mod:`bids_msseg.crosssite.sites`); the ``--extra-train-dataset`` datasets'
+   scans are train-only (:mod:`bids_msseg.crosssite.plan`);
 2. plan the experiments (:mod:`bids_msseg.crosssite.plan`) and write ``crosssite/plan.json``;
 3. preprocess every scan once into ``<work>/crosssite/preproc`` (the ``group --train`` cache);
 4. per experiment: train and export a bundle to ``crosssite/models/<id>/`` with the machinery of
@@ -44,7 +45,7 @@ from bids_msseg.crosssite.sites import assign_sites, choose_rule
 from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.lesions import LesionDefinition, binarize
-from bids_msseg.masks import find_training_pairs
+from bids_msseg.masks import dataset_root, find_training_pairs
 from bids_msseg.model.bundle import BundleError, load_bundle
 from bids_msseg.model.predict import resolve_device
 from bids_msseg.runtime import check_device, set_threads
@@ -223,30 +224,32 @@ def run_study(options: Options) -> int:
     if settings.checkpoint_dir is not None:
         raise UsageError("--checkpoint-dir keeps one training's checkpoint (group --train); a cross-site study "
                          "resumes each of its trainings from -w")
-    if settings.extra_datasets:
-        raise UsageError("--extra-train-dataset adds data to one training; a cross-site study takes its sites' "
-                         "datasets with --extra-bids-dir")
     check_work_dir(options.bids_dir, options.work_dir)
     check_device(options.device)
     set_threads(options.omp_nthreads)
     out, work = study_dir(options), options.work_dir / "crosssite"
 
+    study_dirs = list(dict.fromkeys([options.bids_dir, *cs.extra_bids_dirs]))
+    train_only_dirs = [d for d in dict.fromkeys(settings.extra_datasets) if d not in study_dirs]
     pairs = find_training_pairs(
-        list(dict.fromkeys([options.bids_dir, *cs.extra_bids_dirs])), settings.masks_dir,
+        [*study_dirs, *train_only_dirs], settings.masks_dir,
         participant_labels=options.participant_label, session_labels=options.session_label,
         bids_filters=options.flair_filters, skip_validation=options.skip_bids_validation,
         database_dir=options.work_dir / "bids_db", exclude=[options.output_dir])
-    scans, names = scans_from_pairs(pairs)
+    all_scans, names = scans_from_pairs(pairs)
+    train_only_roots = {Path(d).resolve() for d in train_only_dirs}
+    train_only = [s.key for s in all_scans if dataset_root(s.run).resolve() in train_only_roots]
+    scans = [s for s in all_scans if s.key not in set(train_only)]
     rule = choose_rule(scans, cs.site_column, cs.site_fields)
     sites = assign_sites(scans, rule)
     study_arms = arms(settings.architecture, settings.normalization, cs.ablations, settings)
     plan = build_plan(scans, sites, cs.combinations, study_arms, cs.test_fraction, settings.val_fraction,
-                      settings.seed, cs.sites or None, cs.holdout, given_models(cs.compare_models))
+                      settings.seed, cs.sites or None, cs.holdout, given_models(cs.compare_models), train_only)
     plan_json = {"site_rule": {"kind": rule.kind, "names": list(rule.names)}, "datasets": names,
                  "test_fraction": cs.test_fraction, "combinations": list(cs.combinations), **plan.to_json()}
     write_text_atomic(out / "plan.json", json.dumps(plan_json, indent=1) + "\n")
 
-    plan_scans = {s.key: s for s in scans if s.key in plan.site_of}
+    plan_scans = {s.key: s for s in all_scans if s.key in plan.site_of or s.key in set(plan.train_only)}
     cache = preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4, options.skullstrip,
                              options.force_contrast, settings.seed)
     for i, experiment in enumerate(plan.experiments, 1):

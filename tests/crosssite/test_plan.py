@@ -76,6 +76,23 @@ def test_holdout_site_tests_each_model_on_the_sites_it_did_not_train_on(make_sca
         build_plan(scans, sites, ["all"], [Arm()], 0.3, 0.2, 0, holdout="everything")
 
 
+def test_train_only_scans_join_every_trained_experiment_and_nothing_else(make_scan) -> None:
+    scans = [make_scan(f"{site}{i}") for site in "ab" for i in (1, 2, 3)]
+    sites = {s.key: s.run.subject[0].upper() for s in scans}
+    extra = ["synth__sub-x1_FLAIR", "synth__sub-x2_FLAIR"]
+    plan = build_plan(scans, sites, ["leave-one-out"], [Arm()], 0.3, 0.2, 0, holdout="site",
+                      given=[(Arm(), "/models/m")], train_only=extra[::-1])
+    assert plan.train_only == extra and plan.to_json()["train_only"] == extra
+    trained = [e for e in plan.experiments if not e.model]
+    assert len(trained) == 2 and all(set(extra) <= set(e.train) and not set(extra) & set(e.val) for e in trained)
+    assert not set(extra) & set(plan.test_scans) and not set(extra) & set(plan.site_of)
+    assert all(not set(extra) & set(plan.tested(e)) for e in plan.experiments)
+    assert "train_only" not in build_plan(scans, sites, ["leave-one-out"], [Arm()], 0.3, 0.2, 0,
+                                          holdout="site").to_json()  # older studies' plans are unchanged
+    with pytest.raises(UsageError, match="train-only"):
+        build_plan(scans, sites, ["leave-one-out"], [Arm()], 0.3, 0.2, 0, holdout="site", train_only=[scans[0].key])
+
+
 def test_an_arms_overrides_reach_its_training_and_its_spec(tmp_path, make_scan, monkeypatch) -> None:
     """The sampling arm trains with the other --lesion-sampling; its spec differs from the baseline's."""
     from bids_msseg.crosssite import run as run_module

@@ -82,10 +82,28 @@ def test_crosssite_cli_sites_and_refusals(tmp_path: Path, caplog: pytest.LogCapt
     assert main([*base, "--site-column", "site", "--sites", "Nowhere"]) == 64
     assert "the sites are ['Philips', 'Siemens']" in caplog.text
     assert main([*base, "--site-column", "site", "--sites", "Philips"]) == 66  # one site is no study
-    assert main([*base, "--extra-train-dataset", str(other)]) == 64
-    assert "--extra-bids-dir" in caplog.text
     assert main([*base, "--combinations", "everything"]) == 64  # argparse choices
     assert not (tmp_path / "out" / "crosssite" / "models").exists()
+
+
+def test_an_extra_train_dataset_joins_every_training_and_is_never_tested(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """--extra-train-dataset in a study: its scans train every model, are no site and are never scored."""
+    monkeypatch.setattr(bids_training, "TRAIN_INPUT_SIZE", 32)
+    bids, out, work = _two_site_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    extra = _two_site_dataset(tmp_path / "negatives", per_site=1)
+    assert main(_args(bids, out, work, "--extra-train-dataset", str(extra), "--holdout", "site",
+                      "--combinations", "leave-one-out")) == 0
+    plan = json.loads((out / "crosssite" / "plan.json").read_text())
+    assert plan["train_only"] == ["negatives__sub-01_FLAIR", "negatives__sub-02_FLAIR"]
+    assert sorted(plan["sites"]) == ["Philips", "Siemens"] and len(plan["experiments"]) == 2
+    for experiment in plan["experiments"]:
+        assert set(plan["train_only"]) <= set(experiment["train"]) and not set(plan["train_only"]) & set(
+            experiment["val"])
+        manifest = json.loads((work / "crosssite" / experiment["id"] / "manifest.json").read_text())
+        assert set(plan["train_only"]) <= set(manifest["train"])  # what the model really trained on
+    scored = _read(out / "crosssite" / "scans.tsv")
+    assert len(scored) == 8 and not scored.scan.str.startswith("negatives").any()
 
 
 def _read(path: Path) -> pd.DataFrame:
