@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import nibabel as nib
@@ -82,20 +83,24 @@ def _derivative(root: Path, name: str, description: str) -> Path:
     return folder
 
 
+def _raw_dataset(out: Path, name: str, subjects: Iterable[tuple[str, str]]) -> None:
+    """The top of a raw BIDS dataset: its description, .bidsignore and participants.tsv (subject, site)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps(
+        {"Name": name, "BIDSVersion": "1.10.0", "DatasetType": "raw"}, indent=1) + "\n")
+    (out / ".bidsignore").write_text("derivatives/\n")
+    (out / "participants.tsv").write_text("participant_id\tsite\n" + "".join(
+        f"sub-{subject}\t{site}\n" for subject, site in subjects))
+
+
 def make_dataset(out: Path, data: Path = DATA) -> Path:
     """Build (or refresh) the dataset under ``out``; returns ``out``."""
     items = scans(data)
     missing = [str(s["flair"]) for s in items if not s["flair"].is_file()]
     if missing:
         raise SystemExit(f"{len(missing)} FLAIR(s) missing under {data}: {missing[:3]}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps(
-        {"Name": "3D-MR-MS, MSLesSeg, ISBI-2015 and MS3SEG (protocol v2)", "BIDSVersion": "1.10.0",
-         "DatasetType": "raw"}, indent=1) + "\n")
-    (out / ".bidsignore").write_text("derivatives/\n")
     subjects = dict.fromkeys((s["subject"], s["site"]) for s in items)
-    (out / "participants.tsv").write_text("participant_id\tsite\n" + "".join(
-        f"sub-{subject}\t{site}\n" for subject, site in subjects))
+    _raw_dataset(out, "3D-MR-MS, MSLesSeg, ISBI-2015 and MS3SEG (protocol v2)", subjects)
     expert = _derivative(out, "expert", "Expert lesion masks (ISBI-2015: rater 1; rater 2 as desc-rater2)")
     normal = _derivative(out, "normal-wmh", "MS3SEG masks of normal periventricular hyperintensities")
     for s in items:
@@ -117,12 +122,7 @@ def make_negatives(out: Path, data: Path = DATA) -> Path:
     flair = data / "flair-template" / "GG-853-FLAIR-2.0mm.nii.gz"
     if not flair.is_file():
         raise SystemExit(f"{flair} is missing")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps(
-        {"Name": "GG-853 FLAIR template, lesion-free (hard negative)", "BIDSVersion": "1.10.0",
-         "DatasetType": "raw"}, indent=1) + "\n")
-    (out / ".bidsignore").write_text("derivatives/\n")
-    (out / "participants.tsv").write_text("participant_id\tsite\nsub-gg853\tGG-853\n")
+    _raw_dataset(out, "GG-853 FLAIR template, lesion-free (hard negative)", [("gg853", "GG-853")])
     rel = Path("sub-gg853", "anat")
     _link(flair, out / rel / "sub-gg853_FLAIR.nii.gz")
     img = nib.load(str(flair))
