@@ -238,8 +238,8 @@ def run_study(options: Options) -> int:
         database_dir=options.work_dir / "bids_db", exclude=[options.output_dir])
     all_scans, names = scans_from_pairs(pairs)
     train_only_roots = {Path(d).resolve() for d in train_only_dirs}
-    train_only = [s.key for s in all_scans if dataset_root(s.run).resolve() in train_only_roots]
-    scans = [s for s in all_scans if s.key not in set(train_only)]
+    train_only = {s.key for s in all_scans if dataset_root(s.run).resolve() in train_only_roots}
+    scans = [s for s in all_scans if s.key not in train_only]
     rule = choose_rule(scans, cs.site_column, cs.site_fields)
     sites = assign_sites(scans, rule)
     study_arms = arms(settings.architecture, settings.normalization, cs.ablations, settings)
@@ -249,7 +249,7 @@ def run_study(options: Options) -> int:
                  "test_fraction": cs.test_fraction, "combinations": list(cs.combinations), **plan.to_json()}
     write_text_atomic(out / "plan.json", json.dumps(plan_json, indent=1) + "\n")
 
-    plan_scans = {s.key: s for s in all_scans if s.key in plan.site_of or s.key in set(plan.train_only)}
+    plan_scans = {s.key: s for s in all_scans if s.key in plan.site_of or s.key in train_only}
     cache = preprocess_scans(list(plan_scans.values()), work / "preproc", options.n4, options.skullstrip,
                              options.force_contrast, settings.seed)
     for i, experiment in enumerate(plan.experiments, 1):
