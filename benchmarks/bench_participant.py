@@ -50,6 +50,12 @@ def cpu_description() -> tuple[str, bool]:
     return model, "avx512_bf16" in info
 
 
+def selected_cases(work: Path, cases: list[int] | None) -> list[tuple[int, str, Path, float, Path]]:
+    """(number, name, FLAIR, goal in s, case folder under ``work``) of the cases asked for (all when None)."""
+    return [(i, name, flair, goal, work / f"case{i}") for i, (name, (flair, goal)) in enumerate(CASES.items())
+            if cases is None or i in cases]
+
+
 def run_case(root: Path, flair: Path, extra: list[str]) -> int:
     """A cold participant run of ``flair`` as a one-subject dataset under ``root`` (fresh); its exit code.
 
@@ -86,10 +92,7 @@ def main() -> int:
     if not SHARED.exists():
         LOGGER.error("%s is absent", SHARED)
         return 2
-    for i, (name, (flair, goal)) in enumerate(CASES.items()):
-        if args.cases is not None and i not in args.cases:
-            continue
-        root = args.work / f"case{i}"
+    for _i, name, flair, goal, root in selected_cases(args.work, args.cases):
         t0 = time.perf_counter()
         code = run_case(root, flair, args.extra)
         dt = time.perf_counter() - t0

@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_participant import CASES, SHARED, cpu_description, run_case  # noqa: E402
+from bench_participant import SHARED, cpu_description, run_case, selected_cases  # noqa: E402
 
 LOGGER = logging.getLogger("profile_participant")
 NODE_ORDER = ("preprocess", "segment", "lesion_stats", "lesion_location", "write_derivatives", "report")
@@ -117,10 +117,7 @@ def main() -> int:
     if not SHARED.exists():
         LOGGER.error("%s is absent", SHARED)
         return 2
-    for i, (name, (flair, _goal)) in enumerate(CASES.items()):
-        if args.cases is not None and i not in args.cases:
-            continue
-        root = args.work / f"case{i}"
+    for i, name, flair, _goal, root in selected_cases(args.work, args.cases):
         started = time.time()
         code = run_case(root, flair, args.extra)
         ended = time.time()
