@@ -44,7 +44,9 @@ NIPYPE_PLUGINS = ("MultiProc", "Linear", "LegacyMultiProc", "SLURM", "SLURMGraph
 #: Training sets and ablations of ``group --cross-site`` (:mod:`bids_msseg.crosssite.plan`).
 COMBINATIONS = ("single", "leave-one-out", "all", "merged", "all-pairs")
 DEFAULT_COMBINATIONS = ("single", "leave-one-out", "all")
-ABLATIONS = ("normalization", "architecture", "context", "sampling")
+ABLATIONS = ("normalization", "architecture", "context", "sampling", "intensity")
+#: ``--augment-intensity`` given alone, and the ``intensity`` ablation arm's value against a baseline without.
+DEFAULT_INTENSITY_AUGMENTATION = 0.5
 #: What a cross-site study holds out for testing: a share of each site's subjects, or whole sites
 #: (leave-one-site-out; :mod:`bids_msseg.crosssite.plan`).
 HOLDOUTS = ("subjects", "site")
@@ -77,6 +79,7 @@ class TrainSettings:
     architecture: str | None = None  # None: the --init-model's, else DEFAULT_ARCHITECTURE
     normalization: str | None = None  # None: the --init-model's, else DEFAULT_NORMALIZATION
     augment_quality: int = 0
+    augment_intensity: float = 0.0  # probability a training slice's intensities are perturbed
     lesion_sampling: str = "slice"  # how lesion slices are drawn (TrainConfig.lesion_sampling)
     normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
     normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel

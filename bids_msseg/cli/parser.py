@@ -34,6 +34,7 @@ from bids_msseg.settings import (
     ARCHITECTURES,
     COMBINATIONS,
     DEFAULT_COMBINATIONS,
+    DEFAULT_INTENSITY_AUGMENTATION,
     DEFAULT_RANDOM_SEED,
     DEVICES,
     HOLDOUTS,
@@ -542,6 +543,13 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
                        help=_shown(show_all, "add N image-quality-degraded copies of each training scan "
                                              "(DeepLesionBrain: blur, unsharp masking, thick slices); the flag "
                                              f"alone means 1 (default: {_TRAIN.augment_quality})"))
+    train.add_argument("--augment-intensity", dest="augment_intensity", type=_probability, nargs="?",
+                       const=DEFAULT_INTENSITY_AUGMENTATION, default=_TRAIN.augment_intensity, metavar="P",
+                       help=_shown(show_all, "perturb each training slice's intensities with probability P: a "
+                                             "smooth bias field, a gamma and noise, what a rescan or another "
+                                             "scanner changes; the flag alone means "
+                                             f"{DEFAULT_INTENSITY_AUGMENTATION:g} (default: "
+                                             f"{_TRAIN.augment_intensity:g})"))
     train.add_argument("--lesion-sampling", dest="lesion_sampling", choices=("slice", "lesion"),
                        default=_TRAIN.lesion_sampling,
                        help=_shown(show_all, "how slices with lesion are drawn: 'slice', any of them (large lesions "
@@ -622,8 +630,9 @@ def add_crosssite_arguments(parser: argparse.ArgumentParser, show_all: bool = Tr
     group.add_argument("--ablation", nargs="+", choices=CROSSSITE_ABLATIONS, default=[],
                        help=_shown(show_all, "add ablation arms: the other intensity normalization "
                                              "(quantile/linear), architecture (UNet++/UNet), context (2.5D with "
-                                             "one neighbouring slice each side / 2D) or sampling (the other "
-                                             "--lesion-sampling), compared with Wilcoxon signed-rank tests "
+                                             "one neighbouring slice each side / 2D), sampling (the other "
+                                             "--lesion-sampling) or intensity (with / without "
+                                             "--augment-intensity), compared with Wilcoxon signed-rank tests "
                                              "(default: none)"))
     return group
 
@@ -672,6 +681,7 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         lr=ns.pop("lr"), weight_decay=ns.pop("weight_decay"), lesion_weight=ns.pop("lesion_weight"),
         val_fraction=ns.pop("val_fraction"), architecture=ns.pop("architecture"),
         normalization=ns.pop("train_normalization"), augment_quality=ns.pop("augment_quality"),
+        augment_intensity=ns.pop("augment_intensity"),
         lesion_sampling=ns.pop("lesion_sampling"), normal_fraction=ns.pop("normal_fraction"),
         normal_weight=ns.pop("normal_weight"), init_model=ns.pop("init_model"),
         context=ns.pop("context_slices"), checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)

@@ -43,6 +43,7 @@ from bids_msseg.settings import (
     COMBINATIONS,
     DEFAULT_ARCHITECTURE,
     DEFAULT_COMBINATIONS,
+    DEFAULT_INTENSITY_AUGMENTATION,
     DEFAULT_NORMALIZATION,
     HOLDOUTS,
     TrainSettings,
@@ -153,7 +154,8 @@ def arms(architecture: str | None, normalization: str | None, ablations: Sequenc
          training: TrainSettings | None = None) -> list[Arm]:
     """The baseline arm and one arm per ablation: the other architecture or normalization; for
     ``context``, 2.5D with one neighbouring slice each side against a 2D baseline (2D against a 2.5D
-    one); for ``sampling``, the other way of drawing lesion slices (``training``: the study's options)."""
+    one); for ``sampling``, the other way of drawing lesion slices; for ``intensity``, training with
+    intensity perturbations against without (without against with) (``training``: the study's options)."""
     training = training or TrainSettings()
     base = Arm(architecture or DEFAULT_ARCHITECTURE, normalization or DEFAULT_NORMALIZATION)
     out = [base]
@@ -168,6 +170,10 @@ def arms(architecture: str | None, normalization: str | None, ablations: Sequenc
         elif ablation == "sampling":
             out.append(Arm(base.architecture, base.normalization, ablation,
                            (("lesion_sampling", "slice" if training.lesion_sampling == "lesion" else "lesion"),)))
+        elif ablation == "intensity":
+            out.append(Arm(base.architecture, base.normalization, ablation,
+                           (("augment_intensity", 0.0 if training.augment_intensity else
+                             DEFAULT_INTENSITY_AUGMENTATION),)))
         else:
             raise UsageError(f"unknown ablation {ablation!r}; choose from {list(ABLATIONS)}")
     return out

@@ -80,6 +80,8 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
                                                 "normal_fraction", "normal_weight")}
     if settings.context is not None:  # only when given: studies made before the option stay valid
         recipe["context"] = settings.context
+    if settings.augment_intensity:  # likewise
+        recipe["augment_intensity"] = settings.augment_intensity
     return json.loads(json.dumps({
         "id": experiment.id, "train": experiment.train, "val": experiment.val,
         "architecture": experiment.arm.architecture, "normalization": experiment.arm.normalization,

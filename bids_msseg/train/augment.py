@@ -1,4 +1,5 @@
-"""Image-quality augmentation of whole volumes (DeepLesionBrain, Kamraoui et al. 2022).
+"""Image-quality augmentation of whole volumes (DeepLesionBrain, Kamraoui et al. 2022), and
+intensity augmentation of training slices.
 
 Clinical FLAIRs differ from research scans mostly in sharpness: thick 2D slices, scanner or
 reconstruction blur, and vendor sharpening filters. DeepLesionBrain made its network robust to
@@ -7,6 +8,11 @@ flips and rotations of :class:`~bids_msseg.train.data.SliceSampler` cannot imita
 mix neighbouring *axial* slices). :func:`degrade_quality` applies one of them to a RAS+ volume;
 the group-level trainer writes the results as extra training shards (never validation ones).
 Only the image changes: the lesion and brain masks stay those of the original scan.
+
+:func:`perturb_intensity` changes a normalized slice the way a rescan or another scanner does after
+the normalization: a smooth multiplicative bias field that N4 left behind, a gamma change of contrast
+and noise (the kinds of change ``benchmarks/rescan_stability.py`` makes to whole volumes, here drawn per
+slice during training, ``--augment-intensity``; nnU-Net and TorchIO train with the same kinds).
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ SIGMA_RANGE = (0.5, 1.75)
 SHARPEN_AMOUNT_RANGE = (0.5, 1.5)
 #: Thick-slice simulation: this many consecutive axial slices averaged (inclusive range).
 THICK_SLICES_RANGE = (2, 4)
+#: Intensity perturbation of a slice: largest log-amplitude of the bias field (exp(0.15): +-16 %)...
+BIAS_AMPLITUDE_MAX = 0.15
+#: ...its polynomial order in the slice's two coordinates (TorchIO's RandomBiasField uses 3)...
+BIAS_ORDER = 3
+#: ...the gamma range (drawn log-uniformly)...
+GAMMA_RANGE = (0.8, 1.25)
+#: ...and the noise's standard deviation in normalized units (the brain's median is about 0.67).
+NOISE_SD_MAX = 0.03
 
 
 def _thick_slices(image: np.ndarray, k: int, offset: int) -> np.ndarray:
@@ -78,3 +92,26 @@ def degraded_copy(image: np.ndarray, seed: int, key: str, copy: int) -> tuple[np
     writes the same copies whatever it already had.
     """
     return degrade_quality(image, np.random.default_rng([seed, zlib.crc32(key.encode()), copy]))
+
+
+def _bias_field(shape: tuple[int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative field ``exp(amplitude * p)`` over a 2D slice, ``p`` a random polynomial
+    of order :data:`BIAS_ORDER` in the coordinates scaled to [-1, 1], brought to a peak magnitude of 1."""
+    y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    poly = sum(rng.uniform(-1, 1) * x**i * y**j for i in range(BIAS_ORDER + 1) for j in range(BIAS_ORDER + 1 - i))
+    peak = float(np.abs(poly).max())
+    return np.exp(amplitude * poly / peak) if peak > 0 else np.ones(shape)
+
+
+def perturb_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A float32 copy of normalized slice(s) ``image`` (channels, H, W; background 0) with a bias field
+    (log-amplitude up to :data:`BIAS_AMPLITUDE_MAX`), a gamma in :data:`GAMMA_RANGE` and Gaussian noise
+    (sd up to :data:`NOISE_SD_MAX`) on the brain; the background stays 0. The channels of a 2.5D input
+    (neighbouring slices) share the field and gamma, as neighbouring slices of one scan do."""
+    img = np.asarray(image, dtype=np.float32)
+    brain = img > 0
+    field = _bias_field(img.shape[-2:], rng.uniform(0, BIAS_AMPLITUDE_MAX), rng)
+    gamma = float(np.exp(rng.uniform(*np.log(GAMMA_RANGE))))
+    noise = rng.normal(0.0, rng.uniform(0, NOISE_SD_MAX), img.shape)
+    out = np.maximum(img * field, 0) ** gamma + noise
+    return np.where(brain, np.maximum(out, 0), 0).astype(np.float32)

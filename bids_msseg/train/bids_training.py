@@ -175,6 +175,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
         "reference_sha256": hashlib.sha256(np.asarray(reference, np.float64).tobytes()).hexdigest(),
         "n4": options.n4, "skullstrip": options.skullstrip,
         "normal_masks": sorted(s.key for s in scans if s.normal is not None),
+        **({"augment_intensity": settings.augment_intensity} if settings.augment_intensity else {}),
     }
     check_manifest(train_dir, manifest)
     train_paths, val_paths = build_shards(train_scans, val_scans, cache, train_dir / "shards", reference,
@@ -188,6 +189,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                       precision=options.precision, max_val_scans=len(val_paths), input_size=TRAIN_INPUT_SIZE,
                       lesion_sampling=settings.lesion_sampling, normal_fraction=settings.normal_fraction,
                       normal_weight=settings.normal_weight, context=context,
+                      augment_intensity=settings.augment_intensity,
                       extra={"init_model": init.card.model_id if init else None,
                              "augment_quality": settings.augment_quality})
     LOGGER.info("training %s (%s, %s normalization) on %d shard(s), validating on %d: %d epoch(s) x %d step(s) "
@@ -226,7 +228,8 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
         "recipe": {k: cfg_value for k, cfg_value in state["config"].items()
                    if k in ("architecture", "normalization", "epochs", "steps_per_epoch", "batch_size", "lr",
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
-                            "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context")},
+                            "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context",
+                            "augment_intensity")},
         "threshold_chosen_on": (f"given (--threshold {options.threshold:g}, --seed-threshold "
                                 f"{options.seed_threshold or 0:g})" if options.threshold is not None else
                                 f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})"),

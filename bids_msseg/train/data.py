@@ -27,6 +27,7 @@ from scipy import ndimage
 from bids_msseg.io import atomic_path
 from bids_msseg.normalize import brain_quantiles, linear_normalize, quantile_normalize, reference_from_quantiles
 from bids_msseg.slicing import context_window, cut_label_slices, cut_slices, plan_geometry, stack_context
+from bids_msseg.train.augment import perturb_intensity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ class SliceSampler:
     """
 
     def __init__(self, shards: list[Path], normalization: str, lesion_fraction: float, seed: int,
-                 lesion_sampling: str = "slice", normal_fraction: float = 0.0, context: int = 0):
+                 lesion_sampling: str = "slice", normal_fraction: float = 0.0, context: int = 0,
+                 augment_intensity: float = 0.0):
         if lesion_sampling not in ("slice", "lesion"):
             raise ValueError(f"unknown lesion_sampling {lesion_sampling!r} (slice or lesion)")
         self.normalization = normalization
@@ -142,6 +144,7 @@ class SliceSampler:
         self.lesion_sampling = lesion_sampling
         self.normal_fraction = normal_fraction
         self.context = context
+        self.augment_intensity = augment_intensity
         self.rng = np.random.default_rng(seed)
         self.cache: dict[Path, Shard] = {}
         self.lesions: dict[str, list[np.ndarray]] = {}
@@ -177,7 +180,8 @@ class SliceSampler:
 
     def batch(self, size: int, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of float32 images (size, 1 + 2 context, H, W) and labels (size, 1, H, W), with random
-        flips/rotations.
+        flips/rotations, and with probability ``augment_intensity`` a slice's intensities perturbed
+        (:func:`~bids_msseg.train.augment.perturb_intensity`).
 
         ``crop`` takes a random ``crop`` x ``crop`` window of each slice (kept at full resolution,
         so lesions keep their size in pixels): a cheaper step for a fully convolutional network.
@@ -194,6 +198,8 @@ class SliceSampler:
                 img, lab = img[:, ::-1], lab[::-1]  # left-right mirror (slice axis 0 is R-L)
             turns = int(self.rng.integers(-1, 2)) if self.rng.random() < 0.2 else 0
             img, lab = np.rot90(img, turns, axes=(1, 2)), np.rot90(lab, turns)
+            if self.augment_intensity and self.rng.random() < self.augment_intensity:  # no draw when off
+                img = perturb_intensity(img, self.rng)
             images.append(np.ascontiguousarray(img))
             labels.append(np.ascontiguousarray(lab))
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))[:, None]

@@ -83,6 +83,9 @@ class TrainConfig:
     normal_weight: float = 1.0
     #: Neighbouring slices on each side given as more input channels (2.5D); 0 is the paper's 2D.
     context: int = 0
+    #: Probability that a training slice's intensities are perturbed (bias field, gamma, noise;
+    #: :func:`~bids_msseg.train.augment.perturb_intensity`); 0 is the paper's recipe.
+    augment_intensity: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -247,7 +250,7 @@ def train(
         LOGGER.info("resuming from epoch %d (best val Dice %.4f at epoch %d)",
                     state["epoch"], state["best_dice"], state["best_epoch"])
     sampler = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, rank_seed(cfg.seed, rank),
-                           cfg.lesion_sampling, cfg.normal_fraction, cfg.context)
+                           cfg.lesion_sampling, cfg.normal_fraction, cfg.context, cfg.augment_intensity)
     saved = state.get("sampler_by_rank") or [state["sampler"]]
     if len(saved) != world:  # resumed on another number of ranks: rank 0 goes on, the others start afresh
         saved = [state["sampler"]] + [None] * (world - 1)
@@ -258,7 +261,7 @@ def train(
     if n_real:
         real_sampler = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction,
                                     rank_seed(cfg.seed, rank) + 7919,  # a stream of its own, any offset
-                                    cfg.lesion_sampling, cfg.normal_fraction, cfg.context)
+                                    cfg.lesion_sampling, cfg.normal_fraction, cfg.context, cfg.augment_intensity)
         if state.get("sampler_real") is not None and world == 1:  # under DDP the real draws restart
             real_sampler.rng.bit_generator.state = state["sampler_real"]
     model: torch.nn.Module = net

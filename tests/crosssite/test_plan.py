@@ -34,6 +34,9 @@ def test_arms_and_parser_choices_agree() -> None:
     two_and_a_half_d = TrainSettings(context=2, lesion_sampling="lesion")
     assert [a.overrides for a in arms(None, None, ["context", "sampling"], two_and_a_half_d)] == [
         (), (("context", 0),), (("lesion_sampling", "slice"),)]
+    assert arms(None, None, ["intensity"])[1].overrides == (("augment_intensity", 0.5),)
+    assert arms(None, None, ["intensity"], TrainSettings(augment_intensity=0.3))[1].overrides == (
+        ("augment_intensity", 0.0),)
     assert cli_parser.CROSSSITE_COMBINATIONS == plan_module.COMBINATIONS
     assert cli_parser.CROSSSITE_ABLATIONS == plan_module.ABLATIONS
 
@@ -112,3 +115,7 @@ def test_an_arms_overrides_reach_its_training_and_its_spec(tmp_path, make_scan, 
         assert seen["sampling"] == ("lesion" if arm is base else "slice")
     specs = [run_module.experiment_spec(Experiment(a, ("A",)), settings, options) for a in (base, sampling)]
     assert "overrides" not in specs[0] and specs[1]["overrides"] == {"lesion_sampling": "slice"}
+    assert "augment_intensity" not in specs[0]["recipe"]  # studies made before the option stay valid
+    with_intensity = TrainSettings(augment_intensity=0.5)
+    assert run_module.experiment_spec(Experiment(base, ("A",)), with_intensity, options)["recipe"][
+        "augment_intensity"] == 0.5

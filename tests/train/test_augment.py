@@ -1,4 +1,5 @@
-"""Image-quality augmentation (DeepLesionBrain): blur, unsharp masking, thick slices."""
+"""Image-quality augmentation (DeepLesionBrain): blur, unsharp masking, thick slices; and the
+intensity perturbation of training slices (bias field, gamma, noise)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import laplace
 
-from bids_msseg.train.augment import QUALITY_KINDS, SIGMA_RANGE, degrade_quality
+from bids_msseg.train.augment import (
+    BIAS_AMPLITUDE_MAX,
+    QUALITY_KINDS,
+    SIGMA_RANGE,
+    _bias_field,
+    degrade_quality,
+    perturb_intensity,
+)
 
 
 def _volume() -> np.ndarray:
@@ -52,3 +60,26 @@ def test_seeded_and_drawn_among_all_kinds() -> None:
     assert kinds == set(QUALITY_KINDS)
     with pytest.raises(ValueError, match="unknown"):
         degrade_quality(vol, np.random.default_rng(0), "motion")
+
+
+def test_bias_field_is_smooth_and_bounded() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        field = _bias_field((64, 48), BIAS_AMPLITUDE_MAX, rng)
+        assert field.shape == (64, 48)
+        assert np.exp(-BIAS_AMPLITUDE_MAX) - 1e-6 <= field.min() and field.max() <= np.exp(BIAS_AMPLITUDE_MAX) + 1e-6
+        assert np.abs(np.diff(np.log(field), axis=0)).max() < 0.05  # smooth: < 5 % from one pixel to the next
+    assert np.array_equal(_bias_field((8, 8), 0.0, rng), np.ones((8, 8)))
+
+
+def test_perturb_intensity_changes_the_brain_only_and_is_seeded() -> None:
+    rng = np.random.default_rng(0)
+    image = np.zeros((3, 32, 32), np.float32)
+    image[:, 6:26, 4:28] = rng.uniform(0.2, 1.0, (3, 20, 24))
+    brain = image > 0
+    out = perturb_intensity(image, np.random.default_rng(5))
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert np.array_equal(out, perturb_intensity(image, np.random.default_rng(5)))
+    assert (out[~brain] == 0).all() and (out[brain] >= 0).all() and not np.array_equal(out, image)
+    ratios = [np.median(perturb_intensity(image, np.random.default_rng(s))[brain] / image[brain]) for s in range(30)]
+    assert 0.75 < min(ratios) and max(ratios) < 1.35  # a perturbation, not a different image

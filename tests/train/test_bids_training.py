@@ -144,6 +144,9 @@ def test_parser_training_sampling_flags(tmp_path: Path) -> None:
     train = parse_args([*args, "--lesion-sampling", "lesion", "--normal-fraction", "0.1",
                         "--normal-weight", "3"]).group.training
     assert (train.lesion_sampling, train.normal_fraction, train.normal_weight) == ("lesion", 0.1, 3.0)
+    assert train.augment_intensity == 0.0
+    assert parse_args([*args, "--augment-intensity"]).group.training.augment_intensity == 0.5
+    assert parse_args([*args, "--augment-intensity", "0.25"]).group.training.augment_intensity == 0.25
 
 
 def test_portable_checkpoint_of_other_data_is_refused(tmp_path: Path) -> None:

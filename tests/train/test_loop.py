@@ -66,6 +66,22 @@ def test_normal_fraction_draws_hard_negative_slices(tmp_path, training_scan):
     assert share == pytest.approx(0.5 + 0.5 / load_shard(path).images.shape[0], abs=0.08)
 
 
+def test_intensity_augmentation_perturbs_slices_only_when_asked(tmp_path, training_scan, monkeypatch):
+    """With ``augment_intensity`` 0 the sampler draws exactly as before (no extra random draw, so studies
+    and checkpoints made without it repeat); with 1 every slice is perturbed, labels untouched."""
+    from bids_msseg.train import data as data_module
+
+    path = _two_lesion_shard(tmp_path, training_scan)
+    plain = SliceSampler([path], "quantile", 0.5, seed=0).batch(8)
+    off = SliceSampler([path], "quantile", 0.5, seed=0, augment_intensity=0.0)
+    monkeypatch.setattr(data_module, "perturb_intensity", lambda *a: pytest.fail("perturbed while off"))
+    assert all(torch.equal(a, b) for a, b in zip(off.batch(8), plain, strict=True))
+    monkeypatch.undo()
+    img, lab = SliceSampler([path], "quantile", 0.5, seed=0, augment_intensity=1.0).batch(8)
+    assert torch.equal(lab[0], plain[1][0])  # the first draw is the same slice, its label untouched
+    assert not torch.equal(img[0], plain[0][0]) and (img[0][plain[0][0] == 0] == 0).all()  # background stays 0
+
+
 class _Constant(torch.nn.Module):
     """A stub network whose logit is ``logit`` at every voxel."""
 
