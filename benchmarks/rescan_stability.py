@@ -2,6 +2,7 @@
 """Rescan stability: do lesions come and go between pseudo-rescans of one scan?
 
     python benchmarks/rescan_stability.py --bids BIDS_DIR [--model BUNDLE] [--copies 4] [--participant-label p26 ...]
+        [--threshold T --seed-threshold S]
 
 Each FLAIR of the dataset (with ``--participant-label``, those subjects) is preprocessed as the
 participant level does (:func:`bids_msseg.preproc.preprocess_flair`), then copied ``--copies`` times
@@ -59,11 +60,10 @@ def unmatched(a: np.ndarray, b: np.ndarray, voxel_mm3: float, definition: Lesion
 
 
 def lesion_mask(image: np.ndarray, brain: np.ndarray, zooms: tuple[float, float, float], bundle, device,
-                definition: LesionDefinition) -> np.ndarray:
-    """The participant level's lesion mask of a preprocessed image (bundle threshold and seed threshold)."""
+                definition: LesionDefinition, threshold: float, seed_threshold: float) -> np.ndarray:
+    """The participant level's lesion mask of a preprocessed image."""
     probability = segment_volume(image, brain, zooms, bundle, device, "auto")
-    card = bundle.card
-    return binarize(probability, card.threshold, float(np.prod(zooms)), definition, card.seed_threshold)[0] > 0
+    return binarize(probability, threshold, float(np.prod(zooms)), definition, seed_threshold)[0] > 0
 
 
 def main() -> None:
@@ -75,24 +75,28 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force-contrast", action="store_true")
+    p.add_argument("--threshold", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--seed-threshold", type=float, default=None, help="default: the bundle's")
     args = p.parse_args()
     seed_everything(args.seed)
     bundle = load_bundle(args.model)
     card = bundle.card
     definition = LesionDefinition(card.connectivity, card.min_lesion_size_mm3)
     device = resolve_device("auto")
-    LOGGER.info("model %s, threshold %g, seed threshold %g", card.model_id, card.threshold, card.seed_threshold)
+    point = (card.threshold if args.threshold is None else args.threshold,
+             card.seed_threshold if args.seed_threshold is None else args.seed_threshold)
+    LOGGER.info("model %s, threshold %g, seed threshold %g", card.model_id, *point)
     worst_lesions, worst_volume = 0, 0.0
     for run in collect_flair_runs(args.bids, participant_labels=args.participant_label):
         result = preprocess_flair(run.path, force_contrast=args.force_contrast)
         brain = np.asarray(result.brain_mask, bool)
         voxel = float(np.prod(result.zooms))
-        reference = lesion_mask(result.corrected, brain, result.zooms, bundle, device, definition)
+        reference = lesion_mask(result.corrected, brain, result.zooms, bundle, device, definition, *point)
         rng = np.random.default_rng([args.seed, len(run.name)])
         ref_ml = reference.sum() * voxel / 1000.0
         for copy in range(args.copies):
             mask = lesion_mask(pseudo_rescan(result.corrected, brain, rng), brain, result.zooms, bundle, device,
-                               definition)
+                               definition, *point)
             appeared, vanished = unmatched(mask, reference, voxel, definition), unmatched(reference, mask, voxel,
                                                                                          definition)
             change = 100.0 * (mask.sum() * voxel / 1000.0 - ref_ml) / ref_ml if ref_ml else 0.0
