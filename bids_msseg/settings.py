@@ -80,6 +80,8 @@ class TrainSettings:
     normalization: str | None = None  # None: the --init-model's, else DEFAULT_NORMALIZATION
     augment_quality: int = 0
     augment_intensity: float = 0.0  # probability a training slice's intensities are perturbed
+    synthetic_pool: Path | None = None  # shards of scripts/build_default_model.py pool, mixed into every batch
+    synthetic_fraction: float = 0.5  # their share of each batch
     lesion_sampling: str = "slice"  # how lesion slices are drawn (TrainConfig.lesion_sampling)
     normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
     normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel

@@ -550,6 +550,14 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
                                              "scanner changes; the flag alone means "
                                              f"{DEFAULT_INTENSITY_AUGMENTATION:g} (default: "
                                              f"{_TRAIN.augment_intensity:g})"))
+    train.add_argument("--synthetic-pool", dest="synthetic_pool", type=_existing_dir, metavar="DIR",
+                       help=_shown(show_all, "a pool of synthetic training scans (scripts/build_default_model.py "
+                                             "pool, normalized to the --init-model's reference) whose slices fill "
+                                             "--synthetic-fraction of every batch; never validated on"))
+    train.add_argument("--synthetic-fraction", dest="synthetic_fraction", type=_probability,
+                       default=_TRAIN.synthetic_fraction, metavar="F",
+                       help=_shown(show_all, "share of each batch from --synthetic-pool (default: "
+                                             f"{_TRAIN.synthetic_fraction:g})"))
     train.add_argument("--lesion-sampling", dest="lesion_sampling", choices=("slice", "lesion"),
                        default=_TRAIN.lesion_sampling,
                        help=_shown(show_all, "how slices with lesion are drawn: 'slice', any of them (large lesions "
@@ -681,7 +689,8 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         lr=ns.pop("lr"), weight_decay=ns.pop("weight_decay"), lesion_weight=ns.pop("lesion_weight"),
         val_fraction=ns.pop("val_fraction"), architecture=ns.pop("architecture"),
         normalization=ns.pop("train_normalization"), augment_quality=ns.pop("augment_quality"),
-        augment_intensity=ns.pop("augment_intensity"),
+        augment_intensity=ns.pop("augment_intensity"), synthetic_pool=ns.pop("synthetic_pool"),
+        synthetic_fraction=ns.pop("synthetic_fraction"),
         lesion_sampling=ns.pop("lesion_sampling"), normal_fraction=ns.pop("normal_fraction"),
         normal_weight=ns.pop("normal_weight"), init_model=ns.pop("init_model"),
         context=ns.pop("context_slices"), checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)

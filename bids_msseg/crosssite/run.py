@@ -82,6 +82,9 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
         recipe["context"] = settings.context
     if settings.augment_intensity:  # likewise
         recipe["augment_intensity"] = settings.augment_intensity
+    if settings.synthetic_pool is not None:  # likewise
+        recipe.update(synthetic_pool=str(Path(settings.synthetic_pool).resolve()),
+                      synthetic_fraction=settings.synthetic_fraction)
     return json.loads(json.dumps({
         "id": experiment.id, "train": experiment.train, "val": experiment.val,
         "architecture": experiment.arm.architecture, "normalization": experiment.arm.normalization,

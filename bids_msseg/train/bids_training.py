@@ -55,7 +55,7 @@ from bids_msseg.settings import DEFAULT_ARCHITECTURE, DEFAULT_NORMALIZATION, Opt
 from bids_msseg.train.cache import load_preprocessed, preprocess_scans
 from bids_msseg.train.export import export_bundle
 from bids_msseg.train.loop import TrainConfig, restore_portable, train
-from bids_msseg.train.shards import build_shards, check_manifest, n_slices
+from bids_msseg.train.shards import build_shards, check_manifest, n_slices, synthetic_pool
 from bids_msseg.train.split import TrainingScan, scans_from_pairs, split_scans
 from bids_msseg.workdirs import check_work_dir
 
@@ -177,6 +177,11 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
         "normal_masks": sorted(s.key for s in scans if s.normal is not None),
         **({"augment_intensity": settings.augment_intensity} if settings.augment_intensity else {}),
     }
+    pool: list[Path] = []
+    if settings.synthetic_pool is not None:
+        pool = synthetic_pool(settings.synthetic_pool, reference, TRAIN_INPUT_SIZE)
+        manifest.update(synthetic_pool={"shards": len(pool), "folder": Path(settings.synthetic_pool).name},
+                        synthetic_fraction=settings.synthetic_fraction)
     check_manifest(train_dir, manifest)
     train_paths, val_paths = build_shards(train_scans, val_scans, cache, train_dir / "shards", reference,
                                           TRAIN_INPUT_SIZE, settings.augment_quality, settings.seed)
@@ -190,17 +195,20 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                       lesion_sampling=settings.lesion_sampling, normal_fraction=settings.normal_fraction,
                       normal_weight=settings.normal_weight, context=context,
                       augment_intensity=settings.augment_intensity,
+                      real_fraction=1.0 - settings.synthetic_fraction if pool else 0.0,
                       extra={"init_model": init.card.model_id if init else None,
                              "augment_quality": settings.augment_quality})
-    LOGGER.info("training %s (%s, %s normalization) on %d shard(s), validating on %d: %d epoch(s) x %d step(s) "
-                "of %d slices", settings.name, architecture, normalization, len(train_paths), len(val_paths),
-                cfg.epochs, cfg.steps_per_epoch, cfg.batch_size)
+    LOGGER.info("training %s (%s, %s normalization) on %d shard(s)%s, validating on %d: %d epoch(s) x %d step(s) "
+                "of %d slices", settings.name, architecture, normalization, len(train_paths),
+                f" and {len(pool)} synthetic ones ({settings.synthetic_fraction:.0%} of each batch)" if pool else "",
+                len(val_paths), cfg.epochs, cfg.steps_per_epoch, cfg.batch_size)
     run_dir = train_dir / "run"
     if settings.checkpoint_dir is not None:
         _resume_portable(settings.checkpoint_dir, run_dir, manifest)
-    state = train(run_dir, train_paths, val_paths, cfg, val_thresholds=_VAL_THRESHOLDS,
+    # with a pool, its shards are the main sampler's and the real ones fill their share of every batch
+    state = train(run_dir, pool or train_paths, val_paths, cfg, val_thresholds=_VAL_THRESHOLDS,
                   init_weights=init.network.state_dict() if init is not None else None,
-                  portable_dir=settings.checkpoint_dir)
+                  real_shards=train_paths if pool else None, portable_dir=settings.checkpoint_dir)
 
     def subjects(side: Sequence[TrainingScan]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -213,12 +221,13 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
     names = dict(dataset_names)
     info = {
         "data": f"{len(scans)} FLAIR scan(s) with expert lesion masks from {', '.join(names.values())}" + (
+            f" and {len(pool)} synthetic scan(s) ({settings.synthetic_fraction:.0%} of each batch)" if pool else "") + (
             f", fine-tuned from {init.card.model_id} (trained on {init_data})" if (init_data := _init_data(init))
             else ""),
         "datasets": names,
         "subjects": {"train": subjects(train_scans), "validation": subjects(val_scans)},
         "n_scans": {"train": len(train_scans), "validation": len(val_scans),
-                    "augmented_copies": len(train_scans) * settings.augment_quality,
+                    "augmented_copies": len(train_scans) * settings.augment_quality, "synthetic": len(pool),
                     "with_normal_hyperintensity_masks": len(manifest["normal_masks"])},
         "split": f"by subject, seed {settings.seed}, validation fraction {settings.val_fraction}",
         "preprocessing": {"n4": options.n4, "skullstrip": options.skullstrip},
@@ -229,7 +238,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                    if k in ("architecture", "normalization", "epochs", "steps_per_epoch", "batch_size", "lr",
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
                             "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context",
-                            "augment_intensity")},
+                            "augment_intensity", "real_fraction")},
         "threshold_chosen_on": (f"given (--threshold {options.threshold:g}, --seed-threshold "
                                 f"{options.seed_threshold or 0:g})" if options.threshold is not None else
                                 f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})"),

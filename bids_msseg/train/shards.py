@@ -5,6 +5,8 @@ preprocessing cache (:mod:`bids_msseg.train.cache`), plus ``--augment-quality`` 
 the training scans (:mod:`bids_msseg.train.augment`). :func:`check_manifest` compares the split,
 reference and shard settings with those of an earlier call: when they changed, shards are
 rebuilt, and a started training run is refused rather than silently continued on other data.
+:func:`synthetic_pool` lists the shards of a synthetic pool (``scripts/build_default_model.py pool``)
+that ``--synthetic-pool`` mixes into the training, after checking they were normalized as the model is.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from bids_msseg.errors import UsageError
 from bids_msseg.io import write_text_atomic
 from bids_msseg.train.augment import degraded_copy
 from bids_msseg.train.cache import load_preprocessed
-from bids_msseg.train.data import make_shard
+from bids_msseg.train.data import list_shards, load_shard, make_shard
 from bids_msseg.train.split import TrainingScan
 
 LOGGER = logging.getLogger(__name__)
@@ -86,3 +88,24 @@ def check_manifest(train_dir: Path, manifest: dict[str, Any]) -> None:
             LOGGER.warning("training data changed (%s): rebuilding the shards", ", ".join(changed))
             shutil.rmtree(shards_dir, ignore_errors=True)
     write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
+
+
+def synthetic_pool(directory: Path, reference: np.ndarray, size: int) -> list[Path]:
+    """The shards of the synthetic pool in ``directory`` (``--synthetic-pool``), refused with a
+    :class:`UsageError` when they cannot join this training: no ``reference.json`` or no shards, another
+    quantile reference than the model's (build the pool with ``--reference-from`` the ``--init-model``),
+    or another slice size."""
+    directory = Path(directory)
+    ref_path = directory / "reference.json"
+    shards = list_shards(directory)
+    if not ref_path.is_file() or not shards:
+        raise UsageError(f"--synthetic-pool {directory}: not a pool of scripts/build_default_model.py pool "
+                         "(reference.json and *.npz shards)")
+    pool_reference = np.asarray(json.loads(ref_path.read_text())["reference"], np.float64)
+    if pool_reference.shape != np.shape(reference) or not np.allclose(pool_reference, reference, atol=1e-5):
+        raise UsageError(f"--synthetic-pool {directory}: its shards were normalized to another quantile reference "
+                         "than this model's; build the pool with --reference-from the --init-model")
+    pool_size = load_shard(shards[0]).images.shape[-1]
+    if pool_size != size:
+        raise UsageError(f"--synthetic-pool {directory}: {pool_size}-pixel slices, this training uses {size}")
+    return shards

@@ -119,3 +119,7 @@ def test_an_arms_overrides_reach_its_training_and_its_spec(tmp_path, make_scan, 
     with_intensity = TrainSettings(augment_intensity=0.5)
     assert run_module.experiment_spec(Experiment(base, ("A",)), with_intensity, options)["recipe"][
         "augment_intensity"] == 0.5
+    assert "synthetic_pool" not in specs[0]["recipe"]
+    with_pool = run_module.experiment_spec(Experiment(base, ("A",)), TrainSettings(synthetic_pool=tmp_path), options)
+    assert with_pool["recipe"]["synthetic_pool"] == str(tmp_path.resolve())
+    assert with_pool["recipe"]["synthetic_fraction"] == 0.5

@@ -17,10 +17,11 @@ import pytest
 from bids_msseg.bids import collect_flair_runs
 from bids_msseg.cli.parser import parse_args
 from bids_msseg.cli.run import main
-from bids_msseg.errors import EXIT_NO_INPUT, InputError
+from bids_msseg.errors import EXIT_NO_INPUT, EXIT_USAGE, InputError
 from bids_msseg.masks import find_training_pairs, name_entities
 from bids_msseg.train import bids_training
 from bids_msseg.train.cache import load_mask_on_grid
+from bids_msseg.train.data import make_shard
 from bids_msseg.train.split import TrainingScan, split_scans
 from tests.helpers import head_like_flair
 
@@ -144,7 +145,9 @@ def test_parser_training_sampling_flags(tmp_path: Path) -> None:
     train = parse_args([*args, "--lesion-sampling", "lesion", "--normal-fraction", "0.1",
                         "--normal-weight", "3"]).group.training
     assert (train.lesion_sampling, train.normal_fraction, train.normal_weight) == ("lesion", 0.1, 3.0)
-    assert train.augment_intensity == 0.0
+    assert train.augment_intensity == 0.0 and train.synthetic_pool is None and train.synthetic_fraction == 0.5
+    assert parse_args([*args, "--synthetic-pool", str(tmp_path), "--synthetic-fraction", "0.3"]).group.training \
+        .synthetic_fraction == 0.3
     assert parse_args([*args, "--augment-intensity"]).group.training.augment_intensity == 0.5
     assert parse_args([*args, "--augment-intensity", "0.25"]).group.training.augment_intensity == 0.25
 
@@ -239,6 +242,49 @@ def test_group_train_end_to_end_and_resume(tmp_path: Path, small_slices: None) -
     assert (tuned.threshold, tuned.seed_threshold) == (0.45, 0.8) and "given" in tuned.training["threshold_chosen_on"]
     assert tuned.architecture["name"] == "Unet" and tuned.training["epochs_run"] == 1
     assert tuned.reference_quantiles == load_bundle(init).card.reference_quantiles
+
+    # a synthetic pool normalized to the initial model's reference fills its share of every batch
+    pool = _pool(tmp_path / "pool", np.asarray(tuned.reference_quantiles))
+    mix = _args(bids, out, tmp_path / "work3", "--init-model", str(init), "--train-name", "mix", "--epochs", "1",
+                "--synthetic-pool", str(pool), architecture=None)
+    assert main(mix) == 0
+    mixed = load_bundle(out / "models" / "mix").card.training
+    assert mixed["n_scans"]["synthetic"] == 2 and mixed["recipe"]["real_fraction"] == 0.5
+    assert " and 2 synthetic scan(s) (50% of each batch), fine-tuned from " in mixed["data"]
+    other = _pool(tmp_path / "pool2", np.asarray(tuned.reference_quantiles) + 0.1)
+    assert main([*mix[:-1], str(other), "--train-name", "other"]) == EXIT_USAGE  # another reference: refused
+    assert not (out / "models" / "other").exists()
+
+
+def _pool(folder: Path, reference: np.ndarray, size: int = 64) -> Path:
+    """A synthetic pool as ``scripts/build_default_model.py pool`` writes it: two shards and reference.json."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros(SHAPE, bool)
+    brain[4:-4, 4:-4, 2:-2] = True
+    lesion = np.zeros(SHAPE, bool)
+    lesion[10:14, 10:14, 5:8] = True
+    for i in range(2):
+        image = (rng.uniform(300, 400, SHAPE) + 300 * lesion) * brain
+        make_shard(folder / f"synth_{i:04d}.npz", image.astype(np.float32), brain, lesion, (1.0, 1.0, 1.0),
+                   reference, size=size)
+    (folder / "reference.json").write_text(json.dumps({"reference": reference.tolist()}))
+    return folder
+
+
+def test_synthetic_pool_is_checked(tmp_path: Path) -> None:
+    from bids_msseg.errors import UsageError
+    from bids_msseg.train.shards import synthetic_pool
+
+    reference = np.linspace(0, 1, 1001)
+    pool = _pool(tmp_path / "pool", reference)
+    assert [p.name for p in synthetic_pool(pool, reference, 64)] == ["synth_0000.npz", "synth_0001.npz"]
+    with pytest.raises(UsageError, match="another quantile reference"):
+        synthetic_pool(pool, reference * 0.9, 64)
+    with pytest.raises(UsageError, match="32"):
+        synthetic_pool(pool, reference, 32)
+    (pool / "reference.json").unlink()
+    with pytest.raises(UsageError, match="not a pool"):
+        synthetic_pool(pool, reference, 64)
 
 
 def test_dataset_without_masks_exits_66(tmp_path: Path, small_slices: None, make_bids_dataset) -> None:
