@@ -306,12 +306,13 @@ def train(
             if rank != 0:  # rank 0 validates, checkpoints and logs; the others wait for the next epoch
                 continue
         scores = validate(net, val_shards, cfg, device, val_thresholds)
-        row = {"epoch": epoch, "train_loss": epoch_loss, "n_train_scans": len(sampler.items),
+        n_scans = len(sampler.items) + (len(real_sampler.items) if real_sampler is not None else 0)
+        row = {"epoch": epoch, "train_loss": epoch_loss, "n_train_scans": n_scans,
                "seconds": round(time.time() - start, 1), **scores}
         state["history"].append(row)
         best_now = max(scores.values())
         LOGGER.info("epoch %d: loss %.4f, val Dice %s (%d train scans, %.0f s)", epoch, row["train_loss"],
-                    {k: round(v, 3) for k, v in scores.items()}, len(sampler.items), row["seconds"])
+                    {k: round(v, 3) for k, v in scores.items()}, n_scans, row["seconds"])
         with open(metrics_path, "a") as fh:
             fh.write("\t".join(str(round(row[c], 5)) if isinstance(row[c], float) else str(row[c])
                                for c in columns) + "\n")

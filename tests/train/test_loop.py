@@ -230,6 +230,7 @@ def test_real_shards_fill_their_share_of_every_batch_and_resume(shards, tmp_path
     full = train(tmp_path / "full", synthetic, val, cfg(2), val_thresholds=(0.5,), real_shards=real)
     sizes = sorted({size for _, size in drawn})
     assert sizes == [_cfg(1).batch_size // 2] and len({sampler for sampler, _ in drawn}) == 2
+    assert [h["n_train_scans"] for h in full["history"]] == [4, 4]  # both samplers' scans
     train(tmp_path / "split", synthetic, val, cfg(1), val_thresholds=(0.5,), real_shards=real)
     resumed = train(tmp_path / "split", synthetic, val, cfg(2), val_thresholds=(0.5,), real_shards=real)
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
