@@ -17,6 +17,7 @@ Steps, each resumable with the same work directory (``-w``):
 5. write one shard per scan to ``<work>/train/shards`` (:mod:`bids_msseg.train.shards`; existing ones are kept), plus
    ``--augment-quality`` degraded copies of the training scans (:mod:`bids_msseg.train.augment`);
 6. train with :func:`bids_msseg.train.loop.train` into ``<work>/train/run`` (resumes from ``last``;
+   with ``--synthetic-pool``, that pool's shards fill ``--synthetic-fraction`` of every batch;
    with ``--checkpoint-dir`` also keeps 16-bit weights-only copies of ``last`` and ``best`` and the
    log there, and a fresh ``-w`` resumes from them, so a training longer than a session goes on on
    another machine from a committed folder);
