@@ -83,3 +83,7 @@ def test_perturb_intensity_changes_the_brain_only_and_is_seeded() -> None:
     assert (out[~brain] == 0).all() and (out[brain] >= 0).all() and not np.array_equal(out, image)
     ratios = [np.median(perturb_intensity(image, np.random.default_rng(s))[brain] / image[brain]) for s in range(30)]
     assert 0.75 < min(ratios) and max(ratios) < 1.35  # a perturbation, not a different image
+    # quantile-normalized CSF lies below 0: still brain, perturbed and kept negative, not made background
+    image[0, 10, 10] = -0.05
+    dark = perturb_intensity(image, np.random.default_rng(5))[0, 10, 10]
+    assert dark < 0 and dark != -0.05
