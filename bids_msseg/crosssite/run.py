@@ -26,6 +26,7 @@ is stored.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -94,10 +95,18 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
     }))
 
 
+def training_dir(work: Path, experiment: Experiment, spec: Mapping[str, Any]) -> Path:
+    """The experiment's training work folder: one per spec, so studies that differ in their data or recipe
+    (another ``--synthetic-pool``, another arm's options) can share a work directory and its preprocessing
+    cache without one resuming the other's training."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return work / experiment.id / digest
+
+
 def _model_ready(experiment: Experiment, spec: Mapping[str, Any], out: Path, work: Path, overwrite: bool) -> bool:
     """True when the experiment's finished model matches ``spec``; clears what a (re)training replaces.
 
-    ``overwrite`` discards the experiment's model, predictions and work files, so it starts over.
+    ``overwrite`` discards the experiment's model, predictions and work files (of every spec), so it starts over.
     """
     bundle_dir, predictions = out / "models" / experiment.id, out / "predictions" / experiment.id
     spec_path = bundle_dir / SPEC_NAME
@@ -131,7 +140,7 @@ def _train(experiment: Experiment, plan_scans: Mapping[str, TrainingScan], names
     LOGGER.info("%s: training on %s (%d training, %d validation scan(s))", experiment.id, experiment.train_set,
                 len(train), len(val))
     bundle_dir = out / "models" / experiment.id
-    bids_training.train_and_export(options, exp_settings, train, val, work / experiment.id, bundle_dir,
+    bids_training.train_and_export(options, exp_settings, train, val, training_dir(work, experiment, spec), bundle_dir,
                                    {k: v for k, v in names.items() if k in used}, preproc_dir=work / "preproc")
     write_text_atomic(bundle_dir / SPEC_NAME, json.dumps(spec, indent=1) + "\n")
 

@@ -100,7 +100,7 @@ def test_an_extra_train_dataset_joins_every_training_and_is_never_tested(tmp_pat
     for experiment in plan["experiments"]:
         assert set(plan["train_only"]) <= set(experiment["train"]) and not set(plan["train_only"]) & set(
             experiment["val"])
-        manifest = json.loads((work / "crosssite" / experiment["id"] / "manifest.json").read_text())
+        manifest = json.loads(next((work / "crosssite" / experiment["id"]).glob("*/manifest.json")).read_text())
         assert set(plan["train_only"]) <= set(manifest["train"])  # what the model really trained on
     scored = _read(out / "crosssite" / "scans.tsv")
     assert len(scored) == 8 and not scored.scan.str.startswith("negatives").any()
@@ -193,6 +193,11 @@ def test_crosssite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
         cards = [json.loads(p.read_text()) for p in sorted((study / "models").glob("*/model.json"))]
         assert len(cards) == 6 and all(c["training"]["recipe"]["epochs"] == 2 for c in cards)
         assert len(_read(study / "scans.tsv")) == 24
+    else:  # ... but another study may share the work directory: each spec trains in its own folder
+        assert main([more[0], str(tmp_path / "out2"), *more[2:]]) == 0
+        for experiment in plan["experiments"]:
+            runs = sorted((work / "crosssite" / experiment["id"]).glob("*/run"))
+            assert len(runs) == 2 and all((r / "last.json").is_file() for r in runs)
 
 
 def test_leave_site_out_protocol_with_a_given_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
