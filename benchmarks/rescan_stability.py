@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from bids_msseg.lesions import LesionDefinition, binarize, label_lesions
 from bids_msseg.model.bundle import load_bundle
 from bids_msseg.model.predict import resolve_device
 from bids_msseg.preproc import preprocess_flair
-from bids_msseg.runtime import seed_everything
+from bids_msseg.runtime import seed_everything, set_threads
 from bids_msseg.segment import segment_volume
 
 LOGGER = logging.getLogger("rescan_stability")
@@ -115,6 +116,7 @@ def main() -> None:
     p.add_argument("--perturb", choices=("input", "preprocessed"), default="input",
                    help="perturb the input file and preprocess every copy (default), or the preprocessed image")
     args = p.parse_args()
+    set_threads(os.cpu_count() or 1)  # and ITK on one thread, as the participant level: N4 and registration repeat
     seed_everything(args.seed)
     bundle = load_bundle(args.model)
     card = bundle.card
