@@ -8,7 +8,7 @@ counted, so a lesion count, a lesion table and a lesion-wise metric always agree
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +57,18 @@ def label_lesions(
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[order + 1] = np.arange(1, order.size + 1, dtype=np.int32)
     return lut[labels], int(order.size)
+
+
+#: A scan whose thickest voxel side is at least this (mm) is a thick-slice scan: a 2D acquisition, whose
+#: lesions the network sees with partial volume, so their probability peaks lie lower than on 3D scans
+#: (the leave-site-out study's finding, ``docs/protocol_v6/``); the protocol's operating grid may give such
+#: scans a seed threshold of their own. ISBI-2015's thinnest 2D FLAIR has 2.2 mm slices, 3D FLAIRs ~1 mm.
+THICK_SLICE_MM = 2.0
+
+
+def is_thick_slice(zooms: Sequence[float]) -> bool:
+    """Whether a scan of voxel sizes ``zooms`` (mm) is a thick-slice one (:data:`THICK_SLICE_MM`)."""
+    return float(max(zooms[:3])) >= THICK_SLICE_MM
 
 
 def binarize(

@@ -10,6 +10,10 @@
   maps at every (threshold, seed threshold) of a grid, and its best points on pooled leave-site-out
   figures, never on one site (:func:`best_operating_point`: by lesion F1, and by the mean of Dice and
   lesion F1, among the points that leave at most :data:`MAX_FALSE_LESIONS` false lesions on any scan).
+  Where the study has both thin- and thick-slice scans (:func:`~bids_msseg.lesions.is_thick_slice`), the
+  grid also pairs each seed threshold of the thin-slice scans with every other for the thick-slice ones
+  (``seed_threshold_thick``; equal to ``seed_threshold`` where both are treated alike): the network's
+  probability peaks on 2D acquisitions lie lower, so one seed for all can be too strict for them.
 """
 
 from __future__ import annotations
@@ -82,11 +86,14 @@ def operating_points(
     definition: LesionDefinition,
     thresholds: Sequence[float] = THRESHOLDS,
     seeds: Sequence[float] = SEED_THRESHOLDS,
+    thick_of: Callable[[str], bool] | None = None,
 ) -> pd.DataFrame:
-    """Every model group's summary (pooled and per site) at each (threshold, seed) of the grid.
+    """Every model group's summary (pooled and per site) at each (threshold, seed, thick-slice seed) of the grid.
 
     ``truth_of(key)`` gives a test scan's expert mask and voxel volume; ``probability_path`` the
-    stored probability map of an experiment on a scan (scans without one are skipped).
+    stored probability map of an experiment on a scan (scans without one are skipped); ``thick_of(key)``
+    whether the scan is a thick-slice one (without it, none is). The scans are binarized once per
+    (threshold, seed); a thick-slice seed only recombines those per-scan rows.
     """
     rows: list[dict] = []
     tested = {experiment: set(plan.tested(experiment)) for experiment in plan.experiments}
@@ -109,12 +116,19 @@ def operating_points(
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
+    frame["thick"] = frame["scan"].map(thick_of) if thick_of is not None else False
     out = []
-    for (arm, model, threshold, seed), part in frame.groupby(["arm", "model", "threshold", "seed_threshold"],
-                                                             sort=False):
-        labels = {"arm": arm, "model": model, "threshold": threshold, "seed_threshold": seed}
-        out += [{**labels, "test_site": site, **_summarize(p)} for site, p in part.groupby("test_site", sort=True)]
-        out.append({**labels, "test_site": "pooled", **_summarize(part)})
+    for (arm, model, threshold), part in frame.groupby(["arm", "model", "threshold"], sort=False):
+        grid = part["seed_threshold"].unique()
+        both = part["thick"].any() and not part["thick"].all()
+        for seed in grid:
+            for seed_thick in grid if both else (seed,):
+                chosen = part[part["seed_threshold"].to_numpy() == np.where(part["thick"], seed_thick, seed)]
+                labels = {"arm": arm, "model": model, "threshold": threshold, "seed_threshold": seed,
+                          "seed_threshold_thick": seed_thick}
+                out += [{**labels, "test_site": site, **_summarize(p)}
+                        for site, p in chosen.groupby("test_site", sort=True)]
+                out.append({**labels, "test_site": "pooled", **_summarize(chosen)})
     return pd.DataFrame(out)
 
 

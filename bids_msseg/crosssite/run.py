@@ -45,7 +45,7 @@ from bids_msseg.crosssite.report import write_outputs
 from bids_msseg.crosssite.sites import assign_sites, choose_rule
 from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path, write_text_atomic
-from bids_msseg.lesions import LesionDefinition, binarize
+from bids_msseg.lesions import LesionDefinition, binarize, is_thick_slice
 from bids_msseg.masks import dataset_root, find_training_pairs
 from bids_msseg.model.bundle import BundleError, load_bundle
 from bids_msseg.model.predict import resolve_device
@@ -283,11 +283,16 @@ def run_study(options: Options) -> int:
             vol = load_preprocessed(cache[key])
             return vol["lesion"].astype(bool), float(np.prod(vol["zooms"]))
 
-        operating = operating_points(plan, truth_of, lambda e, k: prediction_path(out, e, k, "probseg"), definition)
+        def thick_of(key: str) -> bool:
+            with np.load(cache[key], allow_pickle=False) as z:  # only the voxel sizes are read
+                return is_thick_slice(z["zooms"])
+
+        operating = operating_points(plan, truth_of, lambda e, k: prediction_path(out, e, k, "probseg"), definition,
+                                     thick_of=thick_of)
         for _, row in best_operating_point(operating).iterrows():
-            LOGGER.info("%s %s, best by %s: pooled lesion F1 %.3f, Dice %.3f at threshold %g, seed threshold %g",
-                        row["arm"], row["model"], row["criterion"], row["lesion_f1"], row["dice"], row["threshold"],
-                        row["seed_threshold"])
+            LOGGER.info("%s %s, best by %s: pooled lesion F1 %.3f, Dice %.3f at threshold %g, seed threshold %g "
+                        "(thick-slice scans %g)", row["arm"], row["model"], row["criterion"], row["lesion_f1"],
+                        row["dice"], row["threshold"], row["seed_threshold"], row["seed_threshold_thick"])
     write_outputs(out, plan, per_scan, consistency, plan_json, summary, operating)
     return EXIT_OK
 

@@ -17,7 +17,7 @@ from bids_msseg.crosssite.protocol import (
     operating_points,
     summary_table,
 )
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.lesions import LesionDefinition, is_thick_slice
 
 
 def _row(site: str, scan: str, train_set: str, **values) -> dict:
@@ -101,3 +101,44 @@ def test_operating_points_rescore_stored_probabilities(tmp_path: Path) -> None:
     bounded = best_operating_point(table, max_false_lesions=0)
     by_f1 = bounded[(bounded.criterion == "lesion_f1") & (bounded.model == LEAVE_SITE_OUT)].iloc[0]
     assert by_f1["within_bound"] and by_f1["false_lesions_max"] == 0 and by_f1["seed_threshold"] == 0.9
+
+
+def test_thick_slice_scans_get_a_seed_of_their_own(tmp_path: Path) -> None:
+    """Site A's scan is a thick-slice one whose true lesion peaks at 0.92; site B's thin-slice scan has a
+    false lesion peaking at 0.92. One seed for both finds the lesion with the false one or neither; a seed of
+    0.9 for the thick-slice scans and 0.95 for the others finds the lesion alone."""
+    plan, _ = _plan()
+    truth = {"a": np.zeros((20, 20, 20), bool), "b": np.zeros((20, 20, 20), bool)}
+    truth["a"][2:5, 2:5, 2:5] = True
+    truth["b"][10:13, 10:13, 10:13] = True
+    probability = {key: np.zeros((20, 20, 20), np.float32) for key in truth}
+    probability["a"][2:5, 2:5, 2:5], probability["a"][3, 3, 3] = 0.6, 0.92  # a faint true lesion
+    probability["b"][10:13, 10:13, 10:13], probability["b"][11, 11, 11] = 0.6, 0.99  # a confident one
+    probability["b"][15:18, 15:18, 15:18], probability["b"][16, 16, 16] = 0.6, 0.92  # a false one
+
+    def path(experiment: Experiment, key: str) -> Path:
+        target = tmp_path / experiment.id / f"{key}.nii.gz"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(probability[key], np.eye(4)), str(target))
+        return target
+
+    args = (plan, lambda key: (truth[key], 1.0), path, LesionDefinition(min_size_mm3=0.0), (0.5,), (0.9, 0.95))
+    table = operating_points(*args, thick_of=lambda key: key == "a")
+    pooled = table[(table.test_site == "pooled") & (table.model == LEAVE_SITE_OUT)].set_index(
+        ["seed_threshold", "seed_threshold_thick"])
+    assert sorted(pooled.index) == [(0.9, 0.9), (0.9, 0.95), (0.95, 0.9), (0.95, 0.95)]
+    assert pooled.loc[(0.9, 0.9), "lesion_f1"] == pytest.approx((1 + 2 / 3) / 2)  # the false lesion kept
+    assert pooled.loc[(0.95, 0.95), "lesion_f1"] == pytest.approx(0.5)  # the faint lesion lost
+    assert pooled.loc[(0.95, 0.9), "lesion_f1"] == 1.0 and pooled.loc[(0.95, 0.9), "false_lesions_max"] == 0
+    best = best_operating_point(table)
+    by_f1 = best[(best.criterion == "lesion_f1") & (best.model == LEAVE_SITE_OUT)].iloc[0]
+    assert (by_f1["seed_threshold"], by_f1["seed_threshold_thick"]) == (0.95, 0.9)
+    # Without slice information (or with one kind of scan only) the grid is one seed for all, as before.
+    plain = operating_points(*args)
+    assert (plain.seed_threshold == plain.seed_threshold_thick).all() and len(plain) == len(table) / 2
+
+
+def test_thick_slice_rule() -> None:
+    assert is_thick_slice((0.9, 0.9, 4.4)) and is_thick_slice((6.5, 0.45, 0.45)) and is_thick_slice((1, 1, 2.0))
+    assert not is_thick_slice((1.0, 1.0, 1.2)) and not is_thick_slice((0.5, 0.5, 0.5, 2.0))  # 4th: time
