@@ -71,6 +71,15 @@ def is_thick_slice(zooms: Sequence[float]) -> bool:
     return float(max(zooms[:3])) >= THICK_SLICE_MM
 
 
+def seed_threshold_for(zooms: Sequence[float], seed_threshold: float,
+                       seed_threshold_thick: float | None = None) -> float:
+    """The seed threshold (hysteresis) of a scan of voxel sizes ``zooms``: ``seed_threshold_thick`` on a
+    thick-slice scan (:func:`is_thick_slice`) where it is given, else ``seed_threshold``."""
+    if seed_threshold_thick is not None and is_thick_slice(zooms):
+        return float(seed_threshold_thick)
+    return float(seed_threshold)
+
+
 def binarize(
     probability: np.ndarray, threshold: float, voxel_volume_mm3: float, definition: LesionDefinition,
     seed_threshold: float = 0.0,

@@ -12,7 +12,7 @@ nor numpy: building settings is free and fast.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +146,7 @@ class Options:
     model: Path | None = None
     threshold: float | None = None
     seed_threshold: float | None = None
+    seed_threshold_thick: float | None = None
     min_lesion_size: float | None = None
     normalization: str = "model"
     n4: str = "auto"
@@ -198,12 +199,20 @@ class SegmentationSettings:
     seed_threshold: float
     connectivity: int
     normalization: str  # the method actually used: the card's unless overridden
+    seed_threshold_thick: float | None = None  # thick-slice scans' seed threshold; None: seed_threshold
     weights_sha256: str = ""  # the bundle's weights, recorded in the sidecars' ComponentVersions
     location: bool = True  # lesion location classes and template-space outputs (--no-location: off)
 
     @classmethod
     def resolve(cls, options: Options, card: ModelCard) -> SegmentationSettings:
-        """Command-line values where given, else the bundle's."""
+        """Command-line values where given, else the bundle's. ``--seed-threshold`` given without
+        ``--seed-threshold-thick`` is every scan's seed threshold."""
+        if options.seed_threshold_thick is not None:
+            seed_thick = float(options.seed_threshold_thick)
+        elif options.seed_threshold is None and card.seed_threshold_thick is not None:
+            seed_thick = float(card.seed_threshold_thick)
+        else:
+            seed_thick = None
         return cls(
             model_id=card.model_id,
             threshold=float(options.threshold if options.threshold is not None else card.threshold),
@@ -211,11 +220,31 @@ class SegmentationSettings:
                                       else card.min_lesion_size_mm3),
             seed_threshold=float(options.seed_threshold if options.seed_threshold is not None
                                  else card.seed_threshold),
+            seed_threshold_thick=seed_thick,
             connectivity=int(card.connectivity),
             normalization=card.normalization if options.normalization == "model" else options.normalization,
             weights_sha256=card.weights_sha256,
             location=options.location,
         )
+
+    def seed_for(self, zooms: Sequence[float]) -> float:
+        """The seed threshold of a scan of voxel sizes ``zooms`` (mm): the thick-slice one where it applies."""
+        from bids_msseg.lesions import seed_threshold_for  # lazy: lesions imports pandas and scipy
+
+        return seed_threshold_for(zooms, self.seed_threshold, self.seed_threshold_thick)
+
+    def seed_for_file(self, path: str | Path) -> float:
+        """:meth:`seed_for` of an image file, from its header's voxel sizes; ``seed_threshold`` when the header
+        cannot be read (the preprocessing then reports the file)."""
+        if self.seed_threshold_thick is None:
+            return self.seed_threshold
+        import nibabel as nib  # lazy: only where a thick-slice seed is set
+
+        try:
+            zooms = nib.load(str(path)).header.get_zooms()
+        except (OSError, ValueError, nib.filebasedimages.ImageFileError):
+            return self.seed_threshold
+        return self.seed_for(zooms)
 
     def citation_context(self, options: Options, card: ModelCard) -> dict[str, Any]:
         """The context of the methods boilerplate (``bids_msseg.boilerplate.write_citation``)."""
@@ -234,6 +263,7 @@ class SegmentationSettings:
             "precision": options.precision,
             "threshold": self.threshold,
             "seed_threshold": self.seed_threshold,
+            "seed_threshold_thick": self.seed_threshold_thick,
             "min_lesion_size_mm3": self.min_lesion_size_mm3,
             "connectivity": self.connectivity,
             "n4": switch(options.n4),

@@ -79,6 +79,7 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "precision": None,
     "threshold": 0.5,
     "seed_threshold": 0.0,
+    "seed_threshold_thick": None,
     "min_lesion_size_mm3": 5.0,
     "connectivity": 3,
     "n4": "auto",

@@ -400,6 +400,9 @@ def build_parser(show_all: bool = False) -> argparse.ArgumentParser:
     model.add_argument("--seed-threshold", type=_seed_probability, metavar="P",
                        help="keep only lesions whose probability reaches P somewhere, 0 = off "
                             "(default: the bundle's)")
+    model.add_argument("--seed-threshold-thick", type=_seed_probability, metavar="P",
+                       help=_shown(show_all, "the seed threshold of thick-slice scans (a voxel side of 2 mm or "
+                                             "more) (default: the bundle's; with --seed-threshold alone, that one)"))
     model.add_argument("--min-lesion-size", dest="min_lesion_size", type=_non_negative_float, metavar="MM3",
                        help="smallest lesion kept, in mm^3 (default: the bundle's)")
     model.add_argument("--normalization", choices=INFERENCE_NORMALIZATIONS, default="model",

@@ -128,7 +128,7 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     neighbours = NEIGHBOURS[settings.connectivity]
     recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("SeedThreshold", 0.0),
                 meta.get("MinimumLesionSize_mm3"), meta.get("Connectivity"), meta.get("NormalizationMethod"))
-    wanted = (settings.model_id, settings.threshold, settings.seed_threshold, settings.min_lesion_size_mm3,
+    wanted = (settings.model_id, settings.threshold, settings.seed_for_file(run.path), settings.min_lesion_size_mm3,
               neighbours, settings.normalization)
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
@@ -318,7 +318,8 @@ def _longitudinal(options: Options, runs: Sequence[FlairRun], settings: Segmenta
     try:
         run_longitudinal(options.output_dir, complete, bids_dir=options.bids_dir, threshold=settings.threshold,
                          definition=LesionDefinition(settings.connectivity, settings.min_lesion_size_mm3),
-                         seed_threshold=settings.seed_threshold, seed=options.random_seed or 0,
+                         seed_threshold=settings.seed_threshold, seed_threshold_thick=settings.seed_threshold_thick,
+                         seed=options.random_seed or 0,
                          meta={"ModelID": settings.model_id}, overwrite=options.overwrite)
     except (OSError, ValueError, MsSegError) as err:
         LOGGER.error("longitudinal step failed: %s", err)

@@ -45,7 +45,7 @@ from bids_msseg.crosssite.report import write_outputs
 from bids_msseg.crosssite.sites import assign_sites, choose_rule
 from bids_msseg.errors import EXIT_OK, UsageError
 from bids_msseg.io import atomic_path, write_text_atomic
-from bids_msseg.lesions import LesionDefinition, binarize, is_thick_slice
+from bids_msseg.lesions import LesionDefinition, binarize, is_thick_slice, seed_threshold_for
 from bids_msseg.masks import dataset_root, find_training_pairs
 from bids_msseg.model.bundle import BundleError, load_bundle
 from bids_msseg.model.predict import resolve_device
@@ -173,7 +173,8 @@ def _predict(experiment: Experiment, plan: StudyPlan, plan_scans: Mapping[str, T
         zooms = tuple(float(z) for z in vol["zooms"])
         probability = segment_volume(vol["corrected"], vol["brain"].astype(bool), zooms, bundle, device,
                                      options.precision)
-        mask, _, n = binarize(probability, card.threshold, float(np.prod(zooms)), definition, card.seed_threshold)
+        seed = seed_threshold_for(zooms, card.seed_threshold, card.seed_threshold_thick)
+        mask, _, n = binarize(probability, card.threshold, float(np.prod(zooms)), definition, seed)
         affine = ras_affine(plan_scans[key].run.path)
         for kind, data in (("probseg", probability.astype(np.float32)), ("mask", mask)):
             with atomic_path(prediction_path(out, experiment, key, kind)) as tmp:

@@ -33,7 +33,7 @@ import numpy as np
 from bids_msseg.bids import FlairRun
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.io import load_3d, write_text_atomic
-from bids_msseg.lesions import LesionDefinition
+from bids_msseg.lesions import LesionDefinition, seed_threshold_for
 from bids_msseg.longitudinal.change import ChangeResult, ChangeRule, detect_change, match_intensities, normalize_visit
 from bids_msseg.longitudinal.outputs import BIDSIGNORE, subject_paths, write_pair, write_summary
 from bids_msseg.longitudinal.registration import (
@@ -235,9 +235,12 @@ def _update_bidsignore(out_dir: Path) -> None:
 
 def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, threshold: float,
                 definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed_threshold: float = 0.0,
-                seed: int = 0, meta: Mapping[str, Any] | None = None, report: bool = True,
-                registration_mm: float = REGISTRATION_MM) -> list[PairResult]:
-    """Compare every follow-up of one subject with its baseline; write the outputs and the summary."""
+                seed_threshold_thick: float | None = None, seed: int = 0, meta: Mapping[str, Any] | None = None,
+                report: bool = True, registration_mm: float = REGISTRATION_MM) -> list[PairResult]:
+    """Compare every follow-up of one subject with its baseline; write the outputs and the summary.
+
+    The lesion masks are compared on the baseline's grid, so its voxel sizes choose the seed threshold
+    (``seed_threshold_thick`` on a thick-slice baseline, :func:`bids_msseg.lesions.seed_threshold_for`)."""
     out_dir = Path(out_dir)
     _update_bidsignore(out_dir)
     baseline_visit, results = visits[0], []
@@ -249,6 +252,8 @@ def run_subject(out_dir: Path, subject: str, visits: Sequence[Visit], *, thresho
         LOGGER.warning("sub-%s: the baseline ses-%s cannot be read (%s); no longitudinal change", subject,
                        baseline_visit.session, err)
     base_seconds = time.perf_counter() - start
+    if base is not None:
+        seed_threshold = seed_threshold_for(base.image.header.get_zooms(), seed_threshold, seed_threshold_thick)
     for followup_visit in visits[1:]:
         pair = PairResult(baseline_visit, followup_visit)
         start = time.perf_counter() - base_seconds
@@ -321,7 +326,8 @@ def subject_up_to_date(out_dir: Path, subject: str, visits: Sequence[Visit]) -> 
 
 def run_longitudinal(out_dir: Path, runs: Iterable[FlairRun], *, bids_dir: Path | None, threshold: float,
                      definition: LesionDefinition, rule: ChangeRule = ChangeRule(), seed_threshold: float = 0.0,
-                     seed: int = 0, meta: Mapping[str, Any] | None = None, overwrite: bool = True,
+                     seed_threshold_thick: float | None = None, seed: int = 0,
+                     meta: Mapping[str, Any] | None = None, overwrite: bool = True,
                      registration_mm: float = REGISTRATION_MM) -> dict[str, list[PairResult]]:
     """The longitudinal step for every subject of ``runs`` with two or more segmented sessions.
 
@@ -337,6 +343,7 @@ def run_longitudinal(out_dir: Path, runs: Iterable[FlairRun], *, bids_dir: Path 
         LOGGER.info("sub-%s: longitudinal change over %d sessions (baseline ses-%s)", subject, len(visits),
                     visits[0].session)
         results[subject] = run_subject(out_dir, subject, visits, threshold=threshold, definition=definition,
-                                       rule=rule, seed_threshold=seed_threshold, seed=seed, meta=meta,
+                                       rule=rule, seed_threshold=seed_threshold,
+                                       seed_threshold_thick=seed_threshold_thick, seed=seed, meta=meta,
                                        registration_mm=registration_mm)
     return results

@@ -46,6 +46,8 @@ class ModelCard:
     threshold: float = 0.5
     #: Hysteresis: a lesion must reach this probability somewhere (0: off; see lesions.binarize).
     seed_threshold: float = 0.0
+    #: The seed threshold of thick-slice scans (lesions.is_thick_slice); None: ``seed_threshold`` for all.
+    seed_threshold_thick: float | None = None
     min_lesion_size_mm3: float = 5.0
     connectivity: int = 3
     model_id: str = ""

@@ -149,6 +149,14 @@ def train_from_bids(options: Options) -> int:
     return EXIT_OK
 
 
+def _given_point(options: Options) -> str:
+    """How the card's operating point was chosen when the command line gave it (``--threshold`` ...)."""
+    flags = [f"--threshold {options.threshold:g}", f"--seed-threshold {options.seed_threshold or 0:g}"]
+    if options.seed_threshold_thick is not None:
+        flags.append(f"--seed-threshold-thick {options.seed_threshold_thick:g}")
+    return f"given ({', '.join(flags)})"
+
+
 def train_and_export(options: Options, settings: TrainSettings, train_scans: Sequence[TrainingScan],
                      val_scans: Sequence[TrainingScan], train_dir: Path, bundle_dir: Path,
                      dataset_names: Mapping[str, str], preproc_dir: Path | None = None) -> dict[str, Any]:
@@ -240,13 +248,12 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
                             "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context",
                             "augment_intensity", "real_fraction")},
-        "threshold_chosen_on": (f"given (--threshold {options.threshold:g}, --seed-threshold "
-                                f"{options.seed_threshold or 0:g})" if options.threshold is not None else
+        "threshold_chosen_on": (_given_point(options) if options.threshold is not None else
                                 f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})"),
         "bids_msseg_version": __version__,
     }
     export_bundle(run_dir, bundle_dir, reference, settings.name, info, threshold=options.threshold,
-                  seed_threshold=options.seed_threshold or 0.0)
+                  seed_threshold=options.seed_threshold or 0.0, seed_threshold_thick=options.seed_threshold_thick)
     with atomic_path(bundle_dir / "training_metrics.tsv") as tmp:
         shutil.copyfile(run_dir / "metrics.tsv", tmp)
     LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (epoch %d of %d); the bundle's threshold is %s; "

@@ -56,6 +56,7 @@ def export_bundle(
     checkpoint: str = "best",
     seed_threshold: float = 0.0,
     threshold: float | None = None,
+    seed_threshold_thick: float | None = None,
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as a bundle in ``bundle_dir``; return the directory.
 
@@ -67,7 +68,8 @@ def export_bundle(
     ``calibrated`` gives (threshold, its validation Dice) chosen by the caller on a finer grid.
     ``checkpoint`` names another checkpoint of the run (``last``, or ``epoch_NNN`` of a run with
     ``keep_epochs``) when the epoch was chosen outside training; ``seed_threshold`` is the card's
-    hysteresis threshold (see :func:`bids_msseg.lesions.binarize`; 0: off). ``threshold``, when
+    hysteresis threshold (see :func:`bids_msseg.lesions.binarize`; 0: off), ``seed_threshold_thick`` that of
+    thick-slice scans (None: the same). ``threshold``, when
     given, is the card's threshold, chosen outside training (e.g. on a cross-site study's
     operating-point grid); the metric stays the validation's.
     """
@@ -103,6 +105,7 @@ def export_bundle(
         threshold=float(threshold if threshold is not None
                         else calibrated[0] if calibrated else state.get("best_threshold", 0.5)),
         seed_threshold=float(seed_threshold),
+        seed_threshold_thick=None if seed_threshold_thick is None else float(seed_threshold_thick),
         model_id=name,
         training=info,
         metrics={metric_name: round(float(calibrated[1] if calibrated else state["best_dice"]), 4)},

@@ -205,6 +205,7 @@ def init_single_flair_wf(
     outputnode = pe.Node(IdentityInterface(fields=["mask", "summary", "report"]), name="outputnode")
 
     source_sha256 = file_sha256(run.path)  # recorded in the sidecars: a rerun sees a replaced source
+    seed_threshold = settings.seed_for_file(run.path)  # thick-slice scans may have their own
     preprocess = pe.Node(
         Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
                    omp_nthreads=threads, source_sha256=source_sha256, **_preprocess_extras(options)),
@@ -215,7 +216,7 @@ def init_single_flair_wf(
                 omp_nthreads=threads, random_seed=options.random_seed),
         name="segment", n_procs=threads, mem_gb=mem("segment"))
     lesion_stats = pe.Node(
-        LesionStats(threshold=settings.threshold, seed_threshold=settings.seed_threshold,
+        LesionStats(threshold=settings.threshold, seed_threshold=seed_threshold,
                     min_lesion_size_mm3=settings.min_lesion_size_mm3,
                     connectivity=settings.connectivity),
         name="lesion_stats", mem_gb=mem("lesion_stats"))
@@ -226,7 +227,7 @@ def init_single_flair_wf(
         extra_meta["RandomSeed"] = options.random_seed
     write = pe.Node(
         WriteDerivatives(out_dir=str(options.output_dir), source_relpath=run.relpath,
-                         threshold=settings.threshold, seed_threshold=settings.seed_threshold,
+                         threshold=settings.threshold, seed_threshold=seed_threshold,
                          min_lesion_size_mm3=settings.min_lesion_size_mm3,
                          connectivity=settings.connectivity, model_id=settings.model_id,
                          extra_meta=extra_meta),

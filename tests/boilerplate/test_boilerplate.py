@@ -167,3 +167,11 @@ def test_longitudinal_paragraph_only_when_sessions_were_compared() -> None:
     assert "For the 1 participant with FLAIR images at two or more sessions" in flat and "2 pairs of images" in flat
     assert f"probability below {rule.absent_probability} throughout" in flat and "not seen at follow-up" in flat
     assert "tustison2010n4" in cited_keys(on) and "avants2008syn" in cited_keys(on)
+
+
+def test_the_thick_slice_seed_is_described_when_it_differs() -> None:
+    context = {**_default_context(), "threshold": 0.6, "seed_threshold": 0.97}
+    text = " ".join(render_boilerplate({**context, "seed_threshold_thick": 0.9}).split())
+    assert "reached 0.97 in at least one voxel (hysteresis thresholding), or 0.9 on images with a voxel side" in text
+    for same in (None, 0.97):
+        assert "voxel side of 2 mm" not in render_boilerplate({**context, "seed_threshold_thick": same})

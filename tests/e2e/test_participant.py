@@ -53,6 +53,12 @@ def test_synthetic_dataset_end_to_end(synthetic_bids: Path, tmp_path: Path, tiny
     paths = check_run_outputs(out, synthetic_bids, "sub-02/anat/sub-02_FLAIR.nii.gz")
     assert json.loads(paths["mask_json"].read_text())["Threshold"] == 0.7
     assert "1 ok, 0 failed" in caplog.text
+    # the synthetic runs (4 mm; sub-02 3.5 x 3.5 x 4.5 mm) are thick-slice scans: their seed threshold is the
+    # thick-slice one (thin against thick: tests/test_lesions.py)
+    thick = ["--seed-threshold", "0.8", "--seed-threshold-thick", "0.6", "--participant-label", "02"]
+    assert main(_argv(synthetic_bids, out, work, "--model", str(tiny_bundle), *thick)) == 0
+    paths = check_run_outputs(out, synthetic_bids, "sub-02/anat/sub-02_FLAIR.nii.gz")
+    assert json.loads(paths["mask_json"].read_text())["SeedThreshold"] == 0.6
 
 
 def test_a_failing_flair_does_not_stop_the_others(tmp_path: Path, tiny_bundle: Path,

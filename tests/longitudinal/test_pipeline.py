@@ -3,6 +3,7 @@ cannot be registered, single-session subjects, the command-line switch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -51,7 +52,8 @@ def test_unregistrable_pair_is_reported_and_others_unaffected(tmp_path: Path, ca
     empty[:4, :4, :4] = 1
     nib.save(nib.Nifti1Image(empty, grid_affine()), paths["brain"])
     with caplog.at_level("WARNING", logger="bids_msseg"):
-        results = run_longitudinal(out, runs, bids_dir=bids, threshold=0.5, definition=DEFINITION)
+        results = run_longitudinal(out, runs, bids_dir=bids, threshold=0.5, definition=DEFINITION,
+                                   seed_threshold=0.99, seed_threshold_thick=0.0)
     assert results["01"][0].status.startswith("registration failed")
     assert "sub-01: ses-2 cannot be registered to ses-1" in caplog.text
     summary = pd.read_csv(subject_paths(out, "01")["summary"], sep="\t")
@@ -60,6 +62,9 @@ def test_unregistrable_pair_is_reported_and_others_unaffected(tmp_path: Path, ca
     # the other subject is compared as usual
     assert results["03"][0].status == "ok" and results["03"][0].change.count("new") == 1
     assert pd.read_csv(subject_paths(out, "03")["summary"], sep="\t").iloc[0]["status"] == "ok"
+    # its 2 x 2 x 3 mm baseline is a thick-slice scan: the masks were compared with the thick-slice seed
+    (sidecar,) = (out / "sub-03").rglob("*seg-change_dseg.json")
+    assert json.loads(sidecar.read_text())["SeedThreshold"] == 0.0
 
 
 def test_visits_ordered_by_date_then_label(tmp_path: Path):

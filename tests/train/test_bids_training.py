@@ -233,13 +233,16 @@ def test_group_train_end_to_end_and_resume(tmp_path: Path, small_slices: None) -
     # fine-tuning keeps the initial model's architecture and quantile reference
     init = out / "models" / "msseg-custom"
     assert main(_args(bids, out, tmp_path / "work2", "--init-model", str(init), "--train-name", "ft",
-                      "--epochs", "1", "--threshold", "0.45", "--seed-threshold", "0.8", architecture=None)) == 0
+                      "--epochs", "1", "--threshold", "0.45", "--seed-threshold", "0.8",
+                      "--seed-threshold-thick", "0.7", architecture=None)) == 0
     tuned = load_bundle(out / "models" / "ft").card
     assert tuned.training["init_model"] == load_bundle(init).card.model_id
     first = load_bundle(init).card.training["data"]
     assert tuned.training["data"].endswith(f", fine-tuned from {load_bundle(init).card.model_id} (trained on {first})")
     # the operating point given on the command line (e.g. chosen by a cross-site study) is the bundle's
-    assert (tuned.threshold, tuned.seed_threshold) == (0.45, 0.8) and "given" in tuned.training["threshold_chosen_on"]
+    assert (tuned.threshold, tuned.seed_threshold, tuned.seed_threshold_thick) == (0.45, 0.8, 0.7)
+    assert tuned.training["threshold_chosen_on"] == (
+        "given (--threshold 0.45, --seed-threshold 0.8, --seed-threshold-thick 0.7)")
     assert tuned.architecture["name"] == "Unet" and tuned.training["epochs_run"] == 1
     assert tuned.reference_quantiles == load_bundle(init).card.reference_quantiles
 
