@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -78,6 +80,19 @@ def seed_threshold_for(zooms: Sequence[float], seed_threshold: float,
     if seed_threshold_thick is not None and is_thick_slice(zooms):
         return float(seed_threshold_thick)
     return float(seed_threshold)
+
+
+def seed_threshold_of_image(path: str | Path, seed_threshold: float,
+                            seed_threshold_thick: float | None = None) -> float:
+    """:func:`seed_threshold_for` of an image file, from its header's voxel sizes; ``seed_threshold`` when
+    the header cannot be read (the preprocessing then reports the file)."""
+    if seed_threshold_thick is None:
+        return float(seed_threshold)
+    try:
+        zooms = nib.load(str(path)).header.get_zooms()
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError):
+        return float(seed_threshold)
+    return seed_threshold_for(zooms, seed_threshold, seed_threshold_thick)
 
 
 def binarize(

@@ -12,7 +12,7 @@ nor numpy: building settings is free and fast.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,25 +226,6 @@ class SegmentationSettings:
             weights_sha256=card.weights_sha256,
             location=options.location,
         )
-
-    def seed_for(self, zooms: Sequence[float]) -> float:
-        """The seed threshold of a scan of voxel sizes ``zooms`` (mm): the thick-slice one where it applies."""
-        from bids_msseg.lesions import seed_threshold_for  # lazy: lesions imports pandas and scipy
-
-        return seed_threshold_for(zooms, self.seed_threshold, self.seed_threshold_thick)
-
-    def seed_for_file(self, path: str | Path) -> float:
-        """:meth:`seed_for` of an image file, from its header's voxel sizes; ``seed_threshold`` when the header
-        cannot be read (the preprocessing then reports the file)."""
-        if self.seed_threshold_thick is None:
-            return self.seed_threshold
-        import nibabel as nib  # lazy: only where a thick-slice seed is set
-
-        try:
-            zooms = nib.load(str(path)).header.get_zooms()
-        except (OSError, ValueError, nib.filebasedimages.ImageFileError):
-            return self.seed_threshold
-        return self.seed_for(zooms)
 
     def citation_context(self, options: Options, card: ModelCard) -> dict[str, Any]:
         """The context of the methods boilerplate (``bids_msseg.boilerplate.write_citation``)."""

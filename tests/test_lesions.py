@@ -103,28 +103,25 @@ def test_thick_slice_scans_may_have_their_own_seed_threshold(tmp_path):
     overrides both; --seed-threshold-thick only the thick one; an unreadable header falls back to the seed."""
     import nibabel as nib
 
-    from bids_msseg.lesions import seed_threshold_for
+    from bids_msseg.lesions import seed_threshold_for, seed_threshold_of_image
     from bids_msseg.model.bundle import ModelCard
     from bids_msseg.settings import Options, SegmentationSettings
 
     assert seed_threshold_for((1, 1, 4.4), 0.97, 0.9) == 0.9 and seed_threshold_for((1, 1, 1), 0.97, 0.9) == 0.97
     assert seed_threshold_for((1, 1, 4.4), 0.97) == 0.97
     card = ModelCard(architecture={"name": "Unet"}, threshold=0.6, seed_threshold=0.97, seed_threshold_thick=0.9)
-
-    def settings(**given) -> SegmentationSettings:
-        return SegmentationSettings.resolve(Options(tmp_path, tmp_path / "out", "participant", **given), card)
-
-    thick, thin = tmp_path / "thick.nii.gz", tmp_path / "thin.nii.gz"
+    thick, thin, broken = tmp_path / "thick.nii.gz", tmp_path / "thin.nii.gz", tmp_path / "broken.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([0.9, 0.9, 6.5, 1])), str(thick))
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 1.0, 1])), str(thin))
-    (tmp_path / "broken.nii.gz").write_bytes(b"not an image")
-    default = settings()
-    assert default.seed_for_file(thick) == 0.9 and default.seed_for_file(thin) == 0.97
-    assert default.seed_for_file(tmp_path / "broken.nii.gz") == 0.97
-    assert settings(seed_threshold=0.95).seed_for_file(thick) == 0.95  # one seed for every scan
-    both = settings(seed_threshold=0.95, seed_threshold_thick=0.8)
-    assert both.seed_for_file(thick) == 0.8 and both.seed_for_file(thin) == 0.95
-    assert settings(seed_threshold_thick=0.8).seed_for((0.5, 0.5, 3.0)) == 0.8
-    plain = SegmentationSettings.resolve(Options(tmp_path, tmp_path / "out", "participant"),
-                                         ModelCard(architecture={"name": "Unet"}, seed_threshold=0.97))
-    assert plain.seed_for_file(thick) == 0.97 and plain.seed_threshold_thick is None
+    broken.write_bytes(b"not an image")
+
+    def seeds(card: ModelCard = card, **given) -> tuple[float, float, float]:
+        s = SegmentationSettings.resolve(Options(tmp_path, tmp_path / "out", "participant", **given), card)
+        return tuple(seed_threshold_of_image(path, s.seed_threshold, s.seed_threshold_thick)
+                     for path in (thick, thin, broken))
+
+    assert seeds() == (0.9, 0.97, 0.97)
+    assert seeds(seed_threshold=0.95) == (0.95, 0.95, 0.95)  # one seed for every scan
+    assert seeds(seed_threshold=0.95, seed_threshold_thick=0.8) == (0.8, 0.95, 0.95)
+    assert seeds(seed_threshold_thick=0.8) == (0.8, 0.97, 0.97)
+    assert seeds(ModelCard(architecture={"name": "Unet"}, seed_threshold=0.97)) == (0.97, 0.97, 0.97)

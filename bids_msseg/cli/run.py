@@ -41,7 +41,7 @@ from bids_msseg.crashfiles import flair_wf_name
 from bids_msseg.derivatives import derivative_paths, required_outputs, segmented_runs, write_dataset_description
 from bids_msseg.errors import EXIT_OK, EXIT_RUNS_FAILED, MsSegError, UsageError
 from bids_msseg.io import file_sha256
-from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition
+from bids_msseg.lesions import LOCATION_OFF, NEIGHBOURS, LesionDefinition, seed_threshold_of_image
 from bids_msseg.longitudinal import run_longitudinal
 from bids_msseg.longitudinal.outputs import citation_context as longitudinal_citation
 from bids_msseg.model.bundle import DEFAULT_BUNDLE, BundleError, ModelCard, verify_bundle
@@ -128,8 +128,9 @@ def outputs_complete(run: FlairRun, output_dir: Path, settings: SegmentationSett
     neighbours = NEIGHBOURS[settings.connectivity]
     recorded = (meta.get("ModelID"), meta.get("Threshold"), meta.get("SeedThreshold", 0.0),
                 meta.get("MinimumLesionSize_mm3"), meta.get("Connectivity"), meta.get("NormalizationMethod"))
-    wanted = (settings.model_id, settings.threshold, settings.seed_for_file(run.path), settings.min_lesion_size_mm3,
-              neighbours, settings.normalization)
+    seed = seed_threshold_of_image(run.path, settings.seed_threshold, settings.seed_threshold_thick)
+    wanted = (settings.model_id, settings.threshold, seed, settings.min_lesion_size_mm3, neighbours,
+              settings.normalization)
     if recorded != wanted:
         LOGGER.info("%s: existing outputs were made with other settings %s; recomputing", run.name, recorded)
         return False

@@ -45,6 +45,7 @@ from bids_msseg.crashfiles import crash_files, crash_node, crash_reason, flair_w
 from bids_msseg.derivatives import derivative_paths
 from bids_msseg.interfaces import LesionLocation, LesionStats, ParticipantReport, Preprocess, Segment, WriteDerivatives
 from bids_msseg.io import file_sha256
+from bids_msseg.lesions import seed_threshold_of_image
 from bids_msseg.masks import index_masks, mask_roots, name_entities, pick_mask
 from bids_msseg.model.bundle import read_card
 from bids_msseg.provenance import provenance
@@ -205,7 +206,8 @@ def init_single_flair_wf(
     outputnode = pe.Node(IdentityInterface(fields=["mask", "summary", "report"]), name="outputnode")
 
     source_sha256 = file_sha256(run.path)  # recorded in the sidecars: a rerun sees a replaced source
-    seed_threshold = settings.seed_for_file(run.path)  # thick-slice scans may have their own
+    # thick-slice scans may have a seed threshold of their own
+    seed_threshold = seed_threshold_of_image(run.path, settings.seed_threshold, settings.seed_threshold_thick)
     preprocess = pe.Node(
         Preprocess(n4=options.n4, skullstrip=options.skullstrip, random_seed=options.random_seed,
                    omp_nthreads=threads, source_sha256=source_sha256, **_preprocess_extras(options)),
