@@ -44,6 +44,7 @@ from bids_msseg.model.predict import resolve_device
 from bids_msseg.preproc import preprocess_flair
 from bids_msseg.runtime import seed_everything, set_threads
 from bids_msseg.segment import segment_volume
+from bids_msseg.settings import Options, SegmentationSettings
 
 LOGGER = logging.getLogger("rescan_stability")
 MIN_MM3 = 10.0
@@ -124,10 +125,10 @@ def main() -> None:
     card = bundle.card
     definition = LesionDefinition(card.connectivity, card.min_lesion_size_mm3)
     device = resolve_device("auto")
-    threshold = card.threshold if args.threshold is None else args.threshold
-    seed = card.seed_threshold if args.seed_threshold is None else args.seed_threshold
-    seed_thick = (args.seed_threshold_thick if args.seed_threshold_thick is not None
-                  else card.seed_threshold_thick if args.seed_threshold is None else None)
+    given = Options(args.bids, args.bids, "participant", threshold=args.threshold, seed_threshold=args.seed_threshold,
+                    seed_threshold_thick=args.seed_threshold_thick)
+    settings = SegmentationSettings.resolve(given, card)  # the point as the participant level resolves it
+    threshold, seed, seed_thick = settings.threshold, settings.seed_threshold, settings.seed_threshold_thick
     LOGGER.info("model %s, threshold %g, seed threshold %g (thick-slice scans %s); copies perturb the %s",
                 card.model_id, threshold, seed, "the same" if seed_thick is None else f"{seed_thick:g}",
                 "input file" if args.perturb == "input" else "preprocessed image")

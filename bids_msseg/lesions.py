@@ -63,7 +63,7 @@ def label_lesions(
 
 #: A scan whose thickest voxel side is at least this (mm) is a thick-slice scan: a 2D acquisition, whose
 #: lesions the network sees with partial volume, so their probability peaks lie lower than on 3D scans
-#: (the leave-site-out study's finding, ``docs/protocol_v6/``); the protocol's operating grid may give such
+#: (the leave-site-out study's finding, ``docs/protocol_v7/``); the protocol's operating grid may give such
 #: scans a seed threshold of their own. ISBI-2015's thinnest 2D FLAIR has 2.2 mm slices, 3D FLAIRs ~1 mm.
 THICK_SLICE_MM = 2.0
 
