@@ -21,8 +21,8 @@ Where the copy is made (``--perturb``):
   then removes the new field of a raw scan; a skull-stripped input is not bias-corrected (the
   product assumes its pipeline did it), so its copies keep the field.
 * ``preprocessed``: the scan is preprocessed once and the copies perturb the preprocessed image, so
-  the network sees the whole field even where N4 would have removed it (the sessions before
-  2026-12-07 measured this one).
+  the network sees the whole field even where N4 would have removed it (the measure of bids_msseg
+  0.2.2 and earlier).
 """
 
 from __future__ import annotations
