@@ -86,6 +86,7 @@ class TrainSettings:
     normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
     normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel
     context: int | None = None  # neighbouring slices each side (2.5D); None: the --init-model's, else 0
+    average_from: int = 0  # export the mean of the weights from this epoch on (TrainConfig.average_from); 0: best
     init_model: Path | None = None
     checkpoint_dir: Path | None = None  # portable checkpoint to keep and resume from (train.loop.save_portable)
     seed: int = DEFAULT_RANDOM_SEED  # --random-seed

@@ -553,6 +553,12 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
                                              "scanner changes; the flag alone means "
                                              f"{DEFAULT_INTENSITY_AUGMENTATION:g} (default: "
                                              f"{_TRAIN.augment_intensity:g})"))
+    train.add_argument("--average-from", dest="average_from", type=_non_negative_int, default=_TRAIN.average_from,
+                       metavar="EPOCH",
+                       help=_shown(show_all, "export the mean of the weights after every training step from "
+                                             "this epoch on (stochastic weight averaging) instead of the epoch "
+                                             "with the best validation Dice; 0 = off (default: "
+                                             f"{_TRAIN.average_from})"))
     train.add_argument("--synthetic-pool", dest="synthetic_pool", type=_existing_dir, metavar="DIR",
                        help=_shown(show_all, "a pool of synthetic training scans (scripts/build_default_model.py "
                                              "pool, normalized to the --init-model's reference) whose slices fill "
@@ -696,7 +702,8 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         synthetic_fraction=ns.pop("synthetic_fraction"),
         lesion_sampling=ns.pop("lesion_sampling"), normal_fraction=ns.pop("normal_fraction"),
         normal_weight=ns.pop("normal_weight"), init_model=ns.pop("init_model"),
-        context=ns.pop("context_slices"), checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)
+        context=ns.pop("context_slices"), average_from=ns.pop("average_from"),
+        checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)
     crosssite = CrossSiteSettings(
         extra_bids_dirs=tuple(ns.pop("extra_bids_dir") or ()), site_column=site_column,
         site_fields=tuple(ns.pop("site_field") or ()), sites=tuple(ns.pop("sites") or ()),

@@ -83,6 +83,8 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
         recipe["context"] = settings.context
     if settings.augment_intensity:  # likewise
         recipe["augment_intensity"] = settings.augment_intensity
+    if settings.average_from:  # likewise
+        recipe["average_from"] = settings.average_from
     if settings.synthetic_pool is not None:  # likewise
         recipe.update(synthetic_pool=str(Path(settings.synthetic_pool).resolve()),
                       synthetic_fraction=settings.synthetic_fraction)

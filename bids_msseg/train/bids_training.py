@@ -21,7 +21,8 @@ Steps, each resumable with the same work directory (``-w``):
    with ``--checkpoint-dir`` also keeps 16-bit weights-only copies of ``last`` and ``best`` and the
    log there, and a fresh ``-w`` resumes from them, so a training longer than a session goes on on
    another machine from a committed folder);
-7. export the best checkpoint (:func:`bids_msseg.train.export.export_bundle`) to
+7. export the best checkpoint, or with ``--average-from`` the weight average
+   (:mod:`bids_msseg.train.averaging`), (:func:`bids_msseg.train.export.export_bundle`) to
    ``<output_dir>/models/<train-name>/`` with a card naming the data, the validation Dice, the
    recipe and the threshold chosen on validation, or the operating point given with
    ``--threshold``/``--seed-threshold`` (e.g. the one a leave-site-out study chose).
@@ -166,6 +167,8 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
     ``preproc_dir``, default ``train_dir/preproc``) and the bundle to ``bundle_dir``. Used by
     ``group --train`` and by each experiment of the cross-site study (:mod:`bids_msseg.crosssite`).
     """
+    if settings.average_from > settings.epochs:
+        raise UsageError(f"--average-from {settings.average_from}: the training has only {settings.epochs} epoch(s)")
     seed_everything(settings.seed)
     init = _load_init_model(settings)
     architecture, normalization, context = _resolve_network(settings, init)
@@ -203,7 +206,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                       precision=options.precision, max_val_scans=len(val_paths), input_size=TRAIN_INPUT_SIZE,
                       lesion_sampling=settings.lesion_sampling, normal_fraction=settings.normal_fraction,
                       normal_weight=settings.normal_weight, context=context,
-                      augment_intensity=settings.augment_intensity,
+                      augment_intensity=settings.augment_intensity, average_from=settings.average_from,
                       real_fraction=1.0 - settings.synthetic_fraction if pool else 0.0,
                       extra={"init_model": init.card.model_id if init else None,
                              "augment_quality": settings.augment_quality})
@@ -247,17 +250,23 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                    if k in ("architecture", "normalization", "epochs", "steps_per_epoch", "batch_size", "lr",
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
                             "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context",
-                            "augment_intensity", "real_fraction")},
+                            "augment_intensity", "real_fraction", "average_from")},
+        "weights": (f"mean of the weights after every step of epochs {settings.average_from}-{state['epoch']} "
+                    "(stochastic weight averaging)" if settings.average_from else
+                    "the epoch with the best validation Dice"),
         "threshold_chosen_on": (_given_point(options) if options.threshold is not None else
                                 f"validation scans (max mean Dice over thresholds {list(_VAL_THRESHOLDS)})"),
         "bids_msseg_version": __version__,
     }
     export_bundle(run_dir, bundle_dir, reference, settings.name, info, threshold=options.threshold,
+                  checkpoint="average" if settings.average_from else "best",
                   seed_threshold=options.seed_threshold or 0.0, seed_threshold_thick=options.seed_threshold_thick)
     with atomic_path(bundle_dir / "training_metrics.tsv") as tmp:
         shutil.copyfile(run_dir / "metrics.tsv", tmp)
-    LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (epoch %d of %d); the bundle's threshold is %s; "
-                "segment with --model %s", settings.name, state["best_dice"], state.get("best_threshold", 0.5),
-                state["best_epoch"], state["epoch"],
+    chosen = json.loads((run_dir / "average.json").read_text()) if settings.average_from else state
+    LOGGER.info("model %s: validation Dice %.4f at threshold %.2f (%s); the bundle's threshold is %s; "
+                "segment with --model %s", settings.name, chosen["best_dice"], chosen.get("best_threshold", 0.5),
+                f"weight average of epochs {settings.average_from}-{state['epoch']}" if settings.average_from
+                else f"epoch {state['best_epoch']} of {state['epoch']}",
                 "that one" if options.threshold is None else f"{options.threshold:g} (given)", bundle_dir)
     return state

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.model.network import build_network, default_architecture, inflate_input
 from bids_msseg.model.predict import autocast_context
+from bids_msseg.train.averaging import WeightAverage
 from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
 
 LOGGER = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ class TrainConfig:
     #: Probability that a training slice's intensities are perturbed (bias field, gamma, noise;
     #: :func:`~bids_msseg.train.augment.perturb_intensity`); 0 is the paper's recipe.
     augment_intensity: float = 0.0
+    #: 0: export the checkpoint with the best validation Dice (the paper's). N: export the running mean of
+    #: the weights after every step from epoch N on (stochastic weight averaging, :mod:`.averaging`),
+    #: which needs no choice of epoch by validation.
+    average_from: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -142,13 +147,21 @@ def dice_from_counts(inter: float, pred: float, truth: float) -> float:
     return 1.0 if pred + truth == 0 else 2.0 * inter / (pred + truth)
 
 
-def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer | None, state: dict) -> None:
+def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer | None, state: dict,
+                     average: WeightAverage | None = None, half: bool | None = None) -> None:
     """Model and Adam moments as safetensors, the rest as JSON (no pickles). Without ``opt``: a
-    portable checkpoint, the model's weights alone in bfloat16 (half the size, small enough to commit)."""
+    portable checkpoint, the model's weights alone in bfloat16 (half the size, small enough to commit);
+    ``half`` overrides that choice. ``average`` (a running weight average) is stored beside the weights,
+    in the same file, so a resumed run continues the very mean it had."""
     from safetensors.torch import save_file  # lazy: safetensors.torch imports torch
 
-    tensors = {f"model.{k}": (v.to(torch.bfloat16) if opt is None and v.is_floating_point() else v).detach().cpu()
-               .contiguous() for k, v in net.state_dict().items()}
+    half = opt is None if half is None else half
+
+    def stored(v: torch.Tensor) -> torch.Tensor:
+        return (v.to(torch.bfloat16) if half and v.is_floating_point() else v).detach().cpu().contiguous()
+
+    tensors = {f"model.{k}": stored(v) for k, v in net.state_dict().items()}
+    tensors.update({f"average.{k}": stored(v) for k, v in (average.mean if average is not None else {}).items()})
     names = {p: n for n, p in net.named_parameters()}
     for group in opt.param_groups if opt is not None else []:
         for p in group["params"]:
@@ -161,7 +174,8 @@ def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimize
     write_text_atomic(path.with_suffix(".json"), json.dumps(state, indent=1))
 
 
-def _load_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
+def _load_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, WeightAverage]:
+    """Restore ``net`` and ``opt`` from ``path``; return its state and its weight average (empty if none)."""
     from safetensors.torch import load_file  # lazy: safetensors.torch imports torch
 
     tensors = load_file(str(path.with_suffix(".safetensors")))
@@ -170,7 +184,9 @@ def _load_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimize
         if f"adam.{name}.exp_avg" in tensors:
             opt.state[p] = {key: tensors[f"adam.{name}.{key}"].to(p.device) for key in ("exp_avg", "exp_avg_sq")}
             opt.state[p]["step"] = tensors[f"adam.{name}.step"]
-    return json.loads(path.with_suffix(".json").read_text())
+    state = json.loads(path.with_suffix(".json").read_text())
+    average = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+    return state, WeightAverage(average, state.get("n_averaged", 0) if average else 0)
 
 
 @torch.inference_mode()
@@ -240,8 +256,9 @@ def train(
 
     state = {"epoch": 0, "best_dice": -1.0, "best_epoch": -1, "config": asdict(cfg), "history": [],
              "sampler": None}
+    average = WeightAverage()
     if (run_dir / "last.json").exists():
-        state = _load_checkpoint(run_dir / "last", net, opt)
+        state, average = _load_checkpoint(run_dir / "last", net, opt)
     elif init_weights is not None:
         weights = inflate_input(dict(init_weights), 1 + 2 * cfg.context)  # a 2D model starts a 2.5D one
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
@@ -294,6 +311,8 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if cfg.average_from and epoch >= cfg.average_from:
+                average.update(net)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             if rank == 0 and len(losses) % 25 == 0:
@@ -324,9 +343,11 @@ def train(
             state.update(best_dice=best_now, best_epoch=epoch,
                          best_threshold=float(best_key.split("@")[1]))
             _save_checkpoint(run_dir / "best", net, opt, state)
-        _save_checkpoint(run_dir / "last", net, opt, state)
+        averaged = _save_average(run_dir, average, state, cfg, device, val_shards, val_thresholds)
+        _save_checkpoint(run_dir / "last", net, opt, state, average if average.count else None)
         if portable_dir is not None:
-            save_portable(portable_dir, run_dir, net, state, best=state["best_epoch"] == epoch)
+            save_portable(portable_dir, run_dir, net, state, best=state["best_epoch"] == epoch,
+                          average=average if average.count else None, averaged=averaged)
         if cfg.keep_epochs:
             _save_checkpoint(run_dir / f"epoch_{epoch:03d}", net, opt, state)
     if world > 1:
@@ -340,18 +361,41 @@ def train(
     return state
 
 
-PORTABLE_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "metrics.tsv")
+def _save_average(run_dir: Path, average: WeightAverage, state: dict, cfg: TrainConfig, device: torch.device,
+                  val_shards: list[Path], thresholds: tuple[float, ...]) -> torch.nn.Module | None:
+    """At an epoch's end with a weight average running: validate the averaged weights, log their Dice, keep
+    them as the run's ``average`` checkpoint (what the export takes) and return them as a network."""
+    if not average.count:
+        return None
+    state["n_averaged"] = average.count
+    averaged = average.load_into(build_network(default_architecture(cfg.architecture, cfg.context)).to(device))
+    scores = validate(averaged.to(memory_format=torch.channels_last), val_shards, cfg, device, thresholds)
+    best_key = max(scores, key=scores.get)
+    state.setdefault("average_history", []).append({"epoch": state["epoch"], **scores})
+    LOGGER.info("epoch %d: weight average of %d steps, val Dice %s", state["epoch"], average.count,
+                {k: round(v, 3) for k, v in scores.items()})
+    average_state = {**state, "best_dice": scores[best_key], "best_threshold": float(best_key.split("@")[1])}
+    _save_checkpoint(run_dir / "average", averaged, None, average_state, half=False)
+    return averaged
 
 
-def save_portable(portable_dir: Path, run_dir: Path, net: torch.nn.Module, state: dict, best: bool) -> None:
+PORTABLE_FILES = ("best.safetensors", "best.json", "last.safetensors", "last.json", "average.safetensors",
+                  "average.json", "metrics.tsv")
+
+
+def save_portable(portable_dir: Path, run_dir: Path, net: torch.nn.Module, state: dict, best: bool,
+                  average: WeightAverage | None = None, averaged: torch.nn.Module | None = None) -> None:
     """Mirror a run's newest (and, when ``best``, best) checkpoint into ``portable_dir`` as weights
     only, in bfloat16, with the run's ``metrics.tsv``: fixed file names, replaced each epoch, small
-    enough to commit, so that a training longer than a session goes on elsewhere."""
+    enough to commit, so that a training longer than a session goes on elsewhere. With a weight
+    average running, ``last`` carries it and ``averaged`` (its network) is kept as ``average``."""
     portable_dir = Path(portable_dir)
     portable_dir.mkdir(parents=True, exist_ok=True)
     if best or not (portable_dir / "best.json").is_file():
         _save_checkpoint(portable_dir / "best", net, None, state)
-    _save_checkpoint(portable_dir / "last", net, None, state)
+    _save_checkpoint(portable_dir / "last", net, None, state, average)
+    if averaged is not None:
+        _save_checkpoint(portable_dir / "average", averaged, None, json.loads((run_dir / "average.json").read_text()))
     write_text_atomic(portable_dir / "metrics.tsv", (run_dir / "metrics.tsv").read_text())
 
 
