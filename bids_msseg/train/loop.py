@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.model.network import build_network, default_architecture, inflate_input
 from bids_msseg.model.predict import autocast_context
-from bids_msseg.train.averaging import WeightAverage
+from bids_msseg.train.averaging import WeightAverage, recompute_batch_norm
 from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
 
 LOGGER = logging.getLogger(__name__)
@@ -281,6 +281,20 @@ def train(
                                     cfg.lesion_sampling, cfg.normal_fraction, cfg.context, cfg.augment_intensity)
         if state.get("sampler_real") is not None and world == 1:  # under DDP the real draws restart
             real_sampler.rng.bit_generator.state = state["sampler_real"]
+
+    def norm_batches() -> Iterator[torch.Tensor]:
+        """:data:`BATCH_NORM_BATCHES` training batches composed as the training's, drawn afresh from a seed of
+        their own each time: the averaged weights' statistics depend on them alone, and the training's own
+        random streams are untouched (a resumed run gives the same average)."""
+        main = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, cfg.seed + 104_729,
+                            cfg.lesion_sampling, cfg.normal_fraction, cfg.context, cfg.augment_intensity)
+        real = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction, cfg.seed + 104_729 + 7919,
+                            cfg.lesion_sampling, cfg.normal_fraction, cfg.context,
+                            cfg.augment_intensity) if n_real else None
+        for _ in range(BATCH_NORM_BATCHES):
+            img = main.batch(cfg.batch_size - n_real, cfg.crop)[0]
+            yield torch.cat([img, real.batch(n_real, cfg.crop)[0]]) if real is not None else img
+
     model: torch.nn.Module = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel  # lazy: torch stays out of the command line's start-up
@@ -343,7 +357,7 @@ def train(
             state.update(best_dice=best_now, best_epoch=epoch,
                          best_threshold=float(best_key.split("@")[1]))
             _save_checkpoint(run_dir / "best", net, opt, state)
-        averaged = _save_average(run_dir, average, state, cfg, device, val_shards, val_thresholds)
+        averaged = _save_average(run_dir, average, state, cfg, device, val_shards, val_thresholds, norm_batches)
         _save_checkpoint(run_dir / "last", net, opt, state, average if average.count else None)
         if portable_dir is not None:
             save_portable(portable_dir, run_dir, net, state, best=state["best_epoch"] == epoch,
@@ -361,15 +375,22 @@ def train(
     return state
 
 
+#: Training batches whose activations give the averaged weights their batch-norm statistics (512 slices).
+BATCH_NORM_BATCHES = 32
+
+
 def _save_average(run_dir: Path, average: WeightAverage, state: dict, cfg: TrainConfig, device: torch.device,
-                  val_shards: list[Path], thresholds: tuple[float, ...]) -> torch.nn.Module | None:
-    """At an epoch's end with a weight average running: validate the averaged weights, log their Dice, keep
+                  val_shards: list[Path], thresholds: tuple[float, ...],
+                  batches: Callable[[], Iterator[torch.Tensor]]) -> torch.nn.Module | None:
+    """At an epoch's end with a weight average running: give the averaged weights batch-norm statistics of
+    their own on ``batches()`` (:func:`~.averaging.recompute_batch_norm`), validate them, log their Dice, keep
     them as the run's ``average`` checkpoint (what the export takes) and return them as a network."""
     if not average.count:
         return None
     state["n_averaged"] = average.count
     averaged = average.load_into(build_network(default_architecture(cfg.architecture, cfg.context)).to(device))
-    scores = validate(averaged.to(memory_format=torch.channels_last), val_shards, cfg, device, thresholds)
+    averaged = recompute_batch_norm(averaged.to(memory_format=torch.channels_last), batches(), device, cfg.precision)
+    scores = validate(averaged, val_shards, cfg, device, thresholds)
     best_key = max(scores, key=scores.get)
     state.setdefault("average_history", []).append({"epoch": state["epoch"], **scores})
     LOGGER.info("epoch %d: weight average of %d steps, val Dice %s", state["epoch"], average.count,

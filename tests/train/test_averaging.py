@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bids_msseg.model.bundle import load_bundle
-from bids_msseg.train.averaging import WeightAverage
+from bids_msseg.train.averaging import WeightAverage, recompute_batch_norm
 from bids_msseg.train.data import list_shards
 from bids_msseg.train.export import export_bundle, load_run_network
 from bids_msseg.train.loop import TrainConfig, restore_portable, train
@@ -25,6 +25,18 @@ def test_running_mean_is_the_mean_of_the_iterates_and_integers_keep_the_newest()
     assert average.mean["num_batches_tracked"].item() == 3
     target = torch.nn.BatchNorm1d(3)
     assert torch.allclose(average.load_into(target).weight, torch.stack(seen).mean(0), atol=1e-6)
+
+
+def test_batch_norm_statistics_are_measured_again_on_the_batches():
+    """The averaged weights get the plain mean of their activations' statistics over the given batches
+    (not an exponential one, not the iterates' stale ones); the layer's momentum is left as it was."""
+    norm = torch.nn.BatchNorm2d(2)
+    norm.running_mean.fill_(5.0)
+    batches = [torch.randn(4, 2, 3, 3) + shift for shift in (0.0, 2.0, 4.0)]
+    net = recompute_batch_norm(torch.nn.Sequential(norm), iter(batches), torch.device("cpu"))
+    assert not net.training and norm.momentum == 0.1
+    expected = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
 
 
 def _cfg(epochs: int, average_from: int = 2) -> TrainConfig:
