@@ -3,7 +3,8 @@
 Izmailov et al. (2018), "Averaging Weights Leads to Wider Optima and Better Generalization": the
 mean of the weights visited late in training, at a constant learning rate, lies in a flatter region
 of the loss than any single iterate, and generalizes better. For this project it also removes the
-choice of "the best epoch" by a noisy validation Dice on a handful of scans (``--average-from``).
+choice of "the best epoch" by a noisy validation Dice on a handful of scans (``--average-from``). On the
+leave-site-out protocol it did not beat version 3's best-epoch recipe (``docs/protocol_v8/``).
 
 The mean is kept in float32 and updated in place, so it depends on the sequence of iterates alone
 and resumes exactly from a checkpoint. Batch-norm running statistics are carried along (integer

@@ -409,7 +409,8 @@ def save_portable(portable_dir: Path, run_dir: Path, net: torch.nn.Module, state
     """Mirror a run's newest (and, when ``best``, best) checkpoint into ``portable_dir`` as weights
     only, in bfloat16, with the run's ``metrics.tsv``: fixed file names, replaced each epoch, small
     enough to commit, so that a training longer than a session goes on elsewhere. With a weight
-    average running, ``last`` carries it and ``averaged`` (its network) is kept as ``average``."""
+    average running, ``last`` carries it (in bfloat16 too: a portable resume continues a rounded mean) and
+    ``averaged`` (its network) is kept as ``average``."""
     portable_dir = Path(portable_dir)
     portable_dir.mkdir(parents=True, exist_ok=True)
     if best or not (portable_dir / "best.json").is_file():
