@@ -22,6 +22,7 @@ trains exactly as before), and lets rank 0 alone validate, write checkpoints and
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -285,12 +286,12 @@ def train(
     def norm_batches() -> Iterator[torch.Tensor]:
         """:data:`BATCH_NORM_BATCHES` training batches composed as the training's, drawn afresh from a seed of
         their own each time: the averaged weights' statistics depend on them alone, and the training's own
-        random streams are untouched (a resumed run gives the same average)."""
-        main = SliceSampler(current_train(), cfg.normalization, cfg.lesion_fraction, cfg.seed + 104_729,
-                            cfg.lesion_sampling, cfg.normal_fraction, cfg.context, cfg.augment_intensity)
-        real = SliceSampler(real_shards, cfg.normalization, cfg.lesion_fraction, cfg.seed + 104_729 + 7919,
-                            cfg.lesion_sampling, cfg.normal_fraction, cfg.context,
-                            cfg.augment_intensity) if n_real else None
+        random streams are untouched (a resumed run gives the same average). The draws come from shallow
+        copies of the training's samplers, which share their loaded shards (no shard is read again)."""
+        main, real = copy.copy(sampler), copy.copy(real_sampler)
+        main.rng = np.random.default_rng(cfg.seed + 104_729)
+        if real is not None:
+            real.rng = np.random.default_rng(cfg.seed + 104_729 + 7919)
         for _ in range(BATCH_NORM_BATCHES):
             img = main.batch(cfg.batch_size - n_real, cfg.crop)[0]
             yield torch.cat([img, real.batch(n_real, cfg.crop)[0]]) if real is not None else img
