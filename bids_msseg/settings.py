@@ -85,6 +85,7 @@ class TrainSettings:
     lesion_sampling: str = "slice"  # how lesion slices are drawn (TrainConfig.lesion_sampling)
     normal_fraction: float = 0.0  # share of a batch from normal-hyperintensity slices
     normal_weight: float = 1.0  # loss weight of a normal-hyperintensity voxel
+    lesion_balance: float = 0.0  # loss weight of a lesion by its size ** -this (TrainConfig.lesion_balance)
     context: int | None = None  # neighbouring slices each side (2.5D); None: the --init-model's, else 0
     average_from: int = 0  # export the mean of the weights from this epoch on (TrainConfig.average_from); 0: best
     init_model: Path | None = None

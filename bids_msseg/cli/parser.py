@@ -583,6 +583,12 @@ def add_group_level_arguments(parser: argparse.ArgumentParser, show_all: bool = 
                        default=_TRAIN.normal_weight, metavar="W",
                        help=_shown(show_all, "loss weight of a normal-hyperintensity voxel relative to other "
                                              f"background (default: {_TRAIN.normal_weight:g})"))
+    train.add_argument("--lesion-balance", dest="lesion_balance", type=_non_negative_float,
+                       default=_TRAIN.lesion_balance, metavar="G",
+                       help=_shown(show_all, "weigh each lesion in the loss by its size to the power -G, rescaled "
+                                             "so lesion voxels keep their total weight: 0 counts every voxel alike "
+                                             "(the paper's), 1 every lesion alike, so small lesions count "
+                                             f"(default: {_TRAIN.lesion_balance:g})"))
     train.add_argument("--init-model", dest="init_model", type=_existing_dir, metavar="PATH",
                        help=_shown(show_all, "a model bundle to fine-tune from (default: random "
                                              "initialization)"))
@@ -701,7 +707,7 @@ def _group_settings(ns: dict[str, Any]) -> GroupSettings:
         augment_intensity=ns.pop("augment_intensity"), synthetic_pool=ns.pop("synthetic_pool"),
         synthetic_fraction=ns.pop("synthetic_fraction"),
         lesion_sampling=ns.pop("lesion_sampling"), normal_fraction=ns.pop("normal_fraction"),
-        normal_weight=ns.pop("normal_weight"), init_model=ns.pop("init_model"),
+        normal_weight=ns.pop("normal_weight"), lesion_balance=ns.pop("lesion_balance"), init_model=ns.pop("init_model"),
         context=ns.pop("context_slices"), average_from=ns.pop("average_from"),
         checkpoint_dir=ns.pop("checkpoint_dir"), seed=seed)
     crosssite = CrossSiteSettings(

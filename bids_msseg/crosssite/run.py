@@ -85,6 +85,8 @@ def experiment_spec(experiment: Experiment, settings: TrainSettings, options: Op
         recipe["augment_intensity"] = settings.augment_intensity
     if settings.average_from:  # likewise
         recipe["average_from"] = settings.average_from
+    if settings.lesion_balance:  # likewise
+        recipe["lesion_balance"] = settings.lesion_balance
     if settings.synthetic_pool is not None:  # likewise
         recipe.update(synthetic_pool=str(Path(settings.synthetic_pool).resolve()),
                       synthetic_fraction=settings.synthetic_fraction)

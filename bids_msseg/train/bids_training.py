@@ -205,7 +205,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                       val_fraction=settings.val_fraction, seed=settings.seed, device=options.device,
                       precision=options.precision, max_val_scans=len(val_paths), input_size=TRAIN_INPUT_SIZE,
                       lesion_sampling=settings.lesion_sampling, normal_fraction=settings.normal_fraction,
-                      normal_weight=settings.normal_weight, context=context,
+                      normal_weight=settings.normal_weight, lesion_balance=settings.lesion_balance, context=context,
                       augment_intensity=settings.augment_intensity, average_from=settings.average_from,
                       real_fraction=1.0 - settings.synthetic_fraction if pool else 0.0,
                       extra={"init_model": init.card.model_id if init else None,
@@ -250,7 +250,7 @@ def train_and_export(options: Options, settings: TrainSettings, train_scans: Seq
                    if k in ("architecture", "normalization", "epochs", "steps_per_epoch", "batch_size", "lr",
                             "weight_decay", "betas", "lesion_weight", "lesion_fraction", "val_fraction", "seed",
                             "input_size", "lesion_sampling", "normal_fraction", "normal_weight", "context",
-                            "augment_intensity", "real_fraction", "average_from")},
+                            "augment_intensity", "real_fraction", "average_from", "lesion_balance")},
         "weights": (f"mean of the weights after every step of epochs {settings.average_from}-{state['epoch']} "
                     "(stochastic weight averaging)" if settings.average_from else
                     "the epoch with the best validation Dice"),

@@ -4,9 +4,7 @@ Recipe (Badea & Popa 2024), every item overridable through :class:`TrainConfig`:
 resnet18 encoder, weighted binary cross-entropy with weight 0.8, Adam (lr 1e-3, weight decay 1e-6,
 betas 0.9/0.999), 50 epochs, 80/20 split by scan, the checkpoint with the best validation Dice kept.
 
-The weight 0.8 weights the lesion class: each lesion voxel's loss term counts 0.8 and each
-background voxel's 0.2, ``-(0.8 y log p + 0.2 (1 - y) log(1 - p))`` averaged over voxels, which
-offsets the rarity of lesion voxels.
+The loss is :mod:`.losses`' weighted BCE: lesion voxels weigh 0.8, background 0.2.
 
 Checkpoints (``last`` after every epoch, ``best`` on a new best validation Dice) are safetensors
 plus JSON, never pickles: model weights, Adam moments and the sampler's random state, so an
@@ -39,7 +37,8 @@ from bids_msseg.io import atomic_path, write_text_atomic
 from bids_msseg.model.network import build_network, default_architecture, inflate_input
 from bids_msseg.model.predict import autocast_context
 from bids_msseg.train.averaging import WeightAverage, recompute_batch_norm
-from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
+from bids_msseg.train.data import UNKNOWN, SliceSampler, iter_validation, list_shards, load_shard, split_by_scan
+from bids_msseg.train.losses import lesion_balance_factors, weighted_bce
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class TrainConfig:
     lesion_sampling: str = "slice"
     #: Share of each batch drawn from slices with expert-marked normal hyperintensities (hard negatives).
     normal_fraction: float = 0.0
-    #: Loss weight of a normal-hyperintensity voxel relative to other background (:func:`weighted_bce`).
+    #: Loss weight of a normal-hyperintensity voxel relative to other background (:func:`.losses.weighted_bce`).
     normal_weight: float = 1.0
     #: Neighbouring slices on each side given as more input channels (2.5D); 0 is the paper's 2D.
     context: int = 0
@@ -92,22 +91,10 @@ class TrainConfig:
     #: the weights after every step from epoch N on (stochastic weight averaging, :mod:`.averaging`),
     #: which needs no choice of epoch by validation.
     average_from: int = 0
+    #: Exponent g weighing each in-plane lesion component by its size ** -g in the loss, so small lesions
+    #: count (:func:`~bids_msseg.train.losses.lesion_balance_factors`); 0 is the paper's loss.
+    lesion_balance: float = 0.0
     extra: dict = field(default_factory=dict)
-
-
-def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, lesion_weight: float,
-                 normal_weight: float = 1.0) -> torch.Tensor:
-    """``-(w y log p + (1 - w)(1 - y) log(1 - p))`` averaged over voxels (see module doc).
-
-    ``labels`` are shard labels: voxels labelled :data:`~bids_msseg.train.data.UNKNOWN` get weight 0
-    (they count in the average's denominator only, so a batch's loss scale does not depend on how
-    much of it is unknown); background labelled :data:`~bids_msseg.train.data.NORMAL` (an expert's
-    normal hyperintensity) weighs ``normal_weight`` times an ordinary background voxel.
-    """
-    target = (labels == 1).to(logits.dtype)
-    weights = target * lesion_weight + (1 - target) * (1 - lesion_weight)
-    weights = weights * (labels != UNKNOWN) * torch.where(labels == NORMAL, normal_weight, 1.0)
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weights)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -322,7 +309,8 @@ def train(
             img = img.to(device).contiguous(memory_format=torch.channels_last)
             with autocast_context(device, cfg.precision):
                 logits = model(img)
-            loss = weighted_bce(logits.float(), lab.to(device), cfg.lesion_weight, cfg.normal_weight)
+            loss = weighted_bce(logits.float(), lab.to(device), cfg.lesion_weight, cfg.normal_weight,
+                                lesion_balance_factors(lab, cfg.lesion_balance))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

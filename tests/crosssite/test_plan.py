@@ -119,7 +119,9 @@ def test_an_arms_overrides_reach_its_training_and_its_spec(tmp_path, make_scan, 
     with_intensity = TrainSettings(augment_intensity=0.5)
     assert run_module.experiment_spec(Experiment(base, ("A",)), with_intensity, options)["recipe"][
         "augment_intensity"] == 0.5
-    assert "synthetic_pool" not in specs[0]["recipe"] and "average_from" not in specs[0]["recipe"]
+    assert not {"synthetic_pool", "average_from", "lesion_balance"} & set(specs[0]["recipe"])
+    assert run_module.experiment_spec(Experiment(base, ("A",)), TrainSettings(lesion_balance=0.5), options)["recipe"][
+        "lesion_balance"] == 0.5
     assert run_module.experiment_spec(Experiment(base, ("A",)), TrainSettings(average_from=2), options)["recipe"][
         "average_from"] == 2
     with_pool = run_module.experiment_spec(Experiment(base, ("A",)), TrainSettings(synthetic_pool=tmp_path), options)

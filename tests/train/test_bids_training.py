@@ -151,6 +151,8 @@ def test_parser_training_sampling_flags(tmp_path: Path) -> None:
     assert parse_args([*args, "--augment-intensity"]).group.training.augment_intensity == 0.5
     assert parse_args([*args, "--augment-intensity", "0.25"]).group.training.augment_intensity == 0.25
     assert train.average_from == 0 and parse_args([*args, "--average-from", "2"]).group.training.average_from == 2
+    assert train.lesion_balance == 0 and parse_args([*args, "--lesion-balance", "0.5"]).group.training \
+        .lesion_balance == 0.5
 
 
 def test_portable_checkpoint_of_other_data_is_refused(tmp_path: Path) -> None:
@@ -235,10 +237,12 @@ def test_group_train_end_to_end_and_resume(tmp_path: Path, small_slices: None) -
     init = out / "models" / "msseg-custom"
     assert main(_args(bids, out, tmp_path / "work2", "--init-model", str(init), "--train-name", "ft",
                       "--epochs", "1", "--threshold", "0.45", "--seed-threshold", "0.8",
-                      "--seed-threshold-thick", "0.7", "--average-from", "1", architecture=None)) == 0
+                      "--seed-threshold-thick", "0.7", "--average-from", "1", "--lesion-balance", "0.5",
+                      architecture=None)) == 0
     tuned = load_bundle(out / "models" / "ft").card
     assert tuned.training["weights"] == "mean of the weights after every step of epochs 1-1 (stochastic weight " \
         "averaging)" and tuned.training["recipe"]["average_from"] == 1
+    assert tuned.training["recipe"]["lesion_balance"] == 0.5
     assert main(_args(bids, out, tmp_path / "work4", "--train-name", "late", "--epochs", "1", "--average-from",
                       "2")) == EXIT_USAGE  # no epoch to average
     assert tuned.training["init_model"] == load_bundle(init).card.model_id

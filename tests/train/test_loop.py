@@ -8,23 +8,8 @@ import torch
 from bids_msseg.model.bundle import load_bundle
 from bids_msseg.train.data import NORMAL, UNKNOWN, SliceSampler, list_shards, load_shard, make_shard
 from bids_msseg.train.export import export_bundle
-from bids_msseg.train.loop import TrainConfig, restore_portable, train, validate, weighted_bce
-
-
-def test_weighted_bce_weights_the_lesion_class():
-    logits = torch.zeros(1, 1, 2, 2)
-    lesion = torch.ones(1, 1, 2, 2)
-    assert weighted_bce(logits, lesion, 0.8).item() == pytest.approx(0.8 * np.log(2), rel=1e-5)
-    assert weighted_bce(logits, 1 - lesion, 0.8).item() == pytest.approx(0.2 * np.log(2), rel=1e-5)
-
-
-def test_normal_hyperintensities_are_background_weighted_up():
-    """NORMAL voxels are taught as background (target 0), ``normal_weight`` times an ordinary one."""
-    logits = torch.full((1, 1, 1, 2), 2.0)
-    plain = weighted_bce(logits, torch.tensor([[[[0.0, 0.0]]]]), 0.8).item()
-    assert weighted_bce(logits, torch.tensor([[[[float(NORMAL), 0.0]]]]), 0.8).item() == pytest.approx(plain)
-    assert weighted_bce(logits, torch.tensor([[[[float(NORMAL), 0.0]]]]), 0.8, normal_weight=3.0).item() == \
-        pytest.approx(plain * (3 + 1) / 2, rel=1e-5)
+from bids_msseg.train.loop import TrainConfig, restore_portable, train, validate
+from bids_msseg.train.losses import weighted_bce
 
 
 def _two_lesion_shard(tmp_path, training_scan, normal: bool = False):
