@@ -4,6 +4,6 @@ The method follows Badea & Popa (2024), "Toward Generalizable MS Lesion Segmenta
 quantile-normalized axial FLAIR slices segmented by a UNet++ with a resnet18 encoder.
 """
 
-__version__ = "0.2.4"
+__version__ = "0.2.5"
 
 __all__ = ["__version__"]
