@@ -20,9 +20,11 @@ from scipy import ndimage
 
 from bids_msseg.train.data import NORMAL, UNKNOWN
 
-#: In-plane components are 8-connected: the 2D analogue of the 26-connectivity that defines a lesion
-#: (:func:`bids_msseg.lesions.label_lesions`).
-IN_PLANE_CONNECTIVITY = ndimage.generate_binary_structure(2, 2)
+#: In-plane components are 8-connected, the 2D analogue of the 26-connectivity that defines a lesion
+#: (:func:`bids_msseg.lesions.label_lesions`); as a 3D structure whose neighbouring planes are empty, so
+#: one labelling of a batch of slices never joins two slices.
+IN_PLANE_CONNECTIVITY = np.stack([np.zeros((3, 3), bool), ndimage.generate_binary_structure(2, 2),
+                                  np.zeros((3, 3), bool)])
 
 
 def lesion_balance_factors(labels: torch.Tensor, exponent: float) -> torch.Tensor | None:
@@ -37,13 +39,10 @@ def lesion_balance_factors(labels: torch.Tensor, exponent: float) -> torch.Tenso
     lesion = (labels == 1).cpu().numpy()
     if not lesion.any():
         return None
-    flat = lesion.reshape(-1, *lesion.shape[-2:])
-    factors = np.ones(flat.shape, np.float32)
-    sizes = np.zeros(flat.shape, np.float32)
-    for i, plane in enumerate(flat):
-        components, n = ndimage.label(plane, IN_PLANE_CONNECTIVITY)
-        if n:
-            sizes[i] = np.where(plane, np.bincount(components.ravel())[components], 0)
+    planes = lesion.reshape(-1, *lesion.shape[-2:])
+    components, _ = ndimage.label(planes, IN_PLANE_CONNECTIVITY)  # one call; planes are never joined
+    sizes = np.where(planes, np.bincount(components.ravel())[components], 0).astype(np.float32)
+    factors = np.ones(planes.shape, np.float32)
     inside = sizes > 0
     raw = sizes[inside] ** -exponent
     factors[inside] = raw * (inside.sum() / raw.sum())  # the batch's lesion voxels keep their total weight

@@ -68,3 +68,11 @@ def test_weighted_bce_applies_the_lesion_factors():
         pytest.approx((weights * per_voxel).mean().item(), rel=1e-5)
     assert weighted_bce(logits, labels, 0.8, lesion_factors=factors).item() != \
         pytest.approx(weighted_bce(logits, labels, 0.8).item(), rel=1e-3)
+
+
+def test_lesion_balance_never_joins_slices_of_a_batch():
+    """The same lesion on two slices of a batch is two components of 4 voxels, not one of 8."""
+    labels = torch.cat([_two_lesions(), _two_lesions()])
+    factors = lesion_balance_factors(labels, 1.0)
+    assert factors[0, 0, 0, 0].item() == pytest.approx(4 * factors[1, 0, 3, 3].item())
+    assert torch.equal(factors[0], factors[1])
